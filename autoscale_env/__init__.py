@@ -1,0 +1,30 @@
+"""autoscale-env: AutoScale (Kim & Wu, 2020) as a Gymnasium environment.
+
+``import autoscale_env`` registers ``AutoScale-v0``; it imports only numpy and gymnasium (backends
+and their heavy dependencies load when used)::
+
+    import gymnasium as gym
+    import autoscale_env
+
+    env = gym.make("AutoScale-v0", device="mi8pro", scenario="non_streaming", setting="dynamic")
+"""
+
+from __future__ import annotations
+
+from gymnasium.envs.registration import register, registry
+
+__version__ = "0.1.0"
+
+#: Requests per episode under ``gym.make`` (TimeLimit truncation) [reconstructed].
+MAX_EPISODE_STEPS = 100
+
+if "AutoScale-v0" not in registry:
+    register(
+        id="AutoScale-v0",
+        entry_point="autoscale_env.env:AutoScaleEnv",
+        vector_entry_point="autoscale_env.vector:AutoScaleVectorEnv",
+        max_episode_steps=MAX_EPISODE_STEPS,
+        kwargs={},
+    )
+
+__all__ = ["MAX_EPISODE_STEPS", "__version__"]

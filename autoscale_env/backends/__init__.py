@@ -1,0 +1,27 @@
+"""Backends: the world behind the environment (see :class:`autoscale_env.core.Backend`).
+
+``sim`` is the analytical model (the default, fast, deterministic), ``replay`` reads recorded
+traces, ``live`` really runs inference on this host and on loopback servers. Backends are imported
+lazily so that ``import autoscale_env`` never pulls in torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from autoscale_env.errors import UnknownNameError
+
+BACKENDS = {
+    "sim": "autoscale_env.backends.sim:SimBackend",
+    "replay": "autoscale_env.backends.replay:ReplayBackend",
+    "live": "autoscale_env.backends.live.backend:LiveBackend",
+}
+
+
+def make_backend(name: str, **kwargs: Any):
+    """Construct the backend called ``name`` with ``kwargs``; unknown names list the valid ones."""
+    if name not in BACKENDS:
+        raise UnknownNameError("backend", name, BACKENDS)
+    module, cls = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), cls)(**kwargs)

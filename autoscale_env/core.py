@@ -1,0 +1,171 @@
+"""Value types and the backend protocol: the seam between the environment and the world.
+
+The environment (:mod:`autoscale_env.env`) knows nothing about physics, files or sockets. Everything
+about the world sits behind :class:`Backend`: a backend produces *requests* (which network, under
+which runtime conditions) in blocks, and says what happened when a request ran on a target.
+
+Backends that can know every target's outcome before the agent acts (``sim``, ``replay``) fill the
+block's outcome matrices; the environment then reads them and never calls :meth:`Backend.execute`.
+Backends that must really run the request (``live``) leave them ``None`` and answer ``execute``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+LOCATIONS = ("local", "edge", "cloud")
+PROCESSORS = ("cpu", "gpu", "dsp")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+#: Values of ``Outcome.energy_source`` / ``info["energy_source"]``.
+ENERGY_SOURCES = ("model", "rapl", "nvml", "measured", "none")
+
+
+@dataclass(frozen=True, order=True)
+class Target:
+    """An execution target: where (``local``/``edge``/``cloud``), on what processor, at what precision.
+
+    ``str(target)`` is the canonical name used everywhere (files, logs, command lines), e.g.
+    ``"local/gpu/fp16"``; :meth:`parse` is its inverse.
+    """
+
+    location: str
+    processor: str
+    precision: str
+
+    def __post_init__(self) -> None:
+        for field, value, choices in (
+            ("location", self.location, LOCATIONS),
+            ("processor", self.processor, PROCESSORS),
+            ("precision", self.precision, PRECISIONS),
+        ):
+            if value not in choices:
+                raise ValueError(f"target {field} {value!r} is not one of {', '.join(choices)}")
+
+    def __str__(self) -> str:
+        return f"{self.location}/{self.processor}/{self.precision}"
+
+    @property
+    def is_local(self) -> bool:
+        """True when the phone itself runs the inference."""
+        return self.location == "local"
+
+    @property
+    def unit(self) -> str:
+        """The processor/precision part, e.g. ``"gpu/fp16"`` (the key used in latency tables)."""
+        return f"{self.processor}/{self.precision}"
+
+    @classmethod
+    def parse(cls, name: str) -> Target:
+        """Parse ``"location/processor/precision"``; raises ``ValueError`` naming the bad part."""
+        parts = str(name).strip().split("/")
+        if len(parts) != 3:
+            raise ValueError(
+                f"target name {name!r} must look like 'location/processor/precision', "
+                f"e.g. 'local/gpu/fp16'"
+            )
+        return cls(*parts)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A network a request can name, with the paper's structural features (layer counts)."""
+
+    name: str
+    display_name: str
+    conv: int
+    fc: int
+    rc: int
+    input_bytes: int
+    output_bytes: int
+    accuracy: dict[str, float]
+    """Accuracy per precision (``"fp32"``, ``"fp16"``, ``"int8"``) as a fraction in [0, 1]."""
+    source: str = ""
+
+
+#: Columns of :class:`RequestBlock` that hold the raw runtime context, in observation order after
+#: the workload features. Units are in the names.
+CONTEXT_FIELDS = ("co_cpu_pct", "co_mem_pct", "rssi_wifi_dbm", "rssi_p2p_dbm")
+
+
+@dataclass
+class RequestBlock:
+    """A run of consecutive inference requests, as arrays (one row per request).
+
+    The context columns are always present. The outcome matrices (one column per target, in
+    ``Backend.targets`` order) are present when the backend knows every target's outcome in advance;
+    a ``NaN`` there means "unknown for this target" (a partial trace).
+    """
+
+    network: np.ndarray
+    """int, index into ``Backend.workloads``."""
+    co_cpu_pct: np.ndarray
+    """CPU utilisation of co-running apps, percent [0, 100]."""
+    co_mem_pct: np.ndarray
+    """Memory use of co-running apps, percent [0, 100]."""
+    rssi_wifi_dbm: np.ndarray
+    """Wi-Fi signal strength on the path to the cloud, dBm."""
+    rssi_p2p_dbm: np.ndarray
+    """Wi-Fi Direct signal strength to the edge device, dBm."""
+    latency_ms: np.ndarray | None = None
+    """(n, n_targets) end-to-end latency, or None when only ``execute`` can tell."""
+    energy_mj: np.ndarray | None = None
+    """(n, n_targets) phone energy, or None."""
+    accuracy: np.ndarray | None = None
+    """(n, n_targets) accuracy fraction, or None."""
+    energy_source: str = "model"
+    """How energy was obtained (see :data:`ENERGY_SOURCES`)."""
+
+    def __len__(self) -> int:
+        return len(self.network)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened when one request ran on one target (the live backend's answer)."""
+
+    latency_ms: float
+    energy_mj: float
+    accuracy: float
+    energy_source: str = "model"
+    error: str = ""
+    """Empty on success; otherwise why the request failed (it then misses QoS)."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The world behind the environment.
+
+    Attributes:
+        targets: the execution targets the device offers, in action order.
+        workloads: the networks requests may name (``RequestBlock.network`` indexes this).
+        reference_energy_mj: per workload, the energy of ``local/cpu/fp32`` without interference
+            (``E_ref`` of the reward), in ``workloads`` order.
+        deterministic: True when the same rng gives the same requests and outcomes (sim, replay).
+    """
+
+    targets: tuple[Target, ...]
+    workloads: tuple[Workload, ...]
+    reference_energy_mj: np.ndarray
+    deterministic: bool
+
+    def reset(self, rng: np.random.Generator) -> None:
+        """Start a new episode; ``rng`` is the only randomness the backend may use."""
+
+    def next_block(self) -> RequestBlock:
+        """The next requests of the episode (at least one)."""
+
+    def execute(self, block: RequestBlock, index: int, action: int) -> Outcome:
+        """Run request ``index`` of ``block`` on ``targets[action]`` (only for blocks without outcomes)."""
+
+    def close(self) -> None:
+        """Release processes and sockets; safe to call twice."""
+
+
+def target_names(targets: Sequence[Target]) -> list[str]:
+    """Canonical names of ``targets`` in order."""
+    return [str(t) for t in targets]

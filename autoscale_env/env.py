@@ -1,0 +1,312 @@
+"""The AutoScale-v0 environment."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from autoscale_env import config
+from autoscale_env.backends import make_backend
+from autoscale_env.core import Backend, RequestBlock, Target
+from autoscale_env.errors import InvalidActionError, UnknownNameError
+from autoscale_env.reward import oracle_actions, reward
+from autoscale_env.state import StateEncoder
+
+OBS_MODES = ("paper", "extended")
+RAW_FIELDS = ("conv", "fc", "rc", "co_cpu_pct", "co_mem_pct", "rssi_wifi_dbm", "rssi_p2p_dbm")
+RAW_LOW = np.array([0, 0, 0, 0, 0, -120, -120], dtype=np.float32)
+RAW_HIGH = np.array([1000, 1000, 1000, 100, 100, 0, 0], dtype=np.float32)
+
+
+class AutoScaleEnv(gym.Env):
+    """Where should this DNN inference run? One step is one inference request of a phone app.
+
+    ## Description
+
+    A reimplementation of AutoScale (Kim & Wu, 2020). For every request the agent picks an execution
+    target: the phone's CPU, GPU or DSP at FP32/FP16/INT8, a connected edge device (a Galaxy Tab S6
+    over Wi-Fi Direct) or the cloud (over Wi-Fi). The request runs there and the agent is rewarded
+    for low phone energy, provided the latency target (QoS) and the accuracy target hold. What is best
+    depends on the network (conv-heavy or FC/recurrent-heavy, size), co-running apps loading CPU
+    and memory, and the signal strength of both wireless links; these vary stochastically.
+
+    The world lives behind a backend: ``sim`` (calibrated analytical model, default), ``replay``
+    (recorded traces) or ``live`` (real inference on this host and on loopback servers).
+
+    ## Action Space
+
+    ``Discrete(n_targets)``: one action per target of the device, in the profile's order;
+    ``env.unwrapped.targets[a]`` names it (``str(...)`` gives e.g. ``"local/gpu/fp16"``). Mi 8 Pro and
+    Galaxy S10e have 9 targets; the Moto X Force has no DSP and 8. ``env.unwrapped.target_index(name)``
+    maps a name back to its action.
+
+    ## Observation Space
+
+    ``obs_mode="paper"`` (default): ``MultiDiscrete(nvec)`` of the seven state features of the paper,
+    binned as ``autoscale_env/data/features.toml`` says (defaults below; 4x2x2x4x4x2x2 = 1024 states):
+
+    | index | feature     | raw value                                 | bins                      |
+    |-------|-------------|-------------------------------------------|---------------------------|
+    | 0     | `conv`      | CONV layers of the requested network      | 0: none, 1: 1-29, 2: 30-59, 3: >=60 |
+    | 1     | `fc`        | fully connected layers                    | 0: <10, 1: >=10           |
+    | 2     | `rc`        | recurrent layers                          | 0: none, 1: >=1           |
+    | 3     | `co_cpu`    | co-running apps' CPU utilisation (%)      | 0: 0, 1: <25, 2: <75, 3: >=75 |
+    | 4     | `co_mem`    | co-running apps' memory use (%)           | 0: 0, 1: <25, 2: <75, 3: >=75 |
+    | 5     | `rssi_wifi` | Wi-Fi RSSI on the cloud path (dBm)        | 0: regular (> -80), 1: weak |
+    | 6     | `rssi_p2p`  | Wi-Fi Direct RSSI to the edge device (dBm)| 0: regular (> -80), 1: weak |
+
+    ``env.unwrapped.encoder.flat_index(obs)`` gives the row of a 1024-row Q-table.
+
+    ``obs_mode="extended"``: ``Dict(state=<the MultiDiscrete above>, raw=Box(7,))`` where ``raw``
+    holds the unbinned values in the order of the table (layer counts, %, dBm), for learners that can
+    use continuous inputs.
+
+    ## Rewards
+
+    Energy first, with the constraints dominating ([reconstructed], ``data/rewards.toml``). With E the
+    phone energy, E_ref the energy of ``local/cpu/fp32`` for the network without interference:
+    ``r = -min(E/E_ref, C)`` when latency <= QoS and accuracy >= target, otherwise
+    ``r = -(C + E/E_ref + w_lat * max(0, L/L_qos - 1) + w_acc * 100 * max(0, acc_target - acc))``.
+    Default preset ``energy``: C = 10, w_lat = 1, w_acc = 1. Any request that meets both targets
+    scores above any that misses one.
+
+    ## Starting State
+
+    ``reset`` starts a new episode of the backend: the static setting draws the co-running apps and
+    both signal strengths and holds them for the episode; the dynamic setting starts its processes
+    (apps switching, signal drifting and dropping). The first request is returned.
+
+    ## Episode End
+
+    Never terminates (requests keep coming). Truncation comes from ``max_episode_steps`` (100 by
+    default) through Gymnasium's ``TimeLimit``.
+
+    ## Information
+
+    ``step`` returns, for the request that was **just executed**: ``latency_ms``, ``energy_mj``,
+    ``accuracy`` (fraction), ``qos_met``, ``accuracy_met`` (bool), ``target`` (name), ``network``,
+    ``co_cpu_pct``, ``co_mem_pct``, ``rssi_wifi_dbm``, ``rssi_p2p_dbm`` (its raw context),
+    ``energy_source`` (``model``, ``rapl``, ``nvml`` or ``measured``), ``error`` (empty unless the
+    request failed). ``oracle_action`` is the best target for the request **in the returned
+    observation** (the action with the highest reward given every target's outcome under that
+    request's actual conditions), or -1 when the backend cannot know it (live, partial traces).
+    ``reset`` returns the pending request's ``network``, context keys and ``oracle_action``.
+
+    ## Arguments
+
+    | argument   | type        | default           | description |
+    |------------|-------------|-------------------|-------------|
+    | `device`   | str         | `"mi8pro"`        | `mi8pro`, `galaxy_s10e`, `moto_x_force`, or a path to a profile; `host` for live |
+    | `scenario` | str         | `"non_streaming"` | `non_streaming` (50 ms), `streaming` (33.3 ms), `translation` (100 ms) |
+    | `setting`  | str         | `"dynamic"`       | `static` or `dynamic` |
+    | `backend`  | str/Backend | `"sim"`           | `sim`, `replay`, `live`, or a backend instance |
+    | `trace`    | str         | `None`            | replay: a trace path or bundled trace name |
+    | `reward`   | str         | `"energy"`        | reward preset of `data/rewards.toml` |
+    | `obs_mode` | str         | `"paper"`         | `paper` or `extended` |
+    | `features` | str         | `None`            | path to a custom `features.toml` (bins) |
+    | `backend_options` | dict | `None`            | extra keyword arguments for the backend |
+
+    ## References
+
+    Y. G. Kim and C.-J. Wu, "AutoScale: Energy Efficiency Optimization for Stochastic Edge Inference
+    Using Reinforcement Learning", MICRO 2020 (arXiv 2005.02544).
+
+    ## Version History
+
+    * v0: initial release.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, device: str | None = None, scenario: str | None = None,
+                 setting: str | None = None, backend: str | Backend = "sim",
+                 trace: str | None = None, reward: str = "energy", obs_mode: str = "paper",
+                 features: str | None = None, backend_options: dict[str, Any] | None = None,
+                 render_mode: str | None = None):
+        if obs_mode not in OBS_MODES:
+            raise UnknownNameError("obs_mode", obs_mode, OBS_MODES)
+        if render_mode is not None:
+            raise UnknownNameError("render_mode", render_mode, ["None (no rendering)"])
+        self.reward_preset = config.get_reward_preset(reward)
+        options = dict(backend_options or {})
+        if isinstance(backend, str):
+            if backend == "replay":
+                options.update(trace=trace, device=device, scenario=scenario, setting=setting)
+            else:
+                if trace is not None:
+                    raise ValueError(f"trace={trace!r} is only used with backend='replay'")
+                options.update(device=device or "mi8pro", scenario=scenario or "non_streaming",
+                               setting=setting or "dynamic")
+            self.backend: Backend = make_backend(backend, **options)
+        else:
+            self.backend = backend
+        b = self.backend
+        self.targets: tuple[Target, ...] = tuple(b.targets)
+        self._target_names = [str(t) for t in self.targets]
+        self.scenario = b.scenario
+        self.workloads = tuple(b.workloads)
+        self._network_names = [w.name for w in self.workloads]
+        self.encoder = StateEncoder(config.load_features(features), self.workloads)
+        self.obs_mode = obs_mode
+        state_space = gym.spaces.MultiDiscrete(self.encoder.nvec)
+        if obs_mode == "paper":
+            self.observation_space = state_space
+        else:
+            self.observation_space = gym.spaces.Dict({
+                "state": state_space,
+                "raw": gym.spaces.Box(RAW_LOW, RAW_HIGH, dtype=np.float32),
+            })
+        self.action_space = gym.spaces.Discrete(len(self.targets))
+        self._n_actions = len(self.targets)
+        self._reference = np.asarray(b.reference_energy_mj, dtype=float)
+        self._accuracy_target = np.array(
+            [w.accuracy["fp32"] - self.scenario.accuracy_tolerance for w in self.workloads])
+        self._workload_raw = np.array([[w.conv, w.fc, w.rc] for w in self.workloads], dtype=float)
+        self._block: RequestBlock | None = None
+        self._i = 0
+
+    # -----------------------------------------------------------------------------------------
+    # Gymnasium API
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start an episode; ``seed`` fixes the whole trajectory on deterministic backends."""
+        super().reset(seed=seed)
+        self.backend.reset(self.np_random)
+        self._load_block()
+        i = self._i
+        info = {"network": self._net[i], "co_cpu_pct": self._cpu[i], "co_mem_pct": self._mem[i],
+                "rssi_wifi_dbm": self._wifi[i], "rssi_p2p_dbm": self._p2p[i],
+                "oracle_action": self._oracle[i]}
+        return self._obs[i], info
+
+    def step(self, action):
+        """Run the pending request on ``targets[action]``; see the class docstring for ``info``."""
+        try:
+            a = operator.index(action)
+        except TypeError:
+            raise InvalidActionError(
+                f"action {action!r} is not an integer; valid actions are 0..{self._n_actions - 1} "
+                f"({', '.join(self._target_names)})") from None
+        if not 0 <= a < self._n_actions:
+            raise InvalidActionError(
+                f"action {a} outside Discrete({self._n_actions}); valid actions are "
+                f"0..{self._n_actions - 1} ({', '.join(self._target_names)})")
+        i = self._i
+        if self._known:
+            latency = self._lat[i][a]
+            energy = self._energy[i][a]
+            accuracy = self._acc[i][a]
+            r = self._reward[i][a]
+            qos, acc_met = self._qos[i][a], self._accmet[i][a]
+            error = "" if latency == latency else "outcome not recorded for this target"
+            source = self._source
+        else:
+            latency, energy, accuracy, r, qos, acc_met, source, error = self._execute(i, a)
+        info = {
+            "latency_ms": latency, "energy_mj": energy, "accuracy": accuracy, "qos_met": qos,
+            "accuracy_met": acc_met, "target": self._target_names[a], "network": self._net[i],
+            "co_cpu_pct": self._cpu[i], "co_mem_pct": self._mem[i],
+            "rssi_wifi_dbm": self._wifi[i], "rssi_p2p_dbm": self._p2p[i],
+            "energy_source": source, "error": error,
+        }
+        i += 1
+        if i == self._n:
+            self._load_block()
+            i = 0
+        else:
+            self._i = i
+        info["oracle_action"] = self._oracle[i]
+        if error and r != r:  # unknown outcome of a partial trace: scored as a violation
+            r = -self.reward_preset.violation_penalty
+        return self._obs[i], r, False, False, info
+
+    def close(self) -> None:
+        """Release the backend's processes and sockets."""
+        self.backend.close()
+
+    # -----------------------------------------------------------------------------------------
+    # Structure exposed to agents and tools
+
+    def target_index(self, name: str) -> int:
+        """Action of the target called ``name`` (e.g. ``"local/cpu/fp32"``)."""
+        try:
+            return self._target_names.index(str(name))
+        except ValueError:
+            raise UnknownNameError("target", name, self._target_names) from None
+
+    def oracle_action(self) -> int:
+        """Best action for the pending request (-1 when the backend cannot know it)."""
+        return self._oracle[self._i]
+
+    def counterfactuals(self) -> dict[str, np.ndarray] | None:
+        """Every target's outcome for the pending request (None when unknown until executed)."""
+        if not self._known:
+            return None
+        b, i = self._block, self._i
+        return {"latency_ms": b.latency_ms[i].copy(), "energy_mj": b.energy_mj[i].copy(),
+                "accuracy": b.accuracy[i].copy(), "reward": np.array(self._reward[i])}
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """Raw values of the pending request."""
+        i = self._i
+        return {"network": self._net[i], "co_cpu_pct": self._cpu[i], "co_mem_pct": self._mem[i],
+                "rssi_wifi_dbm": self._wifi[i], "rssi_p2p_dbm": self._p2p[i]}
+
+    # -----------------------------------------------------------------------------------------
+    # Block handling: everything per request that does not depend on the action is done here,
+    # vectorised, so that step() only indexes Python lists.
+
+    def _load_block(self) -> None:
+        b = self.backend.next_block()
+        n = len(b)
+        if n == 0:
+            raise RuntimeError(f"{type(self.backend).__name__}.next_block() returned no requests")
+        self._block, self._n, self._i = b, n, 0
+        net = b.network
+        obs = self.encoder.encode_block(b)
+        if self.obs_mode == "paper":
+            self._obs = list(obs)
+        else:
+            raw = np.column_stack([self._workload_raw[net], b.co_cpu_pct, b.co_mem_pct,
+                                   b.rssi_wifi_dbm, b.rssi_p2p_dbm]).astype(np.float32)
+            raw = np.clip(raw, RAW_LOW, RAW_HIGH)
+            self._obs = [{"state": o, "raw": r} for o, r in zip(obs, raw)]
+        self._net = [self._network_names[k] for k in net.tolist()]
+        self._cpu = b.co_cpu_pct.tolist()
+        self._mem = b.co_mem_pct.tolist()
+        self._wifi = b.rssi_wifi_dbm.tolist()
+        self._p2p = b.rssi_p2p_dbm.tolist()
+        self._source = b.energy_source
+        self._known = b.latency_ms is not None
+        if self._known:
+            r, qos, acc = reward(
+                self.reward_preset, latency_ms=b.latency_ms, energy_mj=b.energy_mj,
+                accuracy=b.accuracy, reference_energy_mj=self._reference[net][:, None],
+                qos_ms=self.scenario.qos_ms, accuracy_target=self._accuracy_target[net][:, None])
+            self._lat = b.latency_ms.tolist()
+            self._energy = b.energy_mj.tolist()
+            self._acc = b.accuracy.tolist()
+            self._reward = r.tolist()
+            self._qos = qos.tolist()
+            self._accmet = acc.tolist()
+            self._oracle = oracle_actions(r).tolist()
+        else:
+            self._oracle = [-1] * n
+
+    def _execute(self, i: int, a: int):
+        outcome = self.backend.execute(self._block, i, a)
+        net = int(self._block.network[i])
+        r, qos, acc = reward(
+            self.reward_preset, latency_ms=np.float64(outcome.latency_ms),
+            energy_mj=np.float64(outcome.energy_mj), accuracy=np.float64(outcome.accuracy),
+            reference_energy_mj=self._reference[net], qos_ms=self.scenario.qos_ms,
+            accuracy_target=self._accuracy_target[net])
+        qos = bool(qos) and not outcome.error
+        if outcome.error:
+            r = -self.reward_preset.violation_penalty - outcome.energy_mj / self._reference[net]
+        return (float(outcome.latency_ms), float(outcome.energy_mj), float(outcome.accuracy),
+                float(r), qos, bool(acc), outcome.energy_source, outcome.error)

@@ -1,0 +1,38 @@
+"""Shared fixtures and helpers."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import autoscale_env  # noqa: F401  (registers AutoScale-v0)
+from autoscale_env.backends.sim import SimBackend
+from autoscale_env.config import get_reward_preset, get_scenario
+from autoscale_env.reward import oracle_actions, reward
+
+DEVICES = ("mi8pro", "galaxy_s10e", "moto_x_force")
+SCENARIOS = ("non_streaming", "streaming", "translation")
+SETTINGS = ("static", "dynamic")
+CELLS = [(d, sc, st) for d in DEVICES for sc in SCENARIOS for st in SETTINGS]
+
+
+@pytest.fixture
+def env():
+    e = gym.make("AutoScale-v0")
+    yield e
+    e.close()
+
+
+def best_target(device: str, scenario: str, network: str, **conditions: float) -> str:
+    """The oracle's choice (noise-free) for one request under the given conditions."""
+    sim = SimBackend(device, scenario, "static")
+    block = sim.expected(network, **conditions)
+    net = block.network
+    sc = get_scenario(scenario)
+    target_acc = np.array([w.accuracy["fp32"] - sc.accuracy_tolerance for w in sim.workloads])
+    r, _, _ = reward(get_reward_preset("energy"), latency_ms=block.latency_ms,
+                     energy_mj=block.energy_mj, accuracy=block.accuracy,
+                     reference_energy_mj=sim.reference_energy_mj[net][:, None],
+                     qos_ms=sc.qos_ms, accuracy_target=target_acc[net][:, None])
+    return str(sim.targets[int(oracle_actions(r)[0])])
