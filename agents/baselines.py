@@ -15,6 +15,7 @@ class _NonLearning:
     """Shared plumbing of agents that do not learn."""
 
     name = "baseline"
+    learns = False
 
     def __init__(self, env: gym.Env):
         self.env = env

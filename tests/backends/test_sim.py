@@ -20,7 +20,7 @@ def test_goodput_and_radio_power_get_worse_as_signal_weakens():
     rssi = np.arange(-40.0, -95.0, -1.0)
     rate = radio.goodput_mbps(WIFI, rssi)
     tx, rx = radio.radio_power_w(WIFI, 0.7, rssi)
-    assert np.all(np.diff(rate) <= 0) and rate[0] > 100 and rate[-1] == 0
+    assert np.all(np.diff(rate) <= 0) and rate[0] > 50 and rate[-1] == 0
     assert np.all(np.diff(tx) >= 0) and np.all(np.diff(rx) >= 0) and tx[0] == pytest.approx(0.7)
     assert np.all(np.diff(radio.rtt_ms(WIFI, rssi)) >= 0)
 

@@ -1,0 +1,65 @@
+"""Agents for AutoScale-v0: the paper's Q-learner, deep-RL learners and baselines, one interface.
+
+``make_agent(name, env, seed)`` builds any of them by name: ``qlearning``, ``oracle``, ``random``,
+``fixed:<target>`` (e.g. ``fixed:local/cpu/fp32``), and with the ``[sb3]`` extra ``dqn``, ``ppo``,
+``a2c``. This package imports ``autoscale_env``; the environment never imports it.
+
+Note: an unrelated old PyPI package is also called ``agents``; do not install both in one env.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import gymnasium as gym
+
+from autoscale_env.errors import UnknownNameError
+
+AGENTS = {
+    "qlearning": "agents.qlearning:QLearningAgent",
+    "oracle": "agents.baselines:OracleAgent",
+    "random": "agents.baselines:RandomAgent",
+    "dqn": "agents.sb3:DQNAgent",
+    "ppo": "agents.sb3:PPOAgent",
+    "a2c": "agents.sb3:A2CAgent",
+}
+
+#: The two baselines of the paper's comparison.
+MOBILE_CPU = "fixed:local/cpu/fp32"
+CLOUD = "fixed:cloud/gpu/fp32"
+
+
+def agent_names() -> list[str]:
+    """Valid agent names (``fixed:<target>`` stands for any target of the device)."""
+    return [*AGENTS, "fixed:<target>"]
+
+
+def agent_class(name: str) -> type:
+    """The class behind an agent name."""
+    if name.startswith("fixed:"):
+        from agents.baselines import FixedTargetAgent
+        return FixedTargetAgent
+    if name not in AGENTS:
+        raise UnknownNameError("agent", name, agent_names())
+    module, cls = AGENTS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def make_agent(name: str, env: gym.Env, seed: int = 0, **hyperparameters: Any):
+    """Build the agent called ``name`` for ``env``."""
+    cls = agent_class(name)
+    if name.startswith("fixed:"):
+        return cls(env, name.split(":", 1)[1])
+    if name == "oracle":
+        return cls(env)
+    return cls(env, seed=seed, **hyperparameters)
+
+
+def load_agent(name: str, path: str, env: gym.Env):
+    """Load a saved agent of kind ``name`` for ``env``."""
+    cls = agent_class(name)
+    if hasattr(cls, "load"):
+        return cls.load(path, env=env)
+    from agents.baselines import load_baseline
+    return load_baseline(path, env)

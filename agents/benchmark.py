@@ -1,0 +1,298 @@
+"""The paper's comparison: every agent x device x scenario x setting x seed, one table.
+
+Each (agent, cell, seed) is one :class:`Task`, and :func:`run_task` is a pure function of the task
+and the :class:`BenchmarkConfig`: its result does not depend on which process runs it or in what
+order, which is what lets the sweep engines (local pool, Ray) reproduce a sequential run exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from tqdm.auto import tqdm
+
+import autoscale_env  # noqa: F401  (registers AutoScale-v0)
+from agents import CLOUD, MOBILE_CPU, agent_class, make_agent
+from agents.evaluation import TrainingMonitor, evaluate
+from agents.tracking import ScalarWriter, run_name
+
+#: Offset between a task's training seed and its evaluation seed, so evaluation sees fresh requests.
+EVAL_SEED_OFFSET = 10_000
+
+RESULT_COLUMNS = [
+    "agent", "device", "scenario", "setting", "seed", "energy_mj", "ppw_vs_cpu", "ppw_vs_cloud",
+    "qos_violation_rate", "accuracy_violation_rate", "oracle_match", "oracle_match_ceiling",
+    "energy_gap_to_oracle", "train_steps", "train_seconds", "eval_steps", "decision_us",
+    "memory_bytes",
+]
+NETWORK_COLUMNS = ["agent", "device", "scenario", "setting", "seed", "network", "requests",
+                   "energy_mj", "cpu_energy_mj"]
+CURVE_COLUMNS = ["agent", "device", "scenario", "setting", "seed", "step", "oracle_match",
+                 "energy_mj", "qos_violation_rate", "reward_mean"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: train and evaluate one agent on one cell with one seed."""
+
+    agent: str
+    device: str
+    scenario: str
+    setting: str
+    seed: int
+
+    @property
+    def key(self) -> tuple[str, str, str, str, int]:
+        return (self.agent, self.device, self.scenario, self.setting, self.seed)
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """Options shared by every task of a run."""
+
+    train_steps: int = 64_000
+    """Online training requests per task (the paper's 64,000 samples)."""
+    eval_steps: int = 5_000
+    """Greedy evaluation requests per task, on fresh seeds."""
+    log_interval: int = 1_000
+    """Training steps per TensorBoard point."""
+    hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-agent overrides, e.g. ``{"qlearning": {"epsilon": 0.05}}``."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra ``gym.make`` arguments (e.g. ``reward``)."""
+
+
+def grid(agents: Iterable[str], devices: Iterable[str], scenarios: Iterable[str],
+         settings: Iterable[str], seeds: int) -> list[Task]:
+    """Every combination, in a stable order."""
+    return [Task(a, d, sc, st, s) for d in devices for sc in scenarios for st in settings
+            for a in agents for s in range(seeds)]
+
+
+def run_task(task: Task, cfg: BenchmarkConfig, out: Path | None) -> dict[str, list[dict]]:
+    """Train (if the agent learns) and evaluate; returns the rows for every output table."""
+    make = dict(device=task.device, scenario=task.scenario, setting=task.setting, **cfg.env_kwargs)
+    learns = getattr(agent_class(task.agent), "learns", True)
+    writer = ScalarWriter(out / "tb" / run_name(*task.key)) if out is not None else None
+    train_seconds, curve = 0.0, []
+    eval_env = gym.make("AutoScale-v0", **make)
+    try:
+        if learns:
+            train_env = gym.make("AutoScale-v0", **make)
+            agent = make_agent(task.agent, train_env, seed=task.seed,
+                               **cfg.hyperparameters.get(task.agent, {}))
+            if writer is not None:
+                writer.text("hyperparameters", _markdown_table(
+                    {"agent": task.agent, **asdict(cfg), **getattr(agent, "hparams", {})}))
+            monitor = TrainingMonitor(writer, cfg.log_interval)
+            t0 = time.perf_counter()
+            agent.learn(cfg.train_steps, callback=monitor)
+            train_seconds = time.perf_counter() - t0
+            monitor.flush()
+            curve = monitor.curve
+            train_env.close()
+        else:
+            agent = make_agent(task.agent, eval_env, seed=task.seed)
+        result = evaluate(agent, eval_env, cfg.eval_steps, seed=EVAL_SEED_OFFSET + task.seed,
+                          cpu_target=MOBILE_CPU.split(":", 1)[1],
+                          cloud_target=CLOUD.split(":", 1)[1])
+    finally:
+        eval_env.close()
+    metrics = result.metrics()
+    if writer is not None:
+        for name in ("energy_mj", "ppw_vs_cpu", "ppw_vs_cloud", "oracle_match",
+                     "qos_violation_rate", "energy_gap_to_oracle"):
+            writer.scalar(f"eval/{name}", metrics[name], cfg.train_steps)
+        writer.close()
+    base = dict(zip(("agent", "device", "scenario", "setting", "seed"), task.key))
+    row = {**base, **metrics, "train_steps": cfg.train_steps if learns else 0,
+           "train_seconds": train_seconds, "eval_steps": cfg.eval_steps,
+           "memory_bytes": int(getattr(agent, "nbytes", 0))}
+    networks = [{**base, "network": net, "requests": v[2], "energy_mj": v[0], "cpu_energy_mj": v[1]}
+                for net, v in sorted(result.per_network.items())]
+    curves = [{**base, "step": p["step"], "oracle_match": p["autoscale/oracle_match"],
+               "energy_mj": p["autoscale/energy_mj"],
+               "qos_violation_rate": p["autoscale/qos_violation_rate"],
+               "reward_mean": p["rollout/reward_mean"]} for p in curve]
+    return {"results": [row], "per_network": networks, "curves": curves}
+
+
+# ----------------------------------------------------------------------------------------------
+# Output files
+
+
+class ResultStore:
+    """The output directory: append-only CSVs (flushed per task), then summary and figures.
+
+    Refuses to touch a directory that already holds results unless ``force`` (wipe and start
+    over) or ``resume`` (keep finished tasks, run only the missing ones).
+    """
+
+    TABLES = {"results": RESULT_COLUMNS, "per_network": NETWORK_COLUMNS, "curves": CURVE_COLUMNS}
+
+    def __init__(self, out: str | Path, *, force: bool = False, resume: bool = False):
+        self.out = Path(out)
+        existing = self.out / "results.csv"
+        if existing.exists() and not (force or resume):
+            raise FileExistsError(
+                f"{existing} already exists; pass --force to overwrite it or --resume to finish "
+                "only the missing tasks")
+        if force and self.out.exists():
+            for name in [*(f"{t}.csv" for t in self.TABLES), "summary.md", "config.json"]:
+                (self.out / name).unlink(missing_ok=True)
+            shutil.rmtree(self.out / "tb", ignore_errors=True)
+            for png in self.out.glob("*.png"):
+                png.unlink()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.done = {self._key(r) for r in self.read("results")} if resume else set()
+
+    @staticmethod
+    def _key(row: dict[str, Any]) -> tuple:
+        return (row["agent"], row["device"], row["scenario"], row["setting"], int(row["seed"]))
+
+    def read(self, table: str) -> list[dict[str, str]]:
+        """Rows of one CSV table (complete lines only)."""
+        path = self.out / f"{table}.csv"
+        if not path.exists():
+            return []
+        with open(path, newline="") as f:
+            text = f.read()
+        if text and not text.endswith("\n"):  # a torn last line from a kill: drop it
+            text = text[: text.rfind("\n") + 1]
+        return list(csv.DictReader(text.splitlines()))
+
+    def append(self, rows: dict[str, list[dict]]) -> None:
+        """Append one task's rows; the results row goes last, so a row there means 'finished'."""
+        for table in ("per_network", "curves", "results"):
+            path = self.out / f"{table}.csv"
+            self._repair(path)
+            new = not path.exists() or path.stat().st_size == 0
+            with open(path, "a", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=self.TABLES[table], extrasaction="ignore")
+                if new:
+                    w.writeheader()
+                w.writerows(_format(r) for r in rows[table])
+                f.flush()
+                os.fsync(f.fileno())
+        self.done.add(self._key(rows["results"][0]))
+
+    @staticmethod
+    def _repair(path: Path) -> None:
+        """Cut a torn last line (left by a kill mid-write) before appending after it."""
+        if not path.exists():
+            return
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with open(path, "r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+
+
+def _format(row: dict[str, Any]) -> dict[str, Any]:
+    # repr() keeps every float bit for bit, so reruns and other engines compare exactly
+    return {k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()}
+
+
+def _markdown_table(values: dict[str, Any]) -> str:
+    lines = ["| parameter | value |", "|---|---|"]
+    lines += [f"| {k} | {json.dumps(v) if not isinstance(v, str) else v} |" for k, v in values.items()]
+    return "\n".join(lines)
+
+
+def run(tasks: Sequence[Task], cfg: BenchmarkConfig, store: ResultStore, *,
+        progress: bool = True) -> None:
+    """Run the tasks not yet in ``store`` one after another (see ``agents.sweep`` for parallel)."""
+    todo = [t for t in tasks if t.key not in store.done]
+    with tqdm(total=len(todo), disable=not progress, desc="benchmark", unit="task") as bar:
+        for task in todo:
+            bar.set_postfix_str(f"{task.agent} {task.device}/{task.scenario}/{task.setting} s{task.seed}")
+            store.append(run_task(task, cfg, store.out))
+            bar.update(1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Summary
+
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+       10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95 % Student-t interval (0 for a single value)."""
+    n = len(values)
+    m = statistics.fmean(values)
+    if n < 2:
+        return m, 0.0
+    dof = n - 1
+    t = T95.get(dof) or T95[max(k for k in T95 if k <= dof)] if dof <= 30 else 1.96
+    return m, t * statistics.stdev(values) / math.sqrt(n)
+
+
+SUMMARY_METRICS = [
+    ("energy_mj", "energy/req (mJ)", 1.0, "{:.1f}"),
+    ("ppw_vs_cpu", "eff. vs mobile CPU (x)", 1.0, "{:.2f}"),
+    ("ppw_vs_cloud", "eff. vs cloud (x)", 1.0, "{:.2f}"),
+    ("oracle_match", "oracle match (%)", 100.0, "{:.1f}"),
+    ("oracle_match_ceiling", "state ceiling (%)", 100.0, "{:.1f}"),
+    ("energy_gap_to_oracle", "energy vs oracle (+%)", 100.0, "{:.1f}"),
+    ("qos_violation_rate", "QoS viol. (%)", 100.0, "{:.1f}"),
+    ("accuracy_violation_rate", "acc. viol. (%)", 100.0, "{:.1f}"),
+]
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> str:
+    """The paper-style Markdown table: mean ± 95 % interval over seeds, per agent and cell."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["device"], r["scenario"], r["setting"], r["agent"])].append(r)
+    head = ["device", "scenario", "setting", "agent", "seeds"] + [m[1] for m in SUMMARY_METRICS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key in sorted(groups, key=lambda k: (k[0], k[1], k[2], _agent_order(k[3]))):
+        cells = [*key, str(len(groups[key]))]
+        for metric, _, scale, fmt in SUMMARY_METRICS:
+            m, h = mean_ci([float(r[metric]) * scale for r in groups[key]])
+            cells.append(fmt.format(m) + (f" ± {fmt.format(h)}" if h else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    # the paper's headline: efficiency averaged over every cell
+    per_agent: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        per_agent[r["agent"]].append(r)
+    lines += ["", "Averaged over all cells and seeds:", "",
+              "| agent | eff. vs mobile CPU (x) | eff. vs cloud (x) | oracle match (%) | "
+              "energy vs oracle (+%) | QoS viol. (%) |", "|---|---|---|---|---|---|"]
+    for agent in sorted(per_agent, key=_agent_order):
+        rs = per_agent[agent]
+        avg = {k: statistics.fmean(float(r[k]) for r in rs) for k, *_ in SUMMARY_METRICS}
+        lines.append(f"| {agent} | {avg['ppw_vs_cpu']:.2f} | {avg['ppw_vs_cloud']:.2f} | "
+                     f"{100 * avg['oracle_match']:.1f} | {100 * avg['energy_gap_to_oracle']:.1f} | "
+                     f"{100 * avg['qos_violation_rate']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _agent_order(name: str) -> tuple[int, str]:
+    order = ["qlearning", "dqn", "ppo", "a2c", "oracle", MOBILE_CPU, CLOUD, "random"]
+    return (order.index(name) if name in order else len(order), name)
+
+
+def finish(store: ResultStore, *, figures: bool = True) -> str:
+    """Write ``summary.md`` (and figures) from everything in the store; returns the summary."""
+    rows = store.read("results")
+    text = "# Benchmark summary\n\nMean ± 95 % interval over seeds.\n\n" + summarize(rows)
+    tmp = store.out / "summary.md.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, store.out / "summary.md")
+    if figures:
+        from agents.figures import write_figures
+        write_figures(store)
+    return text

@@ -1,0 +1,87 @@
+"""The benchmark harness: outputs, metrics, TensorBoard tags, no silent overwrite, resume."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from agents.benchmark import (RESULT_COLUMNS, BenchmarkConfig, ResultStore, Task, finish, grid, run,
+                              run_task)
+from agents.cli import main
+
+SMALL = BenchmarkConfig(train_steps=2_000, eval_steps=500, log_interval=500)
+AGENTS = ["qlearning", "oracle", "fixed:local/cpu/fp32", "fixed:cloud/gpu/fp32", "random"]
+
+
+def read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_benchmark_writes_every_output(tmp_path):
+    store = ResultStore(tmp_path)
+    run(grid(AGENTS, ["mi8pro"], ["translation"], ["static"], 2), SMALL, store, progress=False)
+    summary = finish(store)
+    rows = read(tmp_path / "results.csv")
+    assert len(rows) == 10 and set(RESULT_COLUMNS) <= set(rows[0])
+    by = {(r["agent"], r["seed"]): r for r in rows}
+    for seed in ("0", "1"):
+        assert float(by[("fixed:local/cpu/fp32", seed)]["ppw_vs_cpu"]) == pytest.approx(1.0)
+        assert float(by[("fixed:cloud/gpu/fp32", seed)]["ppw_vs_cloud"]) == pytest.approx(1.0)
+        oracle = by[("oracle", seed)]
+        assert float(oracle["oracle_match"]) == 1.0 and float(oracle["energy_gap_to_oracle"]) == 0.0
+    assert "| mi8pro | translation | static | qlearning | 2 |" in summary
+    assert (tmp_path / "efficiency_per_network.png").stat().st_size > 1000
+    assert (tmp_path / "oracle_match_vs_steps.png").stat().st_size > 1000
+
+
+def test_every_agent_shares_the_tensorboard_tags(tmp_path):
+    store = ResultStore(tmp_path)
+    run(grid(["qlearning", "random"], ["mi8pro"], ["non_streaming"], ["dynamic"], 1), SMALL, store,
+        progress=False)
+    runs = sorted((tmp_path / "tb").iterdir())
+    tags = []
+    for r in runs:
+        ea = EventAccumulator(str(r))
+        ea.Reload()
+        tags.append(set(ea.Tags()["scalars"]))
+    assert {"eval/oracle_match", "eval/energy_mj", "eval/ppw_vs_cpu"} <= tags[0] & tags[1]
+    learner = next(t for r, t in zip(runs, tags) if "qlearning" in r.name)
+    assert {"autoscale/oracle_match", "autoscale/energy_mj", "rollout/reward_mean"} <= learner
+    ea = EventAccumulator(str(next(r for r in runs if "qlearning" in r.name)))
+    ea.Reload()
+    assert [e.step for e in ea.Scalars("autoscale/oracle_match")] == [500, 1000, 1500, 2000]
+
+
+def test_a_task_is_a_pure_function_of_its_inputs():
+    task = Task("qlearning", "mi8pro", "non_streaming", "dynamic", 1)
+    a = run_task(task, SMALL, None)["results"][0]
+    b = run_task(task, SMALL, None)["results"][0]
+    for key in ("energy_mj", "oracle_match", "ppw_vs_cpu", "qos_violation_rate"):
+        assert a[key] == b[key]
+
+
+def test_existing_results_are_not_overwritten_without_force(tmp_path, capsys):
+    args = ["benchmark", "--agents", "random", "--seeds", "1", "--train-steps", "100",
+            "--eval-steps", "100", "--out", str(tmp_path), "--quiet", "--no-figures"]
+    assert main(args) == 0
+    before = (tmp_path / "results.csv").read_bytes()
+    assert main(args) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (tmp_path / "results.csv").read_bytes() == before
+    assert main([*args, "--force"]) == 0
+
+
+def test_resume_runs_only_missing_tasks(tmp_path):
+    tasks = grid(["random", "oracle"], ["mi8pro"], ["streaming"], ["static"], 2)
+    store = ResultStore(tmp_path)
+    run(tasks[:2], SMALL, store, progress=False)
+    with open(tmp_path / "results.csv", "a") as f:
+        f.write("random,mi8pro,stre")  # a torn line, as a kill mid-write leaves
+    store = ResultStore(tmp_path, resume=True)
+    assert len(store.done) == 2
+    run(tasks, SMALL, store, progress=False)
+    rows = read(tmp_path / "results.csv")
+    assert sorted((r["agent"], r["seed"]) for r in rows) == sorted((t.agent, str(t.seed)) for t in tasks)
