@@ -93,6 +93,8 @@ def run_task(task: Task, cfg: BenchmarkConfig, out: Path | None) -> dict[str, li
             train_env = gym.make("AutoScale-v0", **make)
             agent = make_agent(task.agent, train_env, seed=task.seed,
                                **cfg.hyperparameters.get(task.agent, {}))
+            if writer is not None and hasattr(agent, "tensorboard_log"):
+                agent.tensorboard_log = str(writer.logdir)  # SB3's own scalars, beside ours
             if writer is not None:
                 writer.text("hyperparameters", _markdown_table(
                     {"agent": task.agent, **asdict(cfg), **getattr(agent, "hparams", {})}))

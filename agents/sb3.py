@@ -1,0 +1,181 @@
+"""DQN, PPO and A2C from Stable-Baselines3 behind the common agent interface.
+
+Hyperparameters come from ``agents/data/hyperparams.toml`` (one block per algorithm) and can be
+overridden per run (``--hp dqn.learning_rate=5e-4``). What each agent sees: the same observation as
+the Q-learner (``obs_mode="paper"``: seven bins, one-hot encoded by SB3) unless the env was made
+with ``obs_mode="extended"`` (bins plus the raw values, through SB3's ``MultiInputPolicy``).
+
+Saved models are SB3's own ``.zip``: SB3 stores some fields with cloudpickle, so **only load SB3
+models you (or someone you trust) created** (see README, Reliability). A JSON side file
+``<model>.meta.json`` records the targets and observation the model was trained for, and loading
+against another device's action space is refused before SB3 is asked to read the zip.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from tqdm.auto import tqdm
+
+from autoscale_env.errors import DependencyMissing, ModelFileError
+
+HYPERPARAMS_FILE = Path(str(resources.files("agents") / "data" / "hyperparams.toml"))
+
+
+def default_hyperparameters(algo: str) -> dict[str, Any]:
+    """The data-file block for ``algo``."""
+    with open(HYPERPARAMS_FILE, "rb") as f:
+        return dict(tomllib.load(f)[algo])
+
+
+def _sb3():
+    try:
+        import stable_baselines3
+        from stable_baselines3.common.callbacks import BaseCallback
+    except ImportError:
+        raise DependencyMissing("stable-baselines3", "sb3", "the dqn/ppo/a2c agents") from None
+    return stable_baselines3, BaseCallback
+
+
+class _SB3Agent:
+    """Common wrapper; subclasses set ``name`` (also the SB3 class name in lower case)."""
+
+    name = "sb3"
+
+    def __init__(self, env: gym.Env, seed: int = 0, **overrides: Any):
+        sb3, _ = _sb3()
+        self.env = env
+        self.seed = int(seed)
+        hp = default_hyperparameters(self.name)
+        unknown = set(overrides) - set(hp) - {"policy"}
+        cls = getattr(sb3, self.name.upper())
+        import inspect
+        accepted = set(inspect.signature(cls.__init__).parameters)
+        bad = {k for k in unknown if k not in accepted}
+        if bad:
+            raise ValueError(f"unknown {self.name} hyperparameter(s) {sorted(bad)}; valid: "
+                             f"{', '.join(sorted(accepted - {'self', 'env', 'policy_kwargs'}))}, net_arch")
+        hp.update(overrides)
+        self.hparams = hp
+        self.tensorboard_log: str | None = None
+        self.model = None
+        self.num_timesteps = 0
+        self._cls = cls
+
+    def _build(self) -> None:
+        hp = dict(self.hparams)
+        policy = hp.pop("policy")
+        if isinstance(self.env.observation_space, gym.spaces.Dict):
+            policy = "MultiInputPolicy"
+        net_arch = hp.pop("net_arch", None)
+        self.model = self._cls(policy, self.env, seed=self.seed, device="cpu", verbose=0,
+                               tensorboard_log=self.tensorboard_log,
+                               policy_kwargs={"net_arch": list(net_arch)} if net_arch else None,
+                               **hp)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory of the policy's parameters, bytes."""
+        if self.model is None:
+            return 0
+        return int(sum(p.numel() * p.element_size() for p in self.model.policy.parameters()))
+
+    def learn(self, total_timesteps: int, callback=None, progress_bar: bool = False):
+        """Train with SB3; ``callback`` (a TrainingMonitor) sees every reset and step."""
+        _, BaseCallback = _sb3()
+        if self.model is None:
+            self._build()
+        monitor = callback
+
+        class _Feed(BaseCallback):
+            def _on_training_start(self) -> None:
+                venv = self.training_env
+                if monitor is not None and getattr(venv, "reset_infos", None):
+                    monitor.on_reset(venv.reset_infos[0])
+
+            def _on_step(self) -> bool:
+                if monitor is None:
+                    return True
+                info = self.locals["infos"][0]
+                action = int(np.asarray(self.locals["actions"]).reshape(-1)[0])
+                reward = float(np.asarray(self.locals["rewards"]).reshape(-1)[0])
+                keep = monitor.on_step(action, reward, info)
+                if bool(np.asarray(self.locals["dones"]).reshape(-1)[0]):
+                    monitor.on_reset(self.training_env.reset_infos[0])
+                return keep is not False
+
+        self.model.learn(total_timesteps, callback=_Feed(), tb_log_name=self.name,
+                         reset_num_timesteps=self.num_timesteps == 0, progress_bar=False)
+        self.num_timesteps = int(self.model.num_timesteps)
+        if progress_bar:
+            tqdm.write(f"{self.name}: {self.num_timesteps} steps")
+        return self
+
+    def predict(self, observation, state=None, episode_start=None, deterministic: bool = True):
+        """Greedy action for one observation."""
+        if self.model is None:
+            self._build()
+        action, _ = self.model.predict(observation, deterministic=deterministic)
+        return int(np.asarray(action).reshape(-1)[0]), None
+
+    def _meta(self) -> dict[str, Any]:
+        u = self.env.unwrapped
+        return {"agent": self.name, "targets": [str(t) for t in u.targets],
+                "nvec": u.encoder.nvec.tolist(), "obs_mode": u.obs_mode,
+                "hyperparameters": self.hparams, "seed": self.seed}
+
+    def save(self, path: str) -> None:
+        """SB3's zip plus a JSON side file describing the env it was trained for."""
+        if self.model is None:
+            self._build()
+        path = str(path)
+        self.model.save(path)
+        Path(path + ".meta.json").write_text(json.dumps(self._meta()))
+
+    @classmethod
+    def load(cls, path: str, env: gym.Env, **kwargs: Any):
+        """Load a model saved by :meth:`save` for ``env``; refuses another action space."""
+        sb3, _ = _sb3()
+        path = str(path)
+        meta_path = Path(path + ".meta.json")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as e:
+            raise ModelFileError(f"{meta_path}: missing or unreadable model description ({e})") from None
+        agent = cls(env, seed=meta.get("seed", 0), **{k: v for k, v in meta.get("hyperparameters", {}).items()
+                                                      if k != "policy"})
+        mine = agent._meta()
+        for key in ("targets", "nvec", "obs_mode"):
+            if meta.get(key) != mine[key]:
+                raise ModelFileError(f"{path}: model was trained for {key}={meta.get(key)!r}, but this "
+                                     f"environment has {key}={mine[key]!r}")
+        try:
+            agent.model = getattr(sb3, cls.name.upper()).load(path, env=env, device="cpu")
+        except Exception as e:  # SB3 raises many kinds on a bad zip
+            raise ModelFileError(f"{path}: not a loadable {cls.name} model ({type(e).__name__}: {e})") from None
+        agent.num_timesteps = int(agent.model.num_timesteps)
+        return agent
+
+
+class DQNAgent(_SB3Agent):
+    """Stable-Baselines3 DQN."""
+
+    name = "dqn"
+
+
+class PPOAgent(_SB3Agent):
+    """Stable-Baselines3 PPO."""
+
+    name = "ppo"
+
+
+class A2CAgent(_SB3Agent):
+    """Stable-Baselines3 A2C."""
+
+    name = "a2c"
