@@ -41,8 +41,18 @@ def run_local(tasks: Sequence[Task], cfg: BenchmarkConfig, store: ResultStore, *
     _drain(todo, store, progress, lambda submit_all: _pool(todo, cfg, store.out, workers, submit_all))
 
 
+def _one_thread() -> None:
+    # One task per core: torch's own thread pool would oversubscribe the cores and spin.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        import torch
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
+
 def _pool(todo, cfg, out, workers, on_done: Callable) -> None:
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread) as pool:
         futures = {pool.submit(run_task, t, cfg, out): t for t in todo}
         while futures:
             finished, _ = wait(futures, return_when=FIRST_COMPLETED)
