@@ -14,6 +14,7 @@ against another device's action space is refused before SB3 is asked to read the
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -161,6 +162,32 @@ class _SB3Agent:
             raise ModelFileError(f"{path}: not a loadable {cls.name} model ({type(e).__name__}: {e})") from None
         agent.num_timesteps = int(agent.model.num_timesteps)
         return agent
+
+
+def write_sb3_checkpoint(agent: _SB3Agent, path: Path) -> None:
+    """SB3 checkpoint: the model zip plus, for off-policy learners, the replay buffer.
+
+    SB3 writes the replay buffer with pickle; a checkpoint is only ever read back by the run that
+    wrote it (``--resume``), never from elsewhere. Resuming continues training from the saved
+    weights and buffer; unlike the Q-learner it is not bit-identical to an uninterrupted run
+    (SB3 re-creates its environment wrapper and random streams on load).
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    agent.save(str(tmp) + ".zip")
+    if hasattr(agent.model, "save_replay_buffer"):
+        agent.model.save_replay_buffer(str(tmp) + ".buffer.pkl")
+        os.replace(str(tmp) + ".buffer.pkl", str(path) + ".buffer.pkl")
+    os.replace(str(tmp) + ".zip.meta.json", str(path) + ".zip.meta.json")
+    os.replace(str(tmp) + ".zip", str(path) + ".zip")
+
+
+def restore_sb3_checkpoint(cls: type, path: Path, env: gym.Env) -> _SB3Agent:
+    """Load a checkpoint written by :func:`write_sb3_checkpoint` (see its caveats)."""
+    agent = cls.load(str(path) + ".zip", env=env)
+    buffer = Path(str(path) + ".buffer.pkl")
+    if buffer.exists() and hasattr(agent.model, "load_replay_buffer"):
+        agent.model.load_replay_buffer(str(buffer))
+    return agent
 
 
 class DQNAgent(_SB3Agent):

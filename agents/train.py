@@ -50,13 +50,20 @@ def train(*, agent: str = "qlearning", device: str = "mi8pro", scenario: str = "
     env = gym.make("AutoScale-v0", device=device, scenario=scenario, setting=setting)
     learner = make_agent(agent, env, seed=seed, **(hyperparameters or {}))
     ckpt_dir = out / "checkpoints"
+    sb3 = agent in ("dqn", "ppo", "a2c")
     if resume:
-        newest = latest_checkpoint(ckpt_dir)
-        if newest is not None:
-            restore_checkpoint(learner, env, newest)
-            logger.info("resumed from %s at step %d", newest, learner.num_timesteps)
+        if sb3:
+            newest_sb3 = latest_sb3_checkpoint(ckpt_dir)
+            if newest_sb3 is not None:
+                from agents.sb3 import restore_sb3_checkpoint
+                learner = restore_sb3_checkpoint(type(learner), newest_sb3, env)
+        else:
+            newest = latest_checkpoint(ckpt_dir)
+            if newest is not None:
+                restore_checkpoint(learner, env, newest)
+                logger.info("resumed from %s at step %d", newest, learner.num_timesteps)
     elif force:
-        for old in ckpt_dir.glob("ckpt-*.npz"):
+        for old in ckpt_dir.glob("ckpt-*"):
             old.unlink()
     writer = ScalarWriter(out / "tb" / run_name(agent, device, scenario, setting, seed))
     monitor = TrainingMonitor(writer, log_interval)
@@ -71,7 +78,12 @@ def train(*, agent: str = "qlearning", device: str = "mi8pro", scenario: str = "
         learner.learn(n, callback=monitor, progress_bar=progress)
         done = getattr(learner, "num_timesteps", done + n)
         if checkpoint_every > 0 and done < steps:
-            write_checkpoint(learner, env, ckpt_dir / f"ckpt-{done:012d}.npz")
+            if sb3:
+                from agents.sb3 import write_sb3_checkpoint
+                ckpt_dir.mkdir(parents=True, exist_ok=True)
+                write_sb3_checkpoint(learner, ckpt_dir / f"ckpt-{done:012d}")
+            else:
+                write_checkpoint(learner, env, ckpt_dir / f"ckpt-{done:012d}.npz")
     monitor.flush()
     writer.close()
     learner.save(str(model_path))
@@ -106,6 +118,15 @@ def latest_checkpoint(directory: Path) -> Path | None:
     """The checkpoint with the most steps in ``directory`` (None if there is none)."""
     found = [p for p in directory.glob("ckpt-*.npz") if re.fullmatch(r"ckpt-\d+\.npz", p.name)]
     return max(found, key=lambda p: int(p.stem.split("-")[1])) if found else None
+
+
+def latest_sb3_checkpoint(directory: Path) -> Path | None:
+    """Prefix of the newest SB3 checkpoint (``ckpt-N`` of ``ckpt-N.zip``) in ``directory``."""
+    found = [p for p in directory.glob("ckpt-*.zip") if re.fullmatch(r"ckpt-\d+\.zip", p.name)]
+    if not found:
+        return None
+    newest = max(found, key=lambda p: int(p.name[5:-4]))
+    return newest.with_suffix("")
 
 
 def restore_checkpoint(learner: Any, env: gym.Env, path: Path) -> None:

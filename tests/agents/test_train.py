@@ -35,3 +35,20 @@ def test_checkpointed_run_resumed_after_interruption_matches_uninterrupted(tmp_p
     resumed = train(steps=3_000, seed=2, setting="dynamic", out=part, checkpoint_every=500,
                     resume=True, progress=False)
     assert q_of(resumed) == q_of(full)
+
+
+def test_sb3_agent_checkpoints_and_resumes(tmp_path):
+    pytest.importorskip("stable_baselines3")
+    from agents.train import latest_sb3_checkpoint
+    train(agent="dqn", steps=800, out=tmp_path, checkpoint_every=300,
+          hyperparameters={"learning_starts": 100}, progress=False)
+    newest = latest_sb3_checkpoint(tmp_path / "checkpoints")
+    assert newest.name == "ckpt-000000000600"
+    assert (tmp_path / "checkpoints" / "ckpt-000000000600.buffer.pkl").exists()
+    (tmp_path / "model.zip").unlink()
+    path = train(agent="dqn", steps=1200, out=tmp_path, checkpoint_every=300, resume=True,
+                 hyperparameters={"learning_starts": 100}, progress=False)
+    from agents.sb3 import DQNAgent
+    import gymnasium as gym
+    loaded = DQNAgent.load(str(path), env=gym.make("AutoScale-v0"))
+    assert loaded.num_timesteps == 1200
