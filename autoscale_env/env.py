@@ -176,14 +176,15 @@ class AutoScaleEnv(gym.Env):
         super().reset(seed=seed)
         self.backend.reset(self.np_random)
         self._load_block()
-        i = self._i
-        info = {"network": self._net[i], "co_cpu_pct": self._cpu[i], "co_mem_pct": self._mem[i],
-                "rssi_wifi_dbm": self._wifi[i], "rssi_p2p_dbm": self._p2p[i],
-                "oracle_action": self._oracle[i]}
-        return self._obs[i], info
+        return self._obs[0], {
+            "network": self._net[0], "co_cpu_pct": self._cpu[0], "co_mem_pct": self._mem[0],
+            "rssi_wifi_dbm": self._wifi[0], "rssi_p2p_dbm": self._p2p[0],
+            "oracle_action": self._oracle[0]}
 
     def step(self, action):
         """Run the pending request on ``targets[action]``; see the class docstring for ``info``."""
+        # The hot path: everything per request was prepared by _load_block; only Python list and
+        # memoryview look-ups remain here (scripts/bench.py measures it against CartPole).
         try:
             a = operator.index(action)
         except TypeError:
@@ -196,32 +197,36 @@ class AutoScaleEnv(gym.Env):
                 f"0..{self._n_actions - 1} ({', '.join(self._target_names)})")
         i = self._i
         if self._known:
-            latency = self._lat[i][a]
-            energy = self._energy[i][a]
-            accuracy = self._acc[i][a]
-            r = self._reward[i][a]
-            qos, acc_met = self._qos[i][a], self._accmet[i][a]
-            error = "" if latency == latency else "outcome not recorded for this target"
+            k = a * self._n + i
+            latency = self._lat[k]
+            energy = self._energy[k]
+            accuracy = self._acc[k]
+            r = self._reward[k]
+            qos = self._qos[k]
+            acc_met = self._accmet[k]
             source = self._source
+            if latency == latency:
+                error = ""
+            else:  # unknown outcome of a partial trace: scored as a violation
+                error = "outcome not recorded for this target"
+                if r != r:
+                    r = -self.reward_preset.violation_penalty
         else:
             latency, energy, accuracy, r, qos, acc_met, source, error = self._execute(i, a)
-        info = {
-            "latency_ms": latency, "energy_mj": energy, "accuracy": accuracy, "qos_met": qos,
-            "accuracy_met": acc_met, "target": self._target_names[a], "network": self._net[i],
-            "co_cpu_pct": self._cpu[i], "co_mem_pct": self._mem[i],
-            "rssi_wifi_dbm": self._wifi[i], "rssi_p2p_dbm": self._p2p[i],
-            "energy_source": source, "error": error,
-        }
+        network, cpu, mem = self._net[i], self._cpu[i], self._mem[i]
+        wifi, p2p = self._wifi[i], self._p2p[i]
         i += 1
         if i == self._n:
             self._load_block()
             i = 0
         else:
             self._i = i
-        info["oracle_action"] = self._oracle[i]
-        if error and r != r:  # unknown outcome of a partial trace: scored as a violation
-            r = -self.reward_preset.violation_penalty
-        return self._obs[i], r, False, False, info
+        return self._obs[i], r, False, False, {
+            "latency_ms": latency, "energy_mj": energy, "accuracy": accuracy, "qos_met": qos,
+            "accuracy_met": acc_met, "target": self._target_names[a], "network": network,
+            "co_cpu_pct": cpu, "co_mem_pct": mem, "rssi_wifi_dbm": wifi, "rssi_p2p_dbm": p2p,
+            "energy_source": source, "error": error, "oracle_action": self._oracle[i],
+        }
 
     def close(self) -> None:
         """Release the backend's processes and sockets."""
@@ -247,7 +252,7 @@ class AutoScaleEnv(gym.Env):
             return None
         b, i = self._block, self._i
         return {"latency_ms": b.latency_ms[i].copy(), "energy_mj": b.energy_mj[i].copy(),
-                "accuracy": b.accuracy[i].copy(), "reward": np.array(self._reward[i])}
+                "accuracy": b.accuracy[i].copy(), "reward": self._reward_matrix[i].copy()}
 
     @property
     def context(self) -> dict[str, Any]:
@@ -258,7 +263,9 @@ class AutoScaleEnv(gym.Env):
 
     # -----------------------------------------------------------------------------------------
     # Block handling: everything per request that does not depend on the action is done here,
-    # vectorised, so that step() only indexes Python lists.
+    # vectorised, so that step() only indexes Python lists and flat memoryviews (a memoryview of
+    # a float64 / bool array yields Python floats / bools without converting the whole block, as
+    # tolist() would; indexing one costs about as much as indexing a list).
 
     def _load_block(self) -> None:
         b = self.backend.next_block()
@@ -269,13 +276,14 @@ class AutoScaleEnv(gym.Env):
         net = b.network
         obs = self.encoder.encode_block(b)
         if self.obs_mode == "paper":
-            self._obs = list(obs)
+            self._obs = list(obs)  # one view per request: a distinct array object per step
         else:
             raw = np.column_stack([self._workload_raw[net], b.co_cpu_pct, b.co_mem_pct,
                                    b.rssi_wifi_dbm, b.rssi_p2p_dbm]).astype(np.float32)
             raw = np.clip(raw, RAW_LOW, RAW_HIGH)
             self._obs = [{"state": o, "raw": r} for o, r in zip(obs, raw)]
-        self._net = [self._network_names[k] for k in net.tolist()]
+        names = self._network_names
+        self._net = [names[k] for k in net.tolist()]
         self._cpu = b.co_cpu_pct.tolist()
         self._mem = b.co_mem_pct.tolist()
         self._wifi = b.rssi_wifi_dbm.tolist()
@@ -287,15 +295,30 @@ class AutoScaleEnv(gym.Env):
                 self.reward_preset, latency_ms=b.latency_ms, energy_mj=b.energy_mj,
                 accuracy=b.accuracy, reference_energy_mj=self._reference[net][:, None],
                 qos_ms=self.scenario.qos_ms, accuracy_target=self._accuracy_target[net][:, None])
-            self._lat = b.latency_ms.tolist()
-            self._energy = b.energy_mj.tolist()
-            self._acc = b.accuracy.tolist()
-            self._reward = r.tolist()
-            self._qos = qos.tolist()
-            self._accmet = acc.tolist()
+            self._reward_matrix = r
+            self._flat = tuple(_flat(m) for m in (b.latency_ms, b.energy_mj, b.accuracy, r, qos, acc))
+            self._make_views()
             self._oracle = oracle_actions(r).tolist()
         else:
             self._oracle = [-1] * n
+
+    _VIEWS = ("_lat", "_energy", "_acc", "_reward", "_qos", "_accmet")
+
+    def _make_views(self) -> None:
+        for name, flat in zip(self._VIEWS, self._flat):
+            setattr(self, name, memoryview(flat))
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (and deep-copyable): memoryviews are rebuilt from their arrays."""
+        state = self.__dict__.copy()
+        for name in self._VIEWS:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if getattr(self, "_known", False) and "_flat" in state:
+            self._make_views()
 
     def _execute(self, i: int, a: int):
         outcome = self.backend.execute(self._block, i, a)
@@ -310,3 +333,12 @@ class AutoScaleEnv(gym.Env):
             r = -self.reward_preset.violation_penalty - outcome.energy_mj / self._reference[net]
         return (float(outcome.latency_ms), float(outcome.energy_mj), float(outcome.accuracy),
                 float(r), qos, bool(acc), outcome.energy_source, outcome.error)
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    """An (n, n_targets) float64 or bool matrix as a flat, target-major array: item
+    ``action * n + request``. (The sim's matrices are views of target-major arrays already, so
+    this copies nothing for them.)"""
+    if a.dtype != np.bool_:
+        a = np.asarray(a, dtype=np.float64)
+    return np.ascontiguousarray(a.T).reshape(-1)

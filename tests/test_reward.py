@@ -47,6 +47,7 @@ def test_flags():
     assert qos.tolist() == [True, False] and acc.tolist() == [True, False]
 
 
-def test_oracle_breaks_ties_low_and_skips_unknown():
+def test_oracle_breaks_ties_low_and_is_unknown_when_any_outcome_is():
+    # A row with a missing outcome (partial trace) has no oracle: the missing target might be best.
     r = np.array([[-1.0, -1.0, -2.0], [np.nan, -3.0, -2.0], [np.nan, np.nan, np.nan]])
-    assert oracle_actions(r).tolist() == [0, 2, -1]
+    assert oracle_actions(r).tolist() == [0, -1, -1]
