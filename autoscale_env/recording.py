@@ -1,0 +1,354 @@
+"""Record traces from any backend: ``autoscale record`` / ``scripts/record_traces.py``.
+
+:func:`record` drives a backend the way the environment does and writes every target's outcome of
+every request (a *full* trace, see :mod:`autoscale_env.traces`):
+
+* blocks that carry outcome matrices (``sim``) are written as they are;
+* blocks without them (``live``) get ``backend.execute(block, i, a)`` for every target ``a`` of
+  every request ``i``; a request where some target's outcome is not a finite number is skipped
+  (and logged), so the trace stays full.
+
+The random generator is the one ``env.reset(seed=seed)`` would create, and the backend is reset
+every ``episode_requests`` requests (default: the reset observation plus ``MAX_EPISODE_STEPS``
+steps, one episode of ``gym.make("AutoScale-v0")``) with that same generator, as the environment
+does when an episode is truncated. A sim trace therefore holds exactly the requests and outcomes
+that ``gym.make("AutoScale-v0", backend="sim", ...)`` shows after ``reset(seed=seed)`` followed
+by plain ``reset()`` at every truncation, and replaying it with the same actions reproduces that
+run bit for bit (``tests/backends/test_replay.py`` checks it).
+
+Rows are written append-only and flushed and synced every ``batch_size`` requests, so a recording
+killed at any moment leaves a file that loads (all complete rows; a torn last line is dropped
+with a warning). An existing file is never overwritten without ``force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gymnasium.utils import seeding
+
+from autoscale_env import MAX_EPISODE_STEPS, __version__, config, traces
+from autoscale_env.core import Backend, RequestBlock
+from autoscale_env.errors import AutoScaleError, BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+#: Requests per recorded episode: one ``gym.make`` episode (reset observation + steps).
+DEFAULT_EPISODE_REQUESTS = MAX_EPISODE_STEPS + 1
+#: Requests between flushes (each flush is an ``fsync``; a kill loses at most this many).
+DEFAULT_BATCH_SIZE = 100
+
+
+def record(backend: Backend, n_requests: int, out: str | os.PathLike, *, seed: int,
+           force: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
+           episode_requests: int | None = DEFAULT_EPISODE_REQUESTS, progress: bool = True,
+           provenance: dict[str, Any] | None = None) -> Path:
+    """Record ``n_requests`` requests of ``backend`` with every target's outcome to ``out``.
+
+    Args:
+        backend: any :class:`~autoscale_env.core.Backend` (it is reset here and not closed).
+        n_requests: how many requests to write.
+        out: ``.csv``, ``.csv.gz`` or ``.parquet``. Parquet cannot be appended to, so it is
+            recorded to ``<out>.partial.csv.gz`` first and converted at the end (a killed
+            recording leaves that file, which loads).
+        seed: seeds the generator exactly as ``env.reset(seed=seed)`` does.
+        force: replace an existing ``out``.
+        batch_size: requests per flush + fsync.
+        episode_requests: reset the backend every this many requests (None or 0: never, one
+            continuous stream).
+        progress: show a tqdm progress bar on stderr.
+        provenance: extra provenance fields for the header (merged over the derived ones).
+
+    Returns:
+        The path written.
+
+    Raises:
+        FileExistsError: ``out`` exists and ``force`` is false.
+    """
+    out = Path(out)
+    n_requests = int(n_requests)
+    if n_requests < 1:
+        raise ValueError(f"n_requests must be >= 1, got {n_requests}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    episode = int(episode_requests or 0) or None
+    if not out.name.endswith(traces.SUFFIXES):
+        raise ValueError(f"{out}: the output must end in {', '.join(traces.SUFFIXES)}")
+    if out.exists() and not force:
+        raise FileExistsError(f"{out} already exists; refusing to overwrite a recording "
+                              f"(pass force=True / --force to replace it)")
+    parquet = out.name.endswith(".parquet")
+    stream = out.with_name(out.name + ".partial.csv.gz") if parquet else out
+    if parquet:
+        traces._import_pyarrow()  # fail before recording, not after
+
+    rng, _ = seeding.np_random(int(seed))  # the generator env.reset(seed=seed) creates
+    header = describe(backend, seed=int(seed), episode_requests=episode, n_requests=n_requests,
+                      provenance=provenance)
+    gap_s = getattr(getattr(backend, "scenario", None), "request_gap_ms", 0.0) / 1000.0
+    bar = _progress(n_requests, progress, out)
+    written = skipped = 0
+    with traces.TraceWriter(stream, header, workloads=backend.workloads, force=force) as writer:
+        try:
+            backend.reset(rng)
+            block: RequestBlock | None = None
+            pos = in_episode = pending = 0
+            while written + skipped < n_requests:
+                if episode and in_episode == episode:
+                    backend.reset(rng)  # same generator, as the env after a truncation
+                    block, in_episode = None, 0
+                if block is None or pos == len(block):
+                    block, pos = backend.next_block(), 0
+                    if len(block) == 0:
+                        raise RuntimeError(f"{type(backend).__name__}.next_block() returned no "
+                                           f"requests")
+                take = min(len(block) - pos, n_requests - written - skipped,
+                           batch_size - pending, (episode - in_episode) if episode else math.inf)
+                first = written + skipped  # request id = position in the recorded stream
+                if block.latency_ms is not None:
+                    part = slice(pos, pos + take)
+                    ids = np.arange(first, first + take)
+                    writer.write_requests(
+                        request=ids, timestamp_s=ids * gap_s, network=block.network[part],
+                        co_cpu_pct=block.co_cpu_pct[part], co_mem_pct=block.co_mem_pct[part],
+                        rssi_wifi_dbm=block.rssi_wifi_dbm[part],
+                        rssi_p2p_dbm=block.rssi_p2p_dbm[part], latency_ms=block.latency_ms[part],
+                        energy_mj=block.energy_mj[part], accuracy=block.accuracy[part],
+                        energy_source=block.energy_source)
+                    written += take
+                else:
+                    ok = _execute_all(backend, block, pos, take, first, writer)
+                    written += ok
+                    skipped += take - ok
+                pos += take
+                in_episode += take
+                pending += take
+                bar.update(take)
+                if pending >= batch_size:
+                    writer.flush()
+                    pending = 0
+        finally:
+            bar.close()
+    if skipped:
+        log.warning("%s: skipped %d of %d requests whose outcome on some target was not a "
+                    "finite number", stream, skipped, n_requests)
+    if parquet:
+        traces.write_trace(traces.load_trace(stream), out, force=force)
+        stream.unlink()
+    return out
+
+
+def _execute_all(backend: Backend, block: RequestBlock, pos: int, take: int, first: int,
+                 writer: traces.TraceWriter) -> int:
+    """Run requests ``pos .. pos+take-1`` of ``block`` on every target.
+
+    Returns:
+        How many requests were written (those whose every target gave finite numbers).
+    """
+    n_targets = len(backend.targets)
+    written = 0
+    for j in range(take):
+        i = pos + j
+        started_s = time.time()  # live: when the request ran (wall clock is provenance here)
+        outcomes = [backend.execute(block, i, a) for a in range(n_targets)]
+        values = np.array([[o.latency_ms, o.energy_mj, o.accuracy] for o in outcomes], dtype=float)
+        if not np.isfinite(values).all():
+            bad = next(o for o in outcomes if not np.isfinite([o.latency_ms, o.energy_mj]).all())
+            log.warning("request %d skipped: a target gave no finite outcome (%s)", first + j,
+                        bad.error or "no error message")
+            continue
+        writer.write_requests(
+            request=[first + j], timestamp_s=[started_s], network=block.network[i:i + 1],
+            co_cpu_pct=block.co_cpu_pct[i:i + 1], co_mem_pct=block.co_mem_pct[i:i + 1],
+            rssi_wifi_dbm=block.rssi_wifi_dbm[i:i + 1], rssi_p2p_dbm=block.rssi_p2p_dbm[i:i + 1],
+            latency_ms=values[None, :, 0], energy_mj=values[None, :, 1],
+            accuracy=values[None, :, 2],
+            energy_source=np.array([[o.energy_source for o in outcomes]], dtype=object))
+        written += 1
+    return written
+
+
+def describe(backend: Backend, *, seed: int, episode_requests: int | None, n_requests: int,
+             provenance: dict[str, Any] | None = None) -> traces.TraceHeader:
+    """The header of a recording of ``backend``: device, scenario, setting, provenance.
+
+    A backend may add its own provenance (host, tools, meters, model files) through a
+    ``provenance`` attribute or method returning a dict.
+    """
+    phone = getattr(backend, "phone", None)
+    device = getattr(backend, "device_name", None) or getattr(backend, "device", None)
+    if phone is not None:
+        bundled = config.DEVICES_DIR / f"{phone.name}.toml"
+        same = bundled.exists() and Path(phone.path).resolve() == bundled.resolve()
+        device = phone.name if same else phone.path
+    if not isinstance(device, str):
+        device = getattr(device, "name", None) or str(device)
+    scenario = getattr(backend, "scenario", None)
+    scenario = getattr(scenario, "name", scenario)
+    setting = getattr(backend, "setting", None)
+    name = type(backend).__name__
+    info: dict[str, Any] = {
+        "kind": "simulated" if backend.deterministic else "measured",
+        "backend": name,
+        "recorded_with": f"autoscale_env {__version__} (autoscale_env.recording)",
+        "seed": seed,
+        "requests_planned": n_requests,
+        "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    if hasattr(backend, "block_size"):
+        info["block_size"] = int(backend.block_size)
+    if phone is not None and backend.deterministic:  # which model produced the numbers
+        info["profile"] = Path(phone.path).name
+        info["profile_sha256"] = _sha256([Path(phone.path)])
+        info["data_sha256"] = data_fingerprint()
+        info["code_sha256"] = _sha256(_model_sources(type(backend).__module__))
+    if not backend.deterministic:  # which machine produced the numbers
+        info.update(host=platform.node(), platform=platform.platform(),
+                    python=platform.python_version())
+    extra = getattr(backend, "provenance", None)
+    if callable(extra):
+        extra = extra()
+    if isinstance(extra, dict):
+        info.update(extra)
+    info.update(provenance or {})
+    return traces.TraceHeader(device=str(device), scenario=str(scenario), setting=str(setting),
+                              provenance=info, targets=tuple(str(t) for t in backend.targets),
+                              coverage="full", episode_requests=episode_requests)
+
+
+def data_fingerprint() -> str:
+    """SHA-256 over the package's data files (profiles, catalog, links, settings, bins).
+
+    Together with ``code_sha256`` (the backend package's modules) it says which version of the
+    model a simulated trace comes from.
+    """
+    return _sha256(sorted(config.DATA_DIR.rglob("*.toml")))
+
+
+def _model_sources(module_name: str) -> list[Path]:
+    """The backend's module file and the package modules it imports (sim: power, radio)."""
+    module = sys.modules.get(module_name)
+    files = {Path(module.__file__)} if getattr(module, "__file__", None) else set()
+    for value in vars(module).values() if module else ():
+        if (getattr(value, "__name__", "").startswith("autoscale_env.backends.")
+                and getattr(value, "__file__", None)):
+            files.add(Path(value.__file__))
+    return sorted(files)
+
+
+def _sha256(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.relative_to(p.parent.parent).as_posix().encode() + b"\0")
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, enabled: bool, out: Path):
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm is a dependency, but a bar is not worth failing a recording
+        return _NoBar()
+    return tqdm(total=total, unit="req", desc=out.name, file=sys.stderr, dynamic_ncols=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``autoscale record`` / ``scripts/record_traces.py``."""
+    p = argparse.ArgumentParser(
+        prog="autoscale record",
+        description="Record a full trace (every target's outcome of every request) from the sim "
+                    "or the live backend. See traces/README.md for the format.")
+    p.add_argument("--backend", choices=("sim", "live"), default="sim")
+    p.add_argument("--device", default="mi8pro",
+                   help="phone profile name or path (live: what the live backend accepts)")
+    p.add_argument("--scenario", default="non_streaming",
+                   help="non_streaming, streaming or translation")
+    p.add_argument("--setting", default="dynamic", help="static or dynamic")
+    p.add_argument("--requests", type=int, default=2000, help="requests to record")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the generator as env.reset(seed=SEED) does")
+    p.add_argument("--out", required=True, help="output file: .csv, .csv.gz or .parquet")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help="requests between flushes to disk")
+    p.add_argument("--episode-requests", type=int, default=DEFAULT_EPISODE_REQUESTS,
+                   help="reset the backend every N requests (0: never); default: one gym.make "
+                        "episode")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra backend keyword argument (VALUE parsed as JSON when it is JSON)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _options(pairs: list[str]) -> dict[str, Any]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option {pair!r} must look like KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``autoscale record``; returns the exit status (0 ok, 2 error, 130 cut)."""
+    args = build_parser().parse_args(argv)
+    from autoscale_env.backends import make_backend
+
+    try:
+        kwargs = dict(device=args.device, scenario=args.scenario, setting=args.setting,
+                      **_options(args.option))
+        try:
+            backend = make_backend(args.backend, **kwargs)
+        except ModuleNotFoundError as e:
+            raise BackendUnavailable(f"backend {args.backend!r} is not available here ({e})") \
+                from None
+        try:
+            path = record(backend, args.requests, args.out, seed=args.seed, force=args.force,
+                          batch_size=args.batch_size, episode_requests=args.episode_requests,
+                          progress=not args.quiet)
+        finally:
+            backend.close()
+    except KeyboardInterrupt:
+        print(f"autoscale record: interrupted; {args.out} holds the requests flushed so far",
+              file=sys.stderr)
+        return 130
+    except (AutoScaleError, FileExistsError, ValueError, OSError) as e:
+        print(f"autoscale record: error: {e}", file=sys.stderr)
+        return 2
+    size_kb = path.stat().st_size / 1024
+    print(f"recorded {args.requests} requests to {path} ({size_kb:.0f} KiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
