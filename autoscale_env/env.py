@@ -138,7 +138,7 @@ class AutoScaleEnv(gym.Env):
             else:
                 if trace is not None:
                     raise ValueError(f"trace={trace!r} is only used with backend='replay'")
-                options.update(device=device or "mi8pro", scenario=scenario or "non_streaming",
+                options.update(device=device or ("host" if backend == "live" else "mi8pro"), scenario=scenario or "non_streaming",
                                setting=setting or "dynamic")
             self.backend: Backend = make_backend(backend, **options)
         else:

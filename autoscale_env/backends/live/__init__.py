@@ -1,1 +1,12 @@
-"""The live backend: real inference on this host and on loopback servers (needs the [live] extra)."""
+"""The live backend's parts: real inference here and on loopback servers (the [live] extra).
+
+Modules, each with one job (torch is imported only inside this package):
+
+* :mod:`.models` - the catalog's networks in plain PyTorch, INT8 quantization, layer counts;
+* :mod:`.executor` - model cache, unit placement (``gpu/fp16`` -> CUDA or CPU fallback), timing;
+* :mod:`.wire` - the binary request/response format (numpy only, no pickle);
+* :mod:`.server` - the edge/cloud inference server and :class:`~.server.ServerProcess`;
+* :mod:`.client` - :class:`~.client.RemoteClient` with application-level link shaping;
+* :mod:`.energy` - RAPL/NVML energy meters and process CPU time;
+* :mod:`.load` - background CPU and memory load generators (the dynamic setting).
+"""

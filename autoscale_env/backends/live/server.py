@@ -1,0 +1,422 @@
+"""The edge/cloud inference server: a threaded TCP server speaking :mod:`.wire`.
+
+Run it as ``python -m autoscale_env.backends.live.server --role cloud --port 0``: it prints
+``READY <port>`` on stdout once it listens, then answers requests until SIGTERM or SIGINT.
+:class:`ServerProcess` starts one as a child process and reads that line for you.
+
+Robustness, because a server must outlive its worst client:
+
+* every message must arrive in full within ``read_timeout_s`` of its first byte (slow or stalled
+  senders are answered ``TIMEOUT`` and dropped), and an idle keep-alive connection is closed after
+  ``idle_timeout_s``;
+* a header announcing more than ``max_bytes`` is answered ``TOO_LARGE`` before any payload is
+  read, and the connection is closed (its stream position is lost);
+* garbage (bad magic/version) is answered ``BAD_REQUEST`` and the connection closed; a
+  well-framed request with bad content (unknown model, wrong shape) is answered and the
+  connection kept;
+* at most ``max_connections`` connections are served at once; extra ones are answered ``BUSY``;
+* an exception inside inference becomes an ``INTERNAL`` answer, never a dead server.
+
+The server binds 127.0.0.1 by default. It has no authentication: bind another address only on
+a network you trust.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import selectors
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Self, TextIO
+
+from autoscale_env.backends.live import wire
+from autoscale_env.backends.live.executor import (
+    InferenceEngine,
+    InputError,
+    UnsupportedUnit,
+)
+from autoscale_env.backends.live.wire import (
+    IdleTimeout,
+    MessageTooLarge,
+    Status,
+    WireError,
+)
+
+__all__ = ["ROLES", "InferenceServer", "ServerProcess", "main", "make_server", "serve"]
+
+log = logging.getLogger(__name__)
+
+#: Server roles: which scaled-out device this process stands in for.
+ROLES = ("edge", "cloud")
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    """One connection: read requests until the peer closes, times out or misbehaves."""
+
+    server: InferenceServer
+
+    def setup(self) -> None:
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def finish(self) -> None:
+        self.server._untrack(self.request)
+
+    def _reply(self, payload: bytes) -> bool:
+        try:
+            self.request.settimeout(self.server.write_timeout_s)
+            self.request.sendall(payload)
+            return True
+        except OSError:
+            return False
+
+    def _fail(self, status: Status, error: str, request_id: int = 0) -> bool:
+        log.info("%s -> %s: %s", self.client_address, status.name, error)
+        return self._reply(wire.encode_response(status, error=error, request_id=request_id))
+
+    def handle(self) -> None:
+        srv = self.server
+        while not srv.stopping:
+            try:
+                data = wire.read_message(self.request, srv.max_bytes, srv.read_timeout_s,
+                                         idle_timeout_s=srv.idle_timeout_s)
+            except MessageTooLarge as e:
+                self._fail(Status.TOO_LARGE, str(e))
+                return
+            except IdleTimeout:  # a quiet keep-alive connection: close without a word
+                return
+            except TimeoutError:
+                self._fail(Status.TIMEOUT, f"request not received in full within the read "
+                                           f"timeout ({srv.read_timeout_s} s)")
+                return
+            except WireError as e:
+                self._fail(Status.BAD_REQUEST, str(e))
+                return
+            except OSError:
+                return
+            if data is None:  # the peer closed the connection
+                return
+            if not self._reply(srv.answer(data)):
+                return
+
+
+class InferenceServer(socketserver.ThreadingTCPServer):
+    """A threaded TCP server that runs inferences through an :class:`InferenceEngine`.
+
+    Args:
+        address: ``(host, port)``; port 0 picks a free port (see :attr:`port`).
+        role: ``"edge"`` or ``"cloud"`` (labels logs and thread names).
+        engine: the engine to run models with (a fresh one by default).
+        max_bytes: largest request accepted, bytes.
+        read_timeout_s: deadline for a whole request once its first byte arrived.
+        idle_timeout_s: how long an idle connection is kept open.
+        write_timeout_s: deadline for sending one response.
+        max_connections: connections served at once.
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], role: str = "cloud",
+                 engine: InferenceEngine | None = None, *,
+                 max_bytes: int = wire.DEFAULT_MAX_BYTES, read_timeout_s: float = 10.0,
+                 idle_timeout_s: float = 60.0, write_timeout_s: float = 10.0,
+                 max_connections: int = 32):
+        if role not in ROLES:
+            raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
+        self.role = role
+        self.engine = engine or InferenceEngine()
+        self.max_bytes = max_bytes
+        self.read_timeout_s = read_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.write_timeout_s = write_timeout_s
+        self.max_connections = max_connections
+        self.stopping = False
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    @property
+    def port(self) -> int:
+        """The port actually bound."""
+        return self.server_address[1]
+
+    def _untrack(self, sock: socket.socket) -> None:
+        with self._conns_lock:
+            self._conns.discard(sock)
+
+    def process_request(self, request, client_address) -> None:
+        """Admit a new connection, or answer BUSY and close it (socketserver hook)."""
+        with self._conns_lock:  # admit (and count) the connection before its thread starts
+            busy = len(self._conns) >= self.max_connections
+            if not (busy or self.stopping):
+                self._conns.add(request)
+        if busy or self.stopping:
+            try:
+                request.settimeout(0.5)
+                request.sendall(wire.encode_response(
+                    Status.BUSY, error=f"server at its limit of {self.max_connections} "
+                                       f"connections" if busy else "server is stopping"))
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def answer(self, data: bytes) -> bytes:
+        """Turn one request message into its response message (never raises)."""
+        try:
+            req = wire.decode_request(data)
+        except WireError as e:
+            return wire.encode_response(Status.BAD_REQUEST, error=str(e))
+        rid = req.request_id
+        try:
+            result = self.engine.run(req.model, req.unit, req.array)
+            out = result.output.detach().cpu().numpy()
+            return wire.encode_response(
+                Status.OK, out, compute_ms=result.compute_ms, device=result.placement.device,
+                precision=result.placement.precision, request_id=rid)
+        except KeyError as e:
+            return wire.encode_response(Status.UNKNOWN_MODEL, error=str(e.args[0]),
+                                        request_id=rid)
+        except InputError as e:
+            return wire.encode_response(Status.BAD_REQUEST, error=str(e), request_id=rid)
+        except UnsupportedUnit as e:
+            return wire.encode_response(Status.UNSUPPORTED, error=str(e), request_id=rid)
+        except Exception as e:  # inference bugs must not kill the connection or the server
+            log.exception("inference of %s on %s failed", req.model, req.unit)
+            return wire.encode_response(Status.INTERNAL, error=f"{type(e).__name__}: {e}",
+                                        request_id=rid)
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``grace_s``), close everything.
+
+        Must be called from a thread other than the one running :meth:`serve_forever`.
+        """
+        self.stopping = True
+        self.shutdown()
+        with self._conns_lock:
+            conns = list(self._conns)
+        for sock in conns:  # wakes handlers blocked waiting for a next request
+            try:
+                sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            with self._conns_lock:
+                if not self._conns:
+                    break
+            time.sleep(0.02)
+        self.server_close()
+
+
+def make_server(role: str, host: str = "127.0.0.1", port: int = 0, **options) -> InferenceServer:
+    """Create (and bind) an :class:`InferenceServer`; call ``serve_forever`` to run it."""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("binding %s: the inference server has no authentication", host)
+    return InferenceServer((host, port), role, **options)
+
+
+def serve(role: str, host: str = "127.0.0.1", port: int = 0, *,
+          ready_stream: TextIO | None = None, stop_event: threading.Event | None = None,
+          **options) -> None:
+    """Run a server until SIGTERM/SIGINT (or ``stop_event``), then shut it down cleanly.
+
+    Prints ``READY <port>`` to ``ready_stream`` (stdout by default) once listening.
+
+    Args:
+        role: ``"edge"`` or ``"cloud"``.
+        host: address to bind (loopback by default).
+        port: port to bind; 0 picks a free one.
+        ready_stream: where the ``READY`` line goes.
+        stop_event: set it to stop the server (signals set it too, when called from the main
+            thread).
+        **options: passed to :class:`InferenceServer`.
+    """
+    stop_event = stop_event or threading.Event()
+    server = make_server(role, host, port, **options)
+    loop = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                            name=f"autoscale-{role}-server", daemon=True)
+    loop.start()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda *_: stop_event.set())
+    try:
+        print(f"READY {server.port}", file=ready_stream or sys.stdout, flush=True)
+        log.info("%s server listening on %s:%d", role, host, server.port)
+        while not stop_event.wait(0.5):  # a timed wait so signals are handled promptly
+            pass
+    finally:
+        server.stop()
+        loop.join(timeout=5)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        log.info("%s server on port %d stopped", role, server.port)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM it when its parent dies, even by SIGKILL,
+    so no server outlives an interrupted run. (A no-op elsewhere.)"""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class ServerProcess:
+    """A server running as a child process (``python -m autoscale_env.backends.live.server``).
+
+    Example::
+
+        with ServerProcess("cloud") as srv:
+            client = RemoteClient(srv.address)
+
+    Args:
+        role: ``"edge"`` or ``"cloud"``.
+        host: address to bind.
+        port: port to bind (0: a free one, read back from the ``READY`` line).
+        start_timeout_s: how long to wait for ``READY``.
+        extra_args: more command-line arguments for the server (see :func:`main`).
+        env: environment for the child (defaults to this process's).
+    """
+
+    def __init__(self, role: str = "cloud", host: str = "127.0.0.1", port: int = 0, *,
+                 start_timeout_s: float = 30.0, extra_args: Sequence[str] = (),
+                 env: dict[str, str] | None = None, wait: bool = True):
+        if role not in ROLES:
+            raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
+        self.role = role
+        self.host = host
+        self.port = 0
+        self.start_timeout_s = start_timeout_s
+        cmd = [sys.executable, "-m", "autoscale_env.backends.live.server", "--role", role,
+               "--host", host, "--port", str(port), *extra_args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                     env=env, text=True, preexec_fn=_die_with_parent)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> Self:
+        """Wait for the ``READY`` line (started with ``wait=False``: start several, then wait)."""
+        if not self.port:
+            try:
+                self.port = self._await_ready(self.start_timeout_s)
+            except BaseException:
+                self.stop()
+                raise
+        return self
+
+    def _await_ready(self, timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
+        assert self.proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            buf = ""
+            while time.monotonic() < deadline:
+                if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                    continue
+                chunk = os.read(self.proc.stdout.fileno(), 4096).decode()
+                if not chunk:
+                    raise RuntimeError(f"{self.role} server exited with code {self.proc.wait()} "
+                                       f"before it was ready")
+                buf += chunk
+                for line in buf.splitlines():
+                    if line.startswith("READY "):
+                        return int(line.split()[1])
+        raise TimeoutError(f"{self.role} server not ready within {timeout_s} s")
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` to connect to."""
+        return self.host, self.port
+
+    @property
+    def pid(self) -> int:
+        """The child's process id."""
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        """True while the child runs."""
+        return self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        """SIGTERM the child, wait up to ``timeout_s``, then SIGKILL; returns its exit code."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the child at once (for fault tests)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m autoscale_env.backends.live.server --role edge|cloud ...``.
+
+    Returns:
+        The exit code (0 after a clean shutdown).
+    """
+    p = argparse.ArgumentParser(prog="python -m autoscale_env.backends.live.server",
+                                description="AutoScale edge/cloud inference server")
+    p.add_argument("--role", choices=ROLES, required=True)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    p.add_argument("--port", type=int, default=0, help="port (0: any free port, printed)")
+    p.add_argument("--max-bytes", type=int, default=wire.DEFAULT_MAX_BYTES)
+    p.add_argument("--read-timeout-s", type=float, default=10.0)
+    p.add_argument("--idle-timeout-s", type=float, default=60.0)
+    p.add_argument("--max-connections", type=int, default=32)
+    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0, help="model weight seed")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: default)")
+    p.add_argument("--no-fallback", action="store_true",
+                   help="refuse units this host cannot run instead of falling back to CPU")
+    p.add_argument("--preload", default="",
+                   help="comma-separated name@unit pairs to load before READY, "
+                        "e.g. mnv1@cpu/fp32,mbert@cpu/int8")
+    p.add_argument("--log-level", default="WARNING")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format=f"%(asctime)s {args.role} %(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    engine = InferenceEngine(seed=args.seed, allow_fallback=not args.no_fallback,
+                             max_batch=args.max_batch)
+    for item in filter(None, args.preload.split(",")):
+        name, _, unit = item.partition("@")
+        engine.load(name, unit or "cpu/fp32")
+    serve(args.role, args.host, args.port, engine=engine, max_bytes=args.max_bytes,
+          read_timeout_s=args.read_timeout_s, idle_timeout_s=args.idle_timeout_s,
+          max_connections=args.max_connections)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
