@@ -36,6 +36,15 @@ class QLearningConfig:
     epsilon_min: float = 0.0
     """Floor of the decayed epsilon."""
 
+    def __post_init__(self) -> None:
+        for name, low, high in (("alpha", 0.0, 1.0), ("gamma", 0.0, 1.0), ("epsilon", 0.0, 1.0),
+                                ("epsilon_decay", 0.0, 1.0), ("epsilon_min", 0.0, 1.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not low <= value <= high:  # also refuses NaN
+                raise ValueError(f"Q-learning hyperparameter {name} must be a number in "
+                                 f"[{low}, {high}], got {value!r}")
+
 
 class QLearningAgent:
     """Tabular Q-learning with an epsilon-greedy policy, the paper's learner.
@@ -213,7 +222,26 @@ class QLearningAgent:
         """Load a saved model for ``env``; refuses junk files and models made for another env."""
         path = str(path)
         q, meta = read_model_file(path)
-        agent = cls(env, seed=meta.get("seed", 0), **meta.get("hyperparameters", {}))
+        hyperparameters = meta.get("hyperparameters", {})
+        if not isinstance(hyperparameters, dict):
+            raise ModelFileError(f"{path}: metadata field 'hyperparameters' must be an object, "
+                                 f"got {hyperparameters!r}")
+        seed, epsilon = meta.get("seed", 0), meta.get("epsilon", None)
+        steps = meta.get("num_timesteps", 0)
+        for field, value, ok in (
+            ("seed", seed, isinstance(seed, int) and not isinstance(seed, bool)),
+            ("num_timesteps", steps, isinstance(steps, int) and not isinstance(steps, bool)
+             and steps >= 0),
+            ("epsilon", epsilon, epsilon is None or (isinstance(epsilon, (int, float))
+                                                     and 0.0 <= epsilon <= 1.0)),
+        ):
+            if not ok:
+                raise ModelFileError(f"{path}: metadata field {field!r} is invalid: {value!r}")
+        try:
+            agent = cls(env, seed=seed, **hyperparameters)
+        except (TypeError, ValueError) as e:
+            raise ModelFileError(f"{path}: metadata field 'hyperparameters' is invalid: {e}") \
+                from None
         mine = agent.metadata()
         for key in ("targets", "nvec", "features"):
             if meta.get(key) != mine[key]:
@@ -223,8 +251,8 @@ class QLearningAgent:
         if q.shape != agent.q.shape:
             raise ModelFileError(f"{path}: q has shape {q.shape}, expected {agent.q.shape}")
         agent.q[...] = q
-        agent.epsilon = float(meta.get("epsilon", agent.epsilon))
-        agent.num_timesteps = int(meta.get("num_timesteps", 0))
+        agent.epsilon = agent.epsilon if epsilon is None else float(epsilon)
+        agent.num_timesteps = steps
         return agent
 
     def export_json(self, path: str | os.PathLike) -> None:

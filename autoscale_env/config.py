@@ -137,6 +137,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: file not found") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text ({e.reason} at byte "
+                          f"{e.start})") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a TOML file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read: {e.strerror or e}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,9 +221,9 @@ class DeviceProfile:
 KINDS = ("phone", "edge", "cloud")
 
 
-def device_names() -> list[str]:
-    """Names of the bundled phone profiles (valid ``device=`` values)."""
-    return sorted(p.stem for p in DEVICES_DIR.glob("*.toml") if _kind_of(p) == "phone")
+def device_names(kind: str = "phone") -> list[str]:
+    """Names of the bundled profiles of ``kind`` (phones: the valid ``device=`` values)."""
+    return sorted(p.stem for p in DEVICES_DIR.glob("*.toml") if _kind_of(p) == kind)
 
 
 def _kind_of(path: Path) -> str:
@@ -268,6 +275,10 @@ def load_device(name_or_path: str) -> DeviceProfile:
         base.source()
         base.done()
         edge, cloud = top.str("edge"), top.str("cloud")
+        for field, value in (("edge", edge), ("cloud", cloud)):
+            if value not in device_names(field):
+                top.fail(field, f"names {value!r}, not a bundled {field} profile; valid: "
+                                f"{', '.join(device_names(field))}")
         procs = top.table("processors")
         for proc in procs.data:
             if proc not in PROCESSORS:
@@ -569,7 +580,10 @@ def load_features(path: str | None = None) -> tuple[FeatureSpec, ...]:
         labels = t.strings("labels")
         if len(labels) != len(edges) + 1:
             t.fail("labels", f"must have len(edges) + 1 = {len(edges) + 1} items, got {len(labels)}")
-        out.append(FeatureSpec(t.str("name"), field, edges, t.boolean("descending", False), labels))
+        name = t.str("name")
+        if name in [f.name for f in out]:
+            t.fail("name", f"{name!r} is already the name of another feature")
+        out.append(FeatureSpec(name, field, edges, t.boolean("descending", False), labels))
         t.done()
     top.done()
     return tuple(out)

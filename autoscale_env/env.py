@@ -196,6 +196,8 @@ class AutoScaleEnv(gym.Env):
                 f"action {a} outside Discrete({self._n_actions}); valid actions are "
                 f"0..{self._n_actions - 1} ({', '.join(self._target_names)})")
         i = self._i
+        if self._block is None:
+            raise gym.error.ResetNeeded("call reset() before step()")
         if self._known:
             k = a * self._n + i
             latency = self._lat[k]

@@ -123,6 +123,9 @@ class InferenceServer(socketserver.ThreadingTCPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 makes a burst of connects wait 1 s for a SYN retry
+    # (measured: 24 connects 3.07 s; with 64, 0.0 s), which would land in measured latencies.
+    request_queue_size = 64
     block_on_close = False
 
     def __init__(self, address: tuple[str, int], role: str = "cloud",
