@@ -149,8 +149,16 @@ class _SB3Agent:
             meta = json.loads(meta_path.read_text())
         except (OSError, ValueError) as e:
             raise ModelFileError(f"{meta_path}: missing or unreadable model description ({e})") from None
-        agent = cls(env, seed=meta.get("seed", 0), **{k: v for k, v in meta.get("hyperparameters", {}).items()
-                                                      if k != "policy"})
+        hyperparameters, seed = meta.get("hyperparameters", {}), meta.get("seed", 0)
+        if not isinstance(meta, dict) or not isinstance(hyperparameters, dict):
+            raise ModelFileError(f"{meta_path}: field 'hyperparameters' must be an object")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ModelFileError(f"{meta_path}: field 'seed' must be an integer, got {seed!r}")
+        try:
+            agent = cls(env, seed=seed, **{k: v for k, v in hyperparameters.items()
+                                           if k != "policy"})
+        except (TypeError, ValueError) as e:
+            raise ModelFileError(f"{meta_path}: field 'hyperparameters' is invalid: {e}") from None
         mine = agent._meta()
         for key in ("targets", "nvec", "obs_mode"):
             if meta.get(key) != mine[key]:

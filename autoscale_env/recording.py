@@ -165,7 +165,8 @@ def _execute_all(backend: Backend, block: RequestBlock, pos: int, take: int, fir
         outcomes = [backend.execute(block, i, a) for a in range(n_targets)]
         values = np.array([[o.latency_ms, o.energy_mj, o.accuracy] for o in outcomes], dtype=float)
         if not np.isfinite(values).all():
-            bad = next(o for o in outcomes if not np.isfinite([o.latency_ms, o.energy_mj]).all())
+            bad = next(o for o in outcomes
+                       if not np.isfinite([o.latency_ms, o.energy_mj, o.accuracy]).all())
             log.warning("request %d skipped: a target gave no finite outcome (%s)", first + j,
                         bad.error or "no error message")
             continue

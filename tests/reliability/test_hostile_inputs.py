@@ -180,6 +180,23 @@ def ppo_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.parametrize("edit, field", [
+    (lambda m: {**m, "hyperparameters": {"n_stepz": 3}}, "hyperparameters"),
+    (lambda m: {**m, "hyperparameters": [1, 2]}, "hyperparameters"),
+    (lambda m: {**m, "seed": "abc"}, "seed"),
+])
+def test_sb3_model_description_with_bad_fields_is_refused(ppo_file, tmp_path, edit, field):
+    from agents.sb3 import PPOAgent
+
+    path = tmp_path / "ppo.zip"
+    path.write_bytes(ppo_file.read_bytes())
+    meta = json.loads(Path(str(ppo_file) + ".meta.json").read_text())
+    Path(str(path) + ".meta.json").write_text(json.dumps(edit(meta)))
+    with pytest.raises(ModelFileError) as info:
+        PPOAgent.load(str(path), env=gym.make("AutoScale-v0"))
+    assert str(path) in str(info.value) and field in str(info.value), str(info.value)
+
+
 @pytest.mark.parametrize("damage", ["junk", "truncated", "no description"])
 def test_damaged_sb3_model_file_is_refused(ppo_file, tmp_path, damage):
     from agents.sb3 import PPOAgent

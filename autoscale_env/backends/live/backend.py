@@ -35,8 +35,9 @@ time, and the radio model for transfers. The host's own watts are not a phone's;
 what the phone would spend on the host's measured timings.
 
 **Accuracy** is the catalog's published figure for the network at the precision that ran (the
-models' weights are seeded, not trained). A failed request (server dead, slow or refusing,
-link down) has ``error`` set, accuracy NaN, and the energy of the attempt.
+models' weights are seeded, not trained). A failed request has ``error`` set and the energy of
+the attempt: a link below its disconnection RSSI gives the simulator's timeout outcome; a server
+that is dead, slow or refusing gives accuracy NaN (no answer; a recording skips such requests).
 
 ``reference_energy_mj`` (``E_ref`` of the reward) is measured at start-up: the median modelled or
 metered energy of ``local/cpu/fp32`` over ``calibration_runs`` runs per network in the mix, before
@@ -335,9 +336,12 @@ class LiveBackend:
         wifi_w, base_w = self.power.wifi_active_w, self.power.base_power_w
         goodput = float(radio.goodput_mbps(link, np.float64(rssi_dbm)))
         tx_w, rx_w = (float(w) for w in radio.radio_power_w(link, wifi_w, np.float64(rssi_dbm)))
-        if goodput <= 0.0:  # the simulator's disconnected link: transmit until the timeout
-            return Outcome(link.timeout_ms, (tx_w + base_w) * link.timeout_ms, float("nan"),
-                           "model", f"{target}: {link.name} link down at {rssi_dbm:.0f} dBm")
+        if goodput <= 0.0:
+            # The simulator's disconnected link, number for number (a recorded trace keeps the
+            # row): the phone transmits until the timeout and gives up.
+            return Outcome(link.timeout_ms, (tx_w + base_w) * link.timeout_ms,
+                           self._accuracy(name, target), "model",
+                           f"{target}: {link.name} link down at {rssi_dbm:.0f} dBm")
         t0 = time.perf_counter()
         try:
             result = self._clients[target.location].infer(

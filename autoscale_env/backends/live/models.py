@@ -745,6 +745,11 @@ def build_model(name: str, seed: int = 0) -> nn.Module:
     return model
 
 
+#: Networks whose catalog row counts embedding tables as FC layers (the translator's "embedding
+#: and output projection as FC"); MobileBERT's row counts only linear layers.
+EMBEDDINGS_AS_FC = frozenset({"lstm_nmt"})
+
+
 def count_layers(model: nn.Module, embeddings_as_fc: bool = False) -> tuple[int, int, int]:
     """Count (conv, fc, rc) layers, the paper's structural state features.
 

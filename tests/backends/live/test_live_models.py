@@ -34,7 +34,7 @@ NAMES = models.model_names()
 #: and output projection as FC"), but counts only linear layers for MobileBERT (362 = 24 x 15 +
 #: embedding transformation + head; its 3 embedding tables are not included). count_layers
 #: follows whichever convention the catalog row uses, so every count is compared exactly.
-EMBEDDINGS_AS_FC = {"lstm_nmt"}
+EMBEDDINGS_AS_FC = models.EMBEDDINGS_AS_FC
 
 
 @functools.cache
