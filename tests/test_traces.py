@@ -432,8 +432,10 @@ def test_bundled_traces_are_small_documented_and_cover_every_phone():
     cells = set()
     for name in names:
         t = traces.load_trace_cached(name)
-        assert t.complete and t.n_requests >= 1000, name
-        assert t.header.provenance.get("kind") in ("simulated", "measured"), name
+        kind = t.header.provenance.get("kind")
+        assert kind in ("simulated", "measured"), name
+        # a measured trace costs minutes of real inference per hundred requests
+        assert t.complete and t.n_requests >= (1000 if kind == "simulated" else 100), name
         assert name in (root / "README.md").read_text(), f"{name} is not described in README"
         cells.add((t.header.device, t.header.setting))
     assert {(d, s) for d in device_names() for s in ("static", "dynamic")} <= cells

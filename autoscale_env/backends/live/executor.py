@@ -13,6 +13,7 @@ import copy
 import logging
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# Quantized Inception-style concats warn on every forward pass that their branches' scales
+# differ (the INT8 rounding that models.int8_agreement measures); once per process is enough.
+warnings.filterwarnings("once", message="All inputs of this cat operator must share")
 
 _PROCESSORS = ("cpu", "gpu", "dsp")
 _PRECISIONS = ("fp32", "fp16", "int8")

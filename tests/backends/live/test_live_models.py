@@ -11,21 +11,10 @@ torch = pytest.importorskip("torch")
 from autoscale_env.backends.live import models  # noqa: E402
 from autoscale_env.config import load_workloads  # noqa: E402
 
+from live_support import one_torch_thread  # noqa: E402,F401  (autouse fixture)
+
 pytestmark = pytest.mark.live
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Run torch single-threaded here.
-
-    On a small shared host, two intra-op threads mostly spin waiting for each other whenever
-    another process holds a core, which made these tests twice as slow. (A fixture per module, not
-    a conftest.py: a second conftest module would shadow the one tests/ imports by name.)
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 CATALOG = load_workloads()
 NAMES = models.model_names()

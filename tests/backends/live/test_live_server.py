@@ -32,21 +32,10 @@ from autoscale_env.backends.live.executor import (  # noqa: E402
 from autoscale_env.backends.live.server import InferenceServer, ServerProcess  # noqa: E402
 from autoscale_env.backends.live.wire import Status  # noqa: E402
 
+from live_support import one_torch_thread  # noqa: E402,F401  (autouse fixture)
+
 pytestmark = pytest.mark.live
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Run torch single-threaded here.
-
-    On a small shared host, two intra-op threads mostly spin waiting for each other whenever
-    another process holds a core, which made these tests twice as slow. (A fixture per module, not
-    a conftest.py: a second conftest module would shadow the one tests/ imports by name.)
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 MODEL = "mnv3s"  # the fastest catalog network
 MAX_BYTES = 1 << 20  # the server's cap in these tests: one mnv3s image (602 KB) fits
