@@ -294,9 +294,22 @@ class Trace:
 # Finding traces
 
 
+def bundled_root():
+    """Where the bundled traces are: the installed ``autoscale_env.bundled_traces`` package, or,
+    when ``autoscale_env`` is imported from a source checkout (e.g. tests run from the repository
+    root shadow the installed package), the checkout's ``traces/`` folder."""
+    try:
+        return resources.files(BUNDLED_PACKAGE)
+    except ModuleNotFoundError:
+        checkout = Path(__file__).resolve().parent.parent / "traces"
+        if checkout.is_dir():
+            return checkout
+        raise
+
+
 def bundled_traces() -> list[str]:
     """Names of the traces shipped with the package (file names without their suffix)."""
-    root = resources.files(BUNDLED_PACKAGE)
+    root = bundled_root()
     names = []
     for entry in root.iterdir():
         for suffix in SUFFIXES:
@@ -306,7 +319,7 @@ def bundled_traces() -> list[str]:
 
 
 def _bundled_entry(name: str):
-    root = resources.files(BUNDLED_PACKAGE)
+    root = bundled_root()
     for candidate in [name] + [name + s for s in SUFFIXES]:
         if "/" in candidate or "\\" in candidate:
             continue

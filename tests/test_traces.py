@@ -15,7 +15,6 @@ import sys
 import time
 import warnings
 from dataclasses import replace
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -425,7 +424,7 @@ def test_fuzzed_files_load_or_raise_trace_format_error(tiny, tmp_path_factory, d
 def test_bundled_traces_are_small_documented_and_cover_every_phone():
     names = traces.bundled_traces()
     assert len(names) >= 3
-    root = resources.files(traces.BUNDLED_PACKAGE)
+    root = traces.bundled_root()
     assert (root / "README.md").is_file()
     total = sum(len(e.read_bytes()) for e in root.iterdir() if e.is_file())
     assert total < 20 * 2**20
