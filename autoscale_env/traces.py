@@ -605,14 +605,14 @@ def _assemble(path: str, header: TraceHeader, cols: dict[str, np.ndarray],
             wrong = ~np.isfinite(v)
             if wrong.any():
                 i = int(np.argmax(wrong))
-                bad(i, c.name, f"must be a finite number, got {v[i]!r}")
+                bad(i, c.name, f"must be a finite number, got {v[i].item()!r}")
         for limit, op, word in ((c.low, np.less, ">="), (c.high, np.greater, "<=")):
             if limit is not None:
                 wrong = op(v, limit)
                 if wrong.any():
                     i = int(np.argmax(wrong))
                     unit = f" {c.unit}" if c.unit and c.unit != "layers" else ""
-                    bad(i, c.name, f"must be {word} {limit:g}{unit}, got {v[i]!r}")
+                    bad(i, c.name, f"must be {word} {limit:g}{unit}, got {v[i].item()!r}")
 
     # Names: networks from the catalog, energy sources from the closed set.
     networks = list(catalog)
