@@ -51,6 +51,8 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hp", action="append", default=[], metavar="AGENT.NAME=VALUE",
                    help="override a hyperparameter, e.g. --hp qlearning.epsilon=0.05")
     p.add_argument("--reward", default="energy", help="reward preset (data/rewards.toml)")
+    p.add_argument("--features", default="paper",
+                   help="state bins: paper, per_network, or a path to a features .toml")
     p.add_argument("--out", default="runs/benchmark", help="output directory")
     p.add_argument("--force", action="store_true", help="overwrite existing results in --out")
     p.add_argument("--resume", action="store_true", help="keep finished tasks, run the rest")
@@ -72,9 +74,16 @@ def _tasks_and_config(args):
         agent_class(a)
     tasks = grid(_csv(args.agents), _csv(args.device), _csv(args.scenario), _csv(args.setting),
                  args.seeds)
+    config.load_features(args.features)  # a bad name or file fails before any task starts
+    env_kwargs = {"reward": args.reward} if args.reward != "energy" else {}
+    if args.features != "paper":
+        features = args.features
+        if features not in config.FEATURE_SETS:  # workers may run elsewhere: an absolute path
+            features = str(Path(features).resolve())
+        env_kwargs["features"] = features
     cfg = BenchmarkConfig(train_steps=args.train_steps, eval_steps=args.eval_steps,
                           log_interval=args.log_interval, hyperparameters=_hp(args.hp),
-                          env_kwargs={"reward": args.reward} if args.reward != "energy" else {})
+                          env_kwargs=env_kwargs)
     return tasks, cfg
 
 
@@ -94,7 +103,8 @@ def cmd_train(args) -> int:
                  setting=args.setting, steps=args.steps, seed=args.seed, out=args.out,
                  hyperparameters=_hp([f"{args.agent}.{h}" for h in args.hp]).get(args.agent, {}),
                  checkpoint_every=args.checkpoint_every, resume=args.resume, force=args.force,
-                 progress=not args.quiet)
+                 progress=not args.quiet,
+                 features=None if args.features == "paper" else args.features)
     print(f"saved {path}")
     return 0
 
@@ -116,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="runs/train")
     t.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE")
+    t.add_argument("--features", default="paper",
+                   help="state bins: paper, per_network, or a path to a features .toml")
     t.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (0: none)")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     t.add_argument("--force", action="store_true", help="overwrite an existing model in --out")

@@ -34,20 +34,22 @@ def train(*, agent: str = "qlearning", device: str = "mi8pro", scenario: str = "
           setting: str = "dynamic", steps: int = 64_000, seed: int = 0, out: str | Path = "runs/train",
           hyperparameters: dict[str, Any] | None = None, checkpoint_every: int = 0,
           resume: bool = False, force: bool = False, progress: bool = True,
-          log_interval: int = 1_000) -> Path:
+          log_interval: int = 1_000, features: str | None = None) -> Path:
     """Train ``agent`` for ``steps`` requests and save it under ``out``; returns the model path.
 
     With ``checkpoint_every`` > 0 an atomic checkpoint is written every that many steps (rounded up
     to whole episodes, because a checkpoint is taken on an episode boundary where the env's whole
     state is its random generator). ``resume`` continues from the newest checkpoint and ends with
-    exactly the model an uninterrupted run would have produced.
+    exactly the model an uninterrupted run would have produced. ``features`` picks the state
+    definition (``paper``, ``per_network`` or a path; see ``AutoScaleEnv``).
     """
     out = Path(out)
     model_path = out / model_filename(agent)
     if model_path.exists() and not (force or resume):
         raise FileExistsError(f"{model_path} already exists; pass --force to overwrite or --resume")
     out.mkdir(parents=True, exist_ok=True)
-    env = gym.make("AutoScale-v0", device=device, scenario=scenario, setting=setting)
+    env = gym.make("AutoScale-v0", device=device, scenario=scenario, setting=setting,
+                   features=features)
     learner = make_agent(agent, env, seed=seed, **(hyperparameters or {}))
     ckpt_dir = out / "checkpoints"
     sb3 = agent in ("dqn", "ppo", "a2c")

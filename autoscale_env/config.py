@@ -558,12 +558,29 @@ class FeatureSpec:
 WORKLOAD_FIELDS = ("conv", "fc", "rc")
 
 
+#: Bundled state definitions (``features=`` names): file in ``data/``.
+FEATURE_SETS = {"paper": "features.toml", "per_network": "features_per_network.toml"}
+
+
+def resolve_features_path(name_or_path: str | None) -> Path:
+    """``None`` or a bundled name (:data:`FEATURE_SETS`) -> its file; anything else is a path."""
+    if not name_or_path:
+        return DATA_DIR / FEATURE_SETS["paper"]
+    if name_or_path in FEATURE_SETS:
+        return DATA_DIR / FEATURE_SETS[name_or_path]
+    if not (str(name_or_path).endswith(".toml") or "/" in str(name_or_path)):
+        raise UnknownNameError("features", name_or_path,
+                               [*FEATURE_SETS, "<path to a features .toml>"])
+    return Path(name_or_path)
+
+
 @lru_cache(maxsize=None)
 def load_features(path: str | None = None) -> tuple[FeatureSpec, ...]:
-    """The observation features and bins (``features.toml``)."""
+    """The observation features and bins: a bundled set (``paper``, the default, or
+    ``per_network``) or a path to your own ``features.toml``."""
     from autoscale_env.core import CONTEXT_FIELDS
 
-    file = Path(path) if path else DATA_DIR / "features.toml"
+    file = resolve_features_path(path)
     top = _Table(_read_toml(file), file)
     raw = top._get("feature")
     if not isinstance(raw, list) or not raw:

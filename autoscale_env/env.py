@@ -106,7 +106,7 @@ class AutoScaleEnv(gym.Env):
     | `trace`    | str         | `None`            | replay: a trace path or bundled trace name |
     | `reward`   | str         | `"energy"`        | reward preset of `data/rewards.toml` |
     | `obs_mode` | str         | `"paper"`         | `paper` or `extended` |
-    | `features` | str         | `None`            | path to a custom `features.toml` (bins) |
+    | `features` | str         | `None`            | state bins: `paper` (default), `per_network`, or a path to a `features.toml` |
     | `backend_options` | dict | `None`            | extra keyword arguments for the backend |
 
     ## References

@@ -235,7 +235,10 @@ def data_fingerprint() -> str:
     Together with ``code_sha256`` (the backend package's modules) it says which version of the
     model a simulated trace comes from.
     """
-    return _sha256(sorted(config.DATA_DIR.rglob("*.toml")))
+    # Alternative state definitions (features_<name>.toml) only bin observations; the default
+    # features.toml has always been part of the fingerprint, so it stays in.
+    return _sha256(sorted(p for p in config.DATA_DIR.rglob("*.toml")
+                          if not p.name.startswith("features_")))
 
 
 def _model_sources(module_name: str) -> list[Path]:

@@ -71,3 +71,31 @@ def test_a_user_profile_file_drives_the_env(tmp_path):
     env = gym.make("AutoScale-v0", device=path, setting="static")
     env.reset(seed=0)
     assert env.unwrapped.backend.phone.latency_ms["mnv1"]["gpu/fp16"] == 64.5
+
+
+def test_per_network_features_separate_every_network_with_distinct_layer_counts():
+    import numpy as np
+
+    from autoscale_env.state import StateEncoder
+
+    workloads = tuple(config.load_workloads().values())
+    context = {f: np.zeros(len(workloads)) for f in ("co_cpu_pct", "co_mem_pct")}
+    context.update({f: np.full(len(workloads), -50.0) for f in ("rssi_wifi_dbm", "rssi_p2p_dbm")})
+    everyone = np.arange(len(workloads))
+    fine = StateEncoder(config.load_features("per_network"), workloads).encode(everyone, **context)
+    coarse = StateEncoder(config.load_features(), workloads).encode(everyone, **context)
+    names = [w.name for w in workloads]
+    counts = {w.name: (w.conv, w.fc, w.rc) for w in workloads}
+    for a in range(len(workloads)):
+        for b in range(a + 1, len(workloads)):
+            # same state exactly when the layer counts are equal (only mnv2 and mnasnet)
+            same = bool((fine[a] == fine[b]).all())
+            assert same == (counts[names[a]] == counts[names[b]]), (names[a], names[b])
+    aliased = [names.index(n) for n in ("mnv2", "rn50", "incv1")]  # one state in the paper's bins
+    assert (coarse[aliased] == coarse[aliased[0]]).all()
+    assert StateEncoder(config.load_features("per_network"), workloads).n_states == 4224
+
+
+def test_unknown_features_name_lists_the_bundled_sets():
+    with pytest.raises(config.UnknownNameError, match="per_network"):
+        config.load_features("coarse")

@@ -85,3 +85,23 @@ def test_resume_runs_only_missing_tasks(tmp_path):
     run(tasks, SMALL, store, progress=False)
     rows = read(tmp_path / "results.csv")
     assert sorted((r["agent"], r["seed"]) for r in rows) == sorted((t.agent, str(t.seed)) for t in tasks)
+
+
+def test_features_option_changes_the_state_definition(tmp_path):
+    # per_network bins tell apart networks the paper's bins alias, so the learner's table grows
+    args = ["benchmark", "--agents", "qlearning", "--seeds", "1", "--train-steps", "500",
+            "--eval-steps", "200", "--quiet", "--no-figures"]
+    assert main([*args, "--out", str(tmp_path / "paper")]) == 0
+    assert main([*args, "--features", "per_network", "--out", str(tmp_path / "fine")]) == 0
+    paper = read(tmp_path / "paper" / "results.csv")[0]
+    fine = read(tmp_path / "fine" / "results.csv")[0]
+    assert int(paper["memory_bytes"]) == 1024 * 9 * 4
+    assert int(fine["memory_bytes"]) == 4224 * 9 * 4
+    assert fine["oracle_match_ceiling"] != paper["oracle_match_ceiling"]
+
+
+def test_unknown_features_name_fails_before_any_task(tmp_path, capsys):
+    assert main(["benchmark", "--features", "coarse", "--out", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "coarse" in err and "per_network" in err
+    assert not (tmp_path / "results.csv").exists()
