@@ -6,12 +6,17 @@ second or less.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 
 import numpy as np
+import psutil
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -271,3 +276,29 @@ def test_gpu_units_run_on_cuda():
         result = engine.run(MODEL, unit, x)
         assert result.placement == Placement("cuda", precision, False)
         assert result.output.device.type == "cpu" and result.output.shape == (1, 1000)
+
+
+def test_a_server_dies_with_its_parent_even_on_sigkill():
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time; from autoscale_env.backends.live.server import ServerProcess\n"
+         "s = ServerProcess('edge'); print(s.pid, flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        server_pid = int(parent.stdout.readline())
+        assert psutil.pid_exists(server_pid)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(server_pid, signal.SIGKILL)
+            raise AssertionError("the server outlived its SIGKILLed parent")
+    finally:
+        parent.kill()
