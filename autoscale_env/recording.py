@@ -289,8 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Record a full trace (every target's outcome of every request) from the sim "
                     "or the live backend. See traces/README.md for the format.")
     p.add_argument("--backend", choices=("sim", "live"), default="sim")
-    p.add_argument("--device", default="mi8pro",
-                   help="phone profile name or path (live: what the live backend accepts)")
+    p.add_argument("--device", default=None,
+                   help="sim: phone profile name or path (default mi8pro); live: host (the "
+                        "default)")
     p.add_argument("--scenario", default="non_streaming",
                    help="non_streaming, streaming or translation")
     p.add_argument("--setting", default="dynamic", help="static or dynamic")
@@ -329,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     from autoscale_env.backends import make_backend
 
     try:
-        kwargs = dict(device=args.device, scenario=args.scenario, setting=args.setting,
+        device = args.device or ("host" if args.backend == "live" else "mi8pro")
+        kwargs = dict(device=device, scenario=args.scenario, setting=args.setting,
                       **_options(args.option))
         try:
             backend = make_backend(args.backend, **kwargs)
