@@ -6,7 +6,7 @@ For each catalog network: the CONV/FC/RC layer counts of the PyTorch model again
 the median forward-pass time of FP32 and INT8 on this host's CPU (``--runs`` timed runs after a
 warm-up), and the share of top-1 decisions on which INT8 agrees with FP32 over ``--inputs`` fixed
 synthetic requests (see ``models.int8_agreement`` for why that is a check of the INT8 path, not a
-task-accuracy figure). Prints a Markdown table.
+task-accuracy figure). With CUDA, GPU FP32 and FP16 latencies are added. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 
 from autoscale_env import config
 from autoscale_env.backends.live import models
-from autoscale_env.backends.live.executor import InferenceEngine
+from autoscale_env.backends.live.executor import InferenceEngine, cuda_available
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--networks", default=",".join(models.model_names()))
@@ -28,21 +28,23 @@ parser.add_argument("--runs", type=int, default=5, help="timed runs per precisio
 args = parser.parse_args()
 
 catalog = config.load_workloads()
-engine = InferenceEngine(seed=0)
+engine = InferenceEngine(seed=0, allow_fallback=False)
+units = ["cpu/fp32", "cpu/int8"] + (["gpu/fp32", "gpu/fp16"] if cuda_available() else [])
+gpu_head = " gpu fp32 ms | gpu fp16 ms |" if len(units) > 2 else ""
 print(f"host: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
       f"threads, torch {torch.__version__}\n")
-print("| network | conv/fc/rc model | catalog | fp32 ms | int8 ms | int8 top-1 agreement |")
-print("|---|---|---|---:|---:|---:|")
+print(f"| network | conv/fc/rc model | catalog | fp32 ms | int8 ms |{gpu_head} int8 top-1 agreement |")
+print("|---|---|---|---:|---:|" + "---:|" * (len(units) - 2) + "---:|")
 for name in args.networks.split(","):
     w = catalog[name]
     layers = models.count_layers(models.SPECS[name].builder(),  # structure only
                                  embeddings_as_fc=name in models.EMBEDDINGS_AS_FC)
     x = models.request_input(name)
     ms = {}
-    for unit in ("cpu/fp32", "cpu/int8"):
+    for unit in units:
         engine.load(name, unit)
         ms[unit] = statistics.median(engine.run(name, unit, x).compute_ms
                                      for _ in range(args.runs))
     agreement = models.int8_agreement(name, n_inputs=args.inputs)
     print(f"| {name} | {'/'.join(map(str, layers))} | {w.conv}/{w.fc}/{w.rc} | "
-          f"{ms['cpu/fp32']:.1f} | {ms['cpu/int8']:.1f} | {100 * agreement:.1f} % |", flush=True)
+          + "".join(f"{ms[u]:.1f} | " for u in units) + f"{100 * agreement:.1f} % |", flush=True)
