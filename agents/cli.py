@@ -104,7 +104,7 @@ def cmd_train(args) -> int:
                  hyperparameters=_hp([f"{args.agent}.{h}" for h in args.hp]).get(args.agent, {}),
                  checkpoint_every=args.checkpoint_every, resume=args.resume, force=args.force,
                  progress=not args.quiet,
-                 features=None if args.features == "paper" else args.features)
+                 features=args.features)
     print(f"saved {path}")
     return 0
 

@@ -24,6 +24,22 @@ def env():
     e.close()
 
 
+def rollout(seed: int, n: int = 350, action_seed: int = 123, **kwargs) -> list:
+    """Everything ``gym.make("AutoScale-v0", **kwargs)`` shows over ``n`` seeded random steps
+    after ``reset(seed=seed)``, resetting at every episode end."""
+    env = gym.make("AutoScale-v0", **kwargs)
+    actions = np.random.default_rng(action_seed).integers(env.action_space.n, size=n)
+    obs, info = env.reset(seed=seed)
+    out = [(obs.tolist(), info)]
+    for a in actions:
+        obs, r, term, trunc, info = env.step(int(a))
+        out.append((obs.tolist(), r, term, trunc, info))
+        if term or trunc:
+            out.append(env.reset())
+    env.close()
+    return out
+
+
 def best_target(device: str, scenario: str, network: str, **conditions: float) -> str:
     """The oracle's choice (noise-free) for one request under the given conditions."""
     sim = SimBackend(device, scenario, "static")

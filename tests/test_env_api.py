@@ -10,7 +10,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from autoscale_env.errors import InvalidActionError
-from conftest import CELLS
+from conftest import CELLS, rollout
 
 STEP_INFO = {
     "latency_ms": float, "energy_mj": float, "accuracy": float, "qos_met": bool,
@@ -27,19 +27,6 @@ def test_check_env_passes_without_warnings(device, scenario, setting):
         warnings.simplefilter("error")
         check_env(env.unwrapped, skip_render_check=True)
     env.close()
-
-
-def rollout(seed: int, n: int = 350, **kwargs):
-    env = gym.make("AutoScale-v0", **kwargs)
-    actions = np.random.default_rng(123).integers(env.action_space.n, size=n)
-    obs, info = env.reset(seed=seed)
-    out = [(obs.tolist(), info)]
-    for a in actions:
-        obs, r, term, trunc, info = env.step(int(a))
-        out.append((obs.tolist(), r, term, trunc, info))
-        if term or trunc:
-            out.append(env.reset())
-    return out
 
 
 @pytest.mark.parametrize("setting", ["static", "dynamic"])

@@ -22,6 +22,7 @@ from autoscale_env.core import Outcome, RequestBlock
 from autoscale_env.errors import ConfigError, TraceFormatError, UnknownNameError
 from autoscale_env.recording import describe, record
 from autoscale_env.reward import oracle_actions
+from conftest import rollout
 
 SEED = 11
 N_EPISODES = 20
@@ -35,20 +36,6 @@ def recorded(tmp_path_factory) -> dict[str, Path]:
     return {s: record(SimBackend("mi8pro", "non_streaming", s), N_REQUESTS,
                       d / f"sim-{s}.csv.gz", seed=SEED, progress=False)
             for s in ("static", "dynamic")}
-
-
-def rollout(seed: int, n: int, action_seed: int = 123, **kwargs) -> list:
-    env = gym.make("AutoScale-v0", **kwargs)
-    actions = np.random.default_rng(action_seed).integers(env.action_space.n, size=n)
-    obs, info = env.reset(seed=seed)
-    out = [(obs.tolist(), info)]
-    for a in actions:
-        obs, r, term, trunc, info = env.step(int(a))
-        out.append((obs.tolist(), r, term, trunc, info))
-        if term or trunc:
-            out.append(env.reset())
-    env.close()
-    return out
 
 
 @pytest.mark.parametrize("setting", ["static", "dynamic"])

@@ -149,8 +149,14 @@ class LiveBackend:
         self.networks = mix
         self._mix = np.array([names.index(n) for n in mix], dtype=np.int64)
         self.power = config.load_device(power_profile)
+        if self.power.kind != "phone":  # its processor and radio power model the phone's energy
+            raise config.ConfigError(f"{self.power.path}: power_profile must be a phone profile, "
+                                     f"got kind {self.power.kind!r}; valid: "
+                                     f"{', '.join(config.device_names())}")
         self.links = config.load_links()
         self.timeout_s = float(timeout_s)
+        self.max_memory_load_mb = int(max_memory_load_mb)
+        self._host_memory_mb = (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) >> 20
         self.rssi_source = rssi
         self.weight_seed = weight_seed
         self.has_cuda = cuda_available()
@@ -183,12 +189,10 @@ class LiveBackend:
             # The schedule of RSSI and co-running-app levels: the simulator's processes.
             from autoscale_env.backends.sim import SimBackend
 
-            self._schedule = SimBackend(power_profile if self.power.kind == "phone" else
-                                        "mi8pro", scenario, setting)
+            self._schedule = SimBackend(power_profile, scenario, setting)
             if self.setting == "dynamic" and load:
                 self._loads += [CpuLoad(0.0, n_procs=os.cpu_count() or 1).start(),
                                 MemoryLoad(0).start()]
-            self.max_memory_load_mb = int(max_memory_load_mb)
         except BaseException:
             self.close()
             raise
@@ -227,9 +231,9 @@ class LiveBackend:
 
     def _calibrate(self, runs: int) -> np.ndarray:
         reference = np.full(len(self.workloads), np.nan)
-        cpu = self.targets.index(Target.parse("local/cpu/fp32"))
-        for k, name in zip(self._mix.tolist(), self.networks):
-            energies = [self._run_local(name, self.targets[cpu]).energy_mj
+        cpu = Target.parse("local/cpu/fp32")
+        for k in self._mix.tolist():
+            energies = [self._run_local(self.workloads[k], cpu).energy_mj
                         for _ in range(max(1, runs))]
             reference[k] = float(np.median(energies))
         return reference
@@ -277,13 +281,13 @@ class LiveBackend:
         """Run request ``index`` of ``block`` on ``targets[action]``; failures become outcomes."""
         if not 0 <= action < len(self.targets):
             raise ValueError(f"action {action} is outside [0, {len(self.targets)})")
-        name = self.workloads[int(block.network[index])].name
+        workload = self.workloads[int(block.network[index])]
         target = self.targets[action]
         if target.is_local:
-            return self._run_local(name, target)
+            return self._run_local(workload, target)
         rssi = float(block.rssi_p2p_dbm[index] if target.location == "edge"
                      else block.rssi_wifi_dbm[index])
-        return self._run_remote(name, target, rssi)
+        return self._run_remote(workload, target, rssi)
 
     def close(self) -> None:
         """Stop the load generators and the servers started here; close sockets. Idempotent."""
@@ -304,8 +308,9 @@ class LiveBackend:
 
     # -- running requests --------------------------------------------------------------------
 
-    def _run_local(self, name: str, target: Target) -> Outcome:
-        accuracy = self._accuracy(name, target)
+    def _run_local(self, workload: Workload, target: Target) -> Outcome:
+        name = workload.name
+        accuracy = _accuracy(workload, target.precision)
         t0 = time.perf_counter()
         try:
             _, placement = self.engine.load(name, target.unit)  # build time is not request time
@@ -331,7 +336,8 @@ class LiveBackend:
                   + self.power.base_power_w * latency_ms)
         return Outcome(latency_ms, energy, accuracy, "model")
 
-    def _run_remote(self, name: str, target: Target, rssi_dbm: float) -> Outcome:
+    def _run_remote(self, workload: Workload, target: Target, rssi_dbm: float) -> Outcome:
+        name = workload.name
         link = self.links[LINK_OF[target.location]]
         wifi_w, base_w = self.power.wifi_active_w, self.power.base_power_w
         goodput = float(radio.goodput_mbps(link, np.float64(rssi_dbm)))
@@ -340,7 +346,7 @@ class LiveBackend:
             # The simulator's disconnected link, number for number (a recorded trace keeps the
             # row): the phone transmits until the timeout and gives up.
             return Outcome(link.timeout_ms, (tx_w + base_w) * link.timeout_ms,
-                           self._accuracy(name, target), "model",
+                           _accuracy(workload, target.precision), "model",
                            f"{target}: {link.name} link down at {rssi_dbm:.0f} dBm")
         t0 = time.perf_counter()
         try:
@@ -355,12 +361,8 @@ class LiveBackend:
         down_ms = result.bytes_received * 8e-3 / goodput
         energy = (tx_w * up_ms + rx_w * down_ms + base_w * result.wall_ms
                   + radio.tail_energy_mj(link, wifi_w, self.scenario.request_gap_ms))
-        precision = result.precision or target.precision
-        return Outcome(result.wall_ms, energy, self._accuracy(name, target, precision), "model")
-
-    def _accuracy(self, name: str, target: Target, precision: str | None = None) -> float:
-        table = self.workloads[[w.name for w in self.workloads].index(name)].accuracy
-        return float(table.get(precision or target.precision, table["fp32"]))
+        return Outcome(result.wall_ms, energy,
+                       _accuracy(workload, result.precision or target.precision), "model")
 
     def _follow_schedule(self, cpu_pct: float, mem_pct: float) -> None:
         """Drive the load generators to the schedule's co-running levels (dynamic setting)."""
@@ -369,10 +371,14 @@ class LiveBackend:
                 load.set_duty_cycle(min(1.0, cpu_pct / 100.0 * (os.cpu_count() or 1)
                                         / max(1, load.n_procs)))
             else:
-                total_mb = (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) >> 20
-                mb = int(min(self.max_memory_load_mb, mem_pct / 100.0 * total_mb))
+                mb = int(min(self.max_memory_load_mb, mem_pct / 100.0 * self._host_memory_mb))
                 if abs(mb - load.mb) >= 16:  # resizing touches every page: only real changes
                     load.set_mb(mb)
+
+
+def _accuracy(workload: Workload, precision: str) -> float:
+    """The catalog's accuracy of ``workload`` at the precision that really ran."""
+    return float(workload.accuracy.get(precision, workload.accuracy["fp32"]))
 
 
 def _shutdown(servers: dict[str, ServerProcess], loads: list, clients: dict) -> None:

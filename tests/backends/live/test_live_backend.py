@@ -23,7 +23,7 @@ from autoscale_env.backends.live import backend as live  # noqa: E402
 from autoscale_env.backends.live.context import SystemMonitor, wireless_rssi_dbm  # noqa: E402
 from autoscale_env.backends.live.load import CpuLoad  # noqa: E402
 from autoscale_env.core import ENERGY_SOURCES  # noqa: E402
-from autoscale_env.errors import UnknownNameError  # noqa: E402
+from autoscale_env.errors import ConfigError, UnknownNameError  # noqa: E402
 from autoscale_env.recording import record  # noqa: E402
 
 pytestmark = pytest.mark.live
@@ -173,6 +173,11 @@ def test_connects_to_a_server_started_elsewhere():
 def test_bad_options_name_the_value_and_the_choices(kwargs, word):
     with pytest.raises(UnknownNameError, match=word):
         gym.make("AutoScale-v0", backend="live", **kwargs)
+
+
+def test_a_power_profile_that_is_not_a_phone_is_refused_naming_the_file():
+    with pytest.raises(ConfigError, match="galaxy_tab_s6.toml.*phone"):
+        gym.make("AutoScale-v0", backend="live", backend_options={"power_profile": "galaxy_tab_s6"})
 
 
 def test_system_monitor_excludes_the_processes_it_is_told_are_ours():
