@@ -11,11 +11,13 @@ Backends that must really run the request (``live``) leave them ``None`` and ans
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:  # config imports this module
+    from autoscale_env.config import Scenario
 
 LOCATIONS = ("local", "edge", "cloud")
 PROCESSORS = ("cpu", "gpu", "dsp")
@@ -138,18 +140,29 @@ class Outcome:
 
 @runtime_checkable
 class Backend(Protocol):
-    """The world behind the environment.
+    """The world behind the environment: everything the env, the recorder and tools read.
+
+    A class with these members (no base class needed) works with ``gym.make("AutoScale-v0",
+    backend=instance_or_class)``, ``check_env``, sync vector envs and ``autoscale record``
+    (``tests/test_backend_protocol.py`` defines one from this protocol alone).
 
     Attributes:
         targets: the execution targets the device offers, in action order.
         workloads: the networks requests may name (``RequestBlock.network`` indexes this).
-        reference_energy_mj: per workload, the energy of ``local/cpu/fp32`` without interference
-            (``E_ref`` of the reward), in ``workloads`` order.
+        scenario: the scenario (``qos_ms``, ``accuracy_tolerance``, ``request_gap_ms``).
+        setting: ``"static"`` or ``"dynamic"`` (or a backend's own word for its conditions).
+        device_name: the device, as trace headers name it (a bundled profile name or a path).
+        reference_energy_mj: per workload, ``E_ref`` of the reward, in ``workloads`` order; for a
+            modelled phone :func:`autoscale_env.rules.reference_energy_mj` of its profile (a pure
+            function of the profile), for a measured one its measured ``local/cpu/fp32`` energy.
         deterministic: True when the same rng gives the same requests and outcomes (sim, replay).
     """
 
     targets: tuple[Target, ...]
     workloads: tuple[Workload, ...]
+    scenario: Scenario
+    setting: str
+    device_name: str
     reference_energy_mj: np.ndarray
     deterministic: bool
 
@@ -162,10 +175,8 @@ class Backend(Protocol):
     def execute(self, block: RequestBlock, index: int, action: int) -> Outcome:
         """Run request ``index`` of ``block`` on ``targets[action]`` (only for blocks without outcomes)."""
 
+    def provenance(self) -> dict[str, Any]:
+        """Where the numbers come from (host, model, files), merged into trace headers."""
+
     def close(self) -> None:
         """Release processes and sockets; safe to call twice."""
-
-
-def target_names(targets: Sequence[Target]) -> list[str]:
-    """Canonical names of ``targets`` in order."""
-    return [str(t) for t in targets]

@@ -12,7 +12,7 @@ from autoscale_env import config
 from autoscale_env.backends import make_backend
 from autoscale_env.core import Backend, RequestBlock, Target
 from autoscale_env.errors import InvalidActionError, UnknownNameError
-from autoscale_env.reward import oracle_actions, reward
+from autoscale_env.rules import Scorer, oracle_actions
 from autoscale_env.state import StateEncoder
 
 OBS_MODES = ("paper", "extended")
@@ -141,6 +141,8 @@ class AutoScaleEnv(gym.Env):
                 options.update(device=device or ("host" if backend == "live" else "mi8pro"), scenario=scenario or "non_streaming",
                                setting=setting or "dynamic")
             self.backend: Backend = make_backend(backend, **options)
+        elif isinstance(backend, type) or (callable(backend) and not isinstance(backend, Backend)):
+            self.backend = backend(**options)  # a factory: one backend per env (sync vector envs)
         else:
             self.backend = backend
         b = self.backend
@@ -161,9 +163,9 @@ class AutoScaleEnv(gym.Env):
             })
         self.action_space = gym.spaces.Discrete(len(self.targets))
         self._n_actions = len(self.targets)
-        self._reference = np.asarray(b.reference_energy_mj, dtype=float)
-        self._accuracy_target = np.array(
-            [w.accuracy["fp32"] - self.scenario.accuracy_tolerance for w in self.workloads])
+        #: reward, constraint flags and oracle (the one implementation, :mod:`autoscale_env.rules`)
+        self.scorer = Scorer(self.reward_preset, self.scenario, self.workloads,
+                             b.reference_energy_mj)
         self._workload_raw = np.array([[w.conv, w.fc, w.rc] for w in self.workloads], dtype=float)
         self._block: RequestBlock | None = None
         self._i = 0
@@ -246,22 +248,29 @@ class AutoScaleEnv(gym.Env):
 
     def oracle_action(self) -> int:
         """Best action for the pending request (-1 when the backend cannot know it)."""
+        self._require_reset("oracle_action()")
         return self._oracle[self._i]
 
     def counterfactuals(self) -> dict[str, np.ndarray] | None:
         """Every target's outcome for the pending request (None when unknown until executed)."""
+        self._require_reset("counterfactuals()")
         if not self._known:
             return None
-        b, i = self._block, self._i
-        return {"latency_ms": b.latency_ms[i].copy(), "energy_mj": b.energy_mj[i].copy(),
-                "accuracy": b.accuracy[i].copy(), "reward": self._reward_matrix[i].copy()}
+        n, i = self._n, self._i
+        latency, energy, accuracy, reward = (f[i::n].copy() for f in self._flat[:4])
+        return {"latency_ms": latency, "energy_mj": energy, "accuracy": accuracy, "reward": reward}
 
     @property
     def context(self) -> dict[str, Any]:
         """Raw values of the pending request."""
+        self._require_reset("context")
         i = self._i
         return {"network": self._net[i], "co_cpu_pct": self._cpu[i], "co_mem_pct": self._mem[i],
                 "rssi_wifi_dbm": self._wifi[i], "rssi_p2p_dbm": self._p2p[i]}
+
+    def _require_reset(self, what: str) -> None:
+        if self._block is None:
+            raise gym.error.ResetNeeded(f"call reset() before {what}")
 
     # -----------------------------------------------------------------------------------------
     # Block handling: everything per request that does not depend on the action is done here,
@@ -293,12 +302,10 @@ class AutoScaleEnv(gym.Env):
         self._source = b.energy_source
         self._known = b.latency_ms is not None
         if self._known:
-            r, qos, acc = reward(
-                self.reward_preset, latency_ms=b.latency_ms, energy_mj=b.energy_mj,
-                accuracy=b.accuracy, reference_energy_mj=self._reference[net][:, None],
-                qos_ms=self.scenario.qos_ms, accuracy_target=self._accuracy_target[net][:, None])
-            self._reward_matrix = r
-            self._flat = tuple(_flat(m) for m in (b.latency_ms, b.energy_mj, b.accuracy, r, qos, acc))
+            # target-major (n_targets, n) views: the sim's matrices are transposed views already
+            latency, energy = b.latency_ms.T, b.energy_mj.T
+            r, qos, acc = self.scorer.score(net, latency, energy, b.accuracy.T)
+            self._flat = tuple(_flat(m) for m in (latency, energy, b.accuracy.T, r, qos, acc))
             self._make_views()
             self._oracle = oracle_actions(r).tolist()
         else:
@@ -324,23 +331,21 @@ class AutoScaleEnv(gym.Env):
 
     def _execute(self, i: int, a: int):
         outcome = self.backend.execute(self._block, i, a)
-        net = int(self._block.network[i])
-        r, qos, acc = reward(
-            self.reward_preset, latency_ms=np.float64(outcome.latency_ms),
-            energy_mj=np.float64(outcome.energy_mj), accuracy=np.float64(outcome.accuracy),
-            reference_energy_mj=self._reference[net], qos_ms=self.scenario.qos_ms,
-            accuracy_target=self._accuracy_target[net])
-        qos = bool(qos) and not outcome.error
+        net = self._block.network[i:i + 1]
+        r, qos, acc = self.scorer.score(
+            net, np.array([[outcome.latency_ms]], dtype=float),
+            np.array([[outcome.energy_mj]], dtype=float), np.array([[outcome.accuracy]], dtype=float))
+        r, qos = float(r[0, 0]), bool(qos[0, 0]) and not outcome.error
         if outcome.error:
-            r = -self.reward_preset.violation_penalty - outcome.energy_mj / self._reference[net]
+            r = -self.reward_preset.violation_penalty - outcome.energy_mj / float(
+                self.scorer.reference_energy_mj[net[0]])
         return (float(outcome.latency_ms), float(outcome.energy_mj), float(outcome.accuracy),
-                float(r), qos, bool(acc), outcome.energy_source, outcome.error)
+                r, qos, bool(acc[0, 0]), outcome.energy_source, outcome.error)
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
-    """An (n, n_targets) float64 or bool matrix as a flat, target-major array: item
-    ``action * n + request``. (The sim's matrices are views of target-major arrays already, so
-    this copies nothing for them.)"""
+    """A target-major (n_targets, n) float64 or bool matrix as a flat array: item
+    ``action * n + request`` (copies nothing for the sim's target-major arrays)."""
     if a.dtype != np.bool_:
         a = np.asarray(a, dtype=np.float64)
-    return np.ascontiguousarray(a.T).reshape(-1)
+    return np.ascontiguousarray(a).reshape(-1)

@@ -1,5 +1,8 @@
-"""The reward [reconstructed] (SPEC section 5), computed from measurements on the frontend so that
-changing it never touches a backend. See ``data/rewards.toml`` for the formula and presets."""
+"""The reward formula [reconstructed] (SPEC section 5), computed from measurements on the frontend so
+that changing it never touches a backend. See ``data/rewards.toml`` for the formula and presets.
+
+Callers use it through :class:`autoscale_env.rules.Scorer` (and :func:`autoscale_env.rules.oracle_actions`
+for the best target), which binds it to a scenario, a catalog and ``E_ref``."""
 
 from __future__ import annotations
 
@@ -84,15 +87,3 @@ def select(mask: np.ndarray, a: np.ndarray, b: np.ndarray, work: np.ndarray) -> 
     ai &= work
     bi ^= ai
     return b
-
-
-def oracle_actions(rewards: np.ndarray) -> np.ndarray:
-    """Best action per row of an (..., n_targets) reward array; ties go to the lowest index.
-
-    Rows with any unknown outcome (NaN, as in a partial trace that logged only the chosen
-    target) get -1: the best action cannot be known without every target's outcome.
-    """
-    best = rewards.argmax(axis=-1)
-    if np.isfinite(rewards).all():  # the common case: every outcome known
-        return best
-    return np.where(np.isnan(rewards).any(axis=-1), -1, best)

@@ -18,10 +18,10 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from autoscale_env import MAX_EPISODE_STEPS
-from autoscale_env.backends.sim import Scratch, SimBackend, SimState
+from autoscale_env.backends.sim import SimBackend, SimState
 from autoscale_env.env import RAW_HIGH, RAW_LOW, AutoScaleEnv
 from autoscale_env.errors import InvalidActionError
-from autoscale_env.reward import accuracy_terms, reward_from_terms
+from autoscale_env.rules import Scorer, Scratch, oracle_actions
 
 #: Sub-envs whose blocks are generated in one pass: big enough to amortise numpy's per-call cost,
 #: small enough that a pass's temporaries stay near the CPU.
@@ -112,17 +112,14 @@ class AutoScaleVectorEnv(VectorEnv):
         B = self._B = sim.block_size
         F = len(self.encoder.nvec)
         self._qos_ms = env.scenario.qos_ms
-        self._reference = env._reference
-        acc_target = env._accuracy_target[:, None]
-        acc_met, acc_penalty = accuracy_terms(
-            env.reward_preset, accuracy=sim.accuracy_table, accuracy_target=acc_target)
-        # target-major (n_targets, W) tables, looked up with .take(network, axis=-1)
-        self._acc_met_table = np.ascontiguousarray(acc_met.T)
-        self._acc_penalty_table = np.ascontiguousarray(acc_penalty.T)
+        # The template's rules with the sim's accuracy table: the accuracy terms are looked up
+        # per (network, target) instead of recomputed (the same elementwise arithmetic).
+        self.scorer = Scorer(env.reward_preset, env.scenario, sim.workloads,
+                             sim.reference_energy_mj, accuracy=sim.accuracy_table)
         # flat (W * n_targets) for the per-step look-up at network * n_targets + action
         self._accuracy_flat = np.ascontiguousarray(sim.accuracy_table).reshape(-1)
-        self._acc_met_flat = np.ascontiguousarray(acc_met).reshape(-1)
-        self._workload_raw = env._workload_raw
+        self._acc_met_flat = np.ascontiguousarray(self.scorer.accuracy_met).reshape(-1)
+        self._workload_raw = np.array([[w.conv, w.fc, w.rc] for w in sim.workloads], dtype=float)
 
         # Per sub-env: generator, process state, current block, position in it, episode length.
         self._rngs: list[np.random.Generator | None] = [None] * N
@@ -306,12 +303,12 @@ class AutoScaleVectorEnv(VectorEnv):
 
     def _generate_chunk(self, chunk: np.ndarray, worlds, contiguous: bool,
                         ws: Scratch) -> None:
-        sim, rngs, B, T = self.sim, self._rngs, self._B, self._T
+        sim, B, T = self.sim, self._B, self._T
         E = len(chunk)
-        raw = ws("vec.raw", (E, *sim.draw_shape()), np.uint64)
-        draw = sim.draw
-        for i, e in enumerate(chunk.tolist()):  # each sub-env from its own generator
-            draw(rngs[e], raw[i])
+        raw = ws("vec.raw", (E, B, sim.words_per_request), np.uint64)
+        draw, state = sim.draw, self._state
+        for i, e in enumerate(chunk.tolist()):  # each sub-env from its own episode stream
+            draw(state, e, raw[i])
         if contiguous:  # write straight into the storage (views)
             rows = slice(int(chunk[0]) * B, (int(chunk[-1]) + 1) * B)
             lat_out = self._latency[:, rows].reshape(T, E, B)
@@ -320,28 +317,19 @@ class AutoScaleVectorEnv(VectorEnv):
             rows = (chunk[:, None] * B + np.arange(B)).reshape(-1)
             lat_out, energy_out = ws("vec.latency", (T, E, B)), ws("vec.energy", (T, E, B))
         net, cpu, mem, wifi, p2p, latency, energy = sim.generate(
-            raw, self._state, worlds, out=(lat_out, energy_out), scratch=ws)
-        # The same elementwise arithmetic as AutoScaleEnv._load_block, on (n_targets, E, B) arrays.
-        shape = (T, E, B)
-        r, _ = reward_from_terms(
-            self.reward_preset, latency_ms=latency, energy_mj=energy,
-            reference_energy_mj=self._reference.take(net),
-            qos_ms=self._qos_ms,
-            accuracy_met=self._acc_met_table.take(net, axis=-1, mode="clip",
-                                                  out=ws("vec.acc_met", shape, bool)),
-            accuracy_penalty=self._acc_penalty_table.take(net, axis=-1, mode="clip",
-                                                          out=ws("vec.acc_penalty", shape)),
-            scratch=ws)
+            raw, state, worlds, out=(lat_out, energy_out), scratch=ws)
+        # The rules the single env applies to its blocks, on (n_targets, E, B) arrays.
+        r, _, _ = self.scorer.score(net, latency, energy, scratch=ws)
         if contiguous:
-            self._reward[:, rows].reshape(shape)[...] = r
-            self._oracle[rows].reshape(E, B)[...] = _first_argmax(r, ws)
+            self._reward[:, rows].reshape(T, E, B)[...] = r
+            self._oracle[rows].reshape(E, B)[...] = oracle_actions(r, ws)
             self.encoder.encode(net, out=self._obs[rows].reshape(E, B, -1), co_cpu_pct=cpu,
                                 co_mem_pct=mem, rssi_wifi_dbm=wifi, rssi_p2p_dbm=p2p)
         else:
             self._latency[:, rows] = latency.reshape(T, -1)
             self._energy[:, rows] = energy.reshape(T, -1)
             self._reward[:, rows] = r.reshape(T, -1)
-            self._oracle[rows] = _first_argmax(r, ws).reshape(-1)
+            self._oracle[rows] = oracle_actions(r, ws).reshape(-1)
             self._obs[rows] = self.encoder.encode(
                 net, co_cpu_pct=cpu, co_mem_pct=mem, rssi_wifi_dbm=wifi,
                 rssi_p2p_dbm=p2p).reshape(E * B, -1)
@@ -366,21 +354,3 @@ class AutoScaleVectorEnv(VectorEnv):
             infos[key] = values
             infos[f"_{key}"] = present  # shared by the keys every sub-env has
         return infos
-
-
-def _first_argmax(values: np.ndarray, scratch) -> np.ndarray:
-    """``values.argmax(axis=0)`` (ties to the lowest index) for finite values, computed with
-    whole-row comparisons: faster than numpy's argmax along a leading axis. The last ``j`` at
-    which a row strictly improves on the best so far is the first index of the maximum."""
-    shape = values.shape[1:]
-    best = scratch("argmax.best", shape)
-    best[...] = values[0]
-    index = np.zeros(shape, dtype=np.int64)
-    better = scratch("argmax.better", shape, bool)
-    at = scratch("argmax.at", shape, np.int64)
-    for j in range(1, len(values)):
-        np.greater(values[j], best, out=better)
-        np.multiply(better, j, out=at)
-        np.maximum(index, at, out=index)
-        np.maximum(best, values[j], out=best)
-    return index

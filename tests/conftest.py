@@ -9,7 +9,8 @@ import pytest
 import autoscale_env  # noqa: F401  (registers AutoScale-v0)
 from autoscale_env.backends.sim import SimBackend
 from autoscale_env.config import get_reward_preset, get_scenario
-from autoscale_env.reward import oracle_actions, reward
+from autoscale_env.reward import reward
+from autoscale_env.rules import oracle_actions
 
 DEVICES = ("mi8pro", "galaxy_s10e", "moto_x_force")
 SCENARIOS = ("non_streaming", "streaming", "translation")
@@ -51,4 +52,4 @@ def best_target(device: str, scenario: str, network: str, **conditions: float) -
                      energy_mj=block.energy_mj, accuracy=block.accuracy,
                      reference_energy_mj=sim.reference_energy_mj[net][:, None],
                      qos_ms=sc.qos_ms, accuracy_target=target_acc[net][:, None])
-    return str(sim.targets[int(oracle_actions(r)[0])])
+    return str(sim.targets[int(oracle_actions(r.T)[0])])

@@ -28,7 +28,8 @@ where the per-request energy source changes (a block has one). Outcome matrices 
 targets a partial trace did not record; the environment reports those as ``info["error"]``.
 
 ``reference_energy_mj`` (``E_ref`` of the reward): when the trace's device is a bundled phone
-profile, the sim model's (``SimBackend(device).reference_energy_mj``), so replaying a sim trace
+profile, the sim model's (:func:`autoscale_env.rules.reference_energy_mj` of the profile, a pure
+function of it), so replaying a sim trace
 scores exactly like the sim. Otherwise it is taken from the trace: per network, the median
 ``local/cpu/fp32`` energy over requests with no co-running load (0 % CPU and memory), or, when
 there are none, the smallest ``local/cpu/fp32`` energy recorded; ``reference_energy_mj={network:
@@ -92,6 +93,7 @@ class ReplayBackend:
         if t.n_requests == 0:
             raise ConfigError(f"{t.path}: the trace holds no complete request")
         self.device = h.device
+        self.device_name = h.device
         self.scenario = config.get_scenario(h.scenario)
         self.setting = h.setting
         self.order = order
@@ -175,6 +177,10 @@ class ReplayBackend:
     def close(self) -> None:
         """Nothing to release."""
 
+    def provenance(self) -> dict[str, str]:
+        """Where the requests come from (written into the header of a re-recording)."""
+        return {"replayed_from": str(self.trace.path), "replay_order": self.order}
+
     # ---------------------------------------------------------------------------------------
 
     @property
@@ -186,9 +192,8 @@ class ReplayBackend:
         t = self.trace
         names = [w.name for w in t.workloads]
         if t.header.device in config.device_names():
-            from autoscale_env.backends.sim import SimBackend  # the model the profile defines
-            ref = np.array(SimBackend(t.header.device, t.header.scenario, t.header.setting)
-                           .reference_energy_mj, dtype=float)
+            from autoscale_env.rules import reference_energy_mj  # what the profile defines
+            ref = reference_energy_mj(config.load_device(t.header.device), t.workloads)
         else:
             ref = self._reference_from_trace()
         for name, value in (override or {}).items():

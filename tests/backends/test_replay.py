@@ -21,7 +21,6 @@ from autoscale_env.backends.sim import SimBackend
 from autoscale_env.core import Outcome, RequestBlock
 from autoscale_env.errors import ConfigError, TraceFormatError, UnknownNameError
 from autoscale_env.recording import describe, record
-from autoscale_env.reward import oracle_actions
 from conftest import rollout
 
 SEED = 11

@@ -5,9 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import copy
+import dataclasses
+
+from autoscale_env import config
 from autoscale_env.backends import power, radio
 from autoscale_env.backends.sim import SimBackend, SimState, _box_muller
 from autoscale_env.config import get_reward_preset
+from autoscale_env.rules import OutcomeModel, Scratch, reference_energy_mj
 from autoscale_env.reward import accuracy_terms, reward, reward_from_terms
 from autoscale_env.state import Binner
 from conftest import CELLS
@@ -29,7 +34,7 @@ def test_binner_equals_searchsorted(edges, side, size):
 
 
 def box_muller(words: np.ndarray) -> np.ndarray:
-    """The documented transform, written plainly (float32), for one world's (P, n) words."""
+    """The documented transform, written plainly (float32), for (P, n) words."""
     a = ((words >> np.uint64(40)).astype(np.float32) + np.float32(0.5)) * np.float32(2.0 ** -24)
     b = (words & np.uint64(0xFFFFFF)).astype(np.float32) * np.float32(2.0 * np.pi * 2.0 ** -24)
     r = np.sqrt(np.float32(-2.0) * np.log(a))
@@ -38,16 +43,60 @@ def box_muller(words: np.ndarray) -> np.ndarray:
 
 def test_random_words_give_the_documented_uniforms_and_normals():
     sim = SimBackend("mi8pro", "non_streaming", "dynamic")
-    raw = sim.draw(np.random.default_rng(5))
-    assert raw.shape == (11 + 8, 101) and raw.dtype == np.uint64
+    sim.reset(np.random.default_rng(5))
+    stream = np.random.Generator(copy.deepcopy(sim._state.streams[0]))
+    raw = sim.draw(sim._state, 0)
+    assert raw.shape == (101, 11 + 8) and raw.dtype == np.uint64  # request-major
     # the uniforms are exactly what Generator.random() makes of the same words
-    assert np.array_equal((raw[:11] >> np.uint64(11)) * 2.0 ** -53,
-                          np.random.default_rng(5).random((11, 101)))
-    z = box_muller(raw[11:])
-    assert np.array_equal(z, _box_muller(raw[None, 11:], sim._scratch)[0])
+    assert np.array_equal((raw[:, :11] >> np.uint64(11)) * 2.0 ** -53,
+                          stream.random((101, 19))[:, :11])
+    z = box_muller(raw[:, 11:].T)
+    assert np.array_equal(z, _box_muller(np.ascontiguousarray(raw[:, 11:].T), Scratch()))
     big = box_muller(np.random.default_rng(0).bit_generator.random_raw((40, 5000)))
     assert abs(big.mean()) < 0.01 and abs(big.std() - 1) < 0.01
     assert abs(np.mean(np.abs(big) > 2) - 0.0455) < 0.003
+
+
+def reference_outcomes(model, net, cpu, mem, wifi, p2p, noise):
+    """Every target's outcome from power.local_run / radio.offload and the profiles, plainly."""
+    phone, L, R = model.phone, model.n_local, model.n_remote
+    names = [model.workloads[k].name for k in net]
+    latency, energy = [], []
+    for j, target in enumerate(model.targets):
+        host = phone if target.is_local else (model.edge if target.location == "edge" else model.cloud)
+        units = [host.unit_latency_ms(n, target.unit) for n in names]
+        # a fallback uses the noise row of the target that asks for its unit directly
+        own = [model.targets.index(type(target)(target.location, *u.split("/")))
+               if type(target)(target.location, *u.split("/")) in model.targets else j
+               for u, _ in units]
+        local_targets = [t for t in model.targets if t.is_local]
+        remote_targets = [t for t in model.targets if not t.is_local]
+        row = np.array([local_targets.index(model.targets[k]) if target.is_local
+                        else L + remote_targets.index(model.targets[k]) for k in own])
+        eps = noise[row, np.arange(len(net))]
+        ms = np.array([m for _, m in units])
+        if target.is_local:
+            procs = [phone.processors[u.split("/")[0]] for u, _ in units]
+            lat, e = power.local_run(
+                base_ms=ms, noise=eps, co_cpu_frac=cpu / 100.0, co_mem_frac=mem / 100.0,
+                cpu_interference=np.array([p.cpu_interference for p in procs]),
+                mem_interference=np.array([p.mem_interference for p in procs]),
+                busy_power_w=np.array([p.busy_power_w for p in procs]),
+                idle_power_w=np.array([p.idle_power_w for p in procs]),
+                base_power_w=phone.base_power_w)
+        else:
+            name, rssi = ("p2p", p2p) if target.location == "edge" else ("wifi", wifi)
+            lat, e = radio.offload(
+                model.links[name], wifi_active_w=phone.wifi_active_w,
+                base_power_w=phone.base_power_w, rssi_dbm=rssi,
+                goodput_noise=noise[L + R + (name == "p2p")],
+                up_bytes=np.array([model.workloads[k].input_bytes for k in net], dtype=float),
+                down_bytes=np.array([model.workloads[k].output_bytes for k in net], dtype=float),
+                server_ms=(ms + host.overhead_ms) * eps,
+                request_gap_ms=model.scenario.request_gap_ms)
+        latency.append(lat)
+        energy.append(e)
+    return np.array(latency), np.array(energy)
 
 
 @pytest.mark.parametrize("device, scenario, setting", CELLS)
@@ -56,63 +105,105 @@ def test_vectorised_model_equals_the_reference_formulas(device, scenario, settin
     rng = np.random.default_rng(1)
     sim.reset(rng)
     for _ in range(3):  # blocks, with dynamic processes carried over
-        raw = sim.draw(rng)
-        net, cpu, mem, wifi, p2p, latency, energy = sim.generate(
-            raw[None], sim._state, slice(0, 1))
+        raw = sim.draw(sim._state, 0)
+        net, cpu, mem, wifi, p2p, latency, energy = (
+            a.copy() for a in sim.generate(raw[None], sim._state, slice(0, 1)))
         net, cpu, mem, wifi, p2p = net[0], cpu[0], mem[0], wifi[0], p2p[0]
-        z = box_muller(raw[sim._n_uniform:])  # rows: see the draw order
-        noise = np.exp(sim._noise_sigma32 * z[:sim._n_noise]).astype(float)
-        L = sim._n_local
-        local = remote = 0
-        for j, target in enumerate(sim.targets):
-            if target.is_local:
-                rows = sim._local_noise_col[local, net]
-                lat, e = power.local_run(
-                    base_ms=sim._base_ms[net, j], noise=noise[rows, np.arange(len(net))],
-                    co_cpu_frac=cpu / 100.0, co_mem_frac=mem / 100.0,
-                    cpu_interference=sim._kc[net, j], mem_interference=sim._km[net, j],
-                    busy_power_w=sim._busy_w[net, j], idle_power_w=sim._idle_w[net, j],
-                    base_power_w=sim.phone.base_power_w)
-                local += 1
-            else:
-                rows = L + sim._remote_noise_col[remote, net]
-                name, rssi = ("p2p", p2p) if target.location == "edge" else ("wifi", wifi)
-                lat, e = radio.offload(
-                    sim.links[name], wifi_active_w=sim.phone.wifi_active_w,
-                    base_power_w=sim.phone.base_power_w, rssi_dbm=rssi,
-                    goodput_noise=noise[L + sim._n_remote + (name == "p2p")],
-                    up_bytes=sim._up_bytes[net], down_bytes=sim._down_bytes[net],
-                    server_ms=sim._server_ms[net, j] * noise[rows, np.arange(len(net))],
-                    request_gap_ms=sim.scenario.request_gap_ms)
-                remote += 1
-            np.testing.assert_allclose(latency[j, 0], lat, rtol=1e-12)
-            np.testing.assert_allclose(energy[j, 0], e, rtol=1e-12)
+        z = box_muller(raw[:, sim._n_uniform:].T)  # words: see the draw order
+        noise = np.exp(sim._noise_sigma32[:, 0] * z[:sim.model.n_noise]).astype(float)
+        lat, e = reference_outcomes(sim.model, net, cpu, mem, wifi, p2p, noise)
+        np.testing.assert_allclose(latency[:, 0], lat, rtol=1e-12)
+        np.testing.assert_allclose(energy[:, 0], e, rtol=1e-12)
         assert np.all(np.isfinite(latency)) and np.all(latency > 0) and np.all(energy > 0)
+
+
+@pytest.mark.parametrize("shape", [(), (7,), (3, 5), (2, 3, 4)])
+def test_outcome_model_takes_any_batch_shape_with_the_same_bits(shape):
+    model = OutcomeModel("moto_x_force", "streaming")  # 8 targets, a fallback unit
+    rng = np.random.default_rng(0)
+    size = int(np.prod(shape))
+    net = rng.integers(len(model.workloads), size=size)
+    ctx = [rng.uniform(0, 100, size), rng.uniform(0, 100, size), rng.uniform(-95, -40, size),
+           rng.uniform(-95, -40, size)]
+    noise = rng.lognormal(0, 0.1, (model.n_noise, size))
+    flat = model.outcomes(net, *ctx, noise)
+    shaped = model.outcomes(net.reshape(shape), *(c.reshape(shape) for c in ctx),
+                            noise.reshape((-1,) + shape), scratch=Scratch())
+    for a, b in zip(flat, shaped):
+        assert b.shape == (len(model.targets),) + shape
+        assert a.tobytes() == b.reshape(a.shape).tobytes()
+
+
+def test_reference_energy_is_a_pure_function_of_the_profile():
+    phone = config.load_device("mi8pro")
+    ref = reference_energy_mj(phone)
+    assert np.array_equal(ref, SimBackend("mi8pro", "translation", "static").reference_energy_mj)
+    cpu = phone.processors["cpu"]
+    for k, w in enumerate(config.load_workloads().values()):
+        assert ref[k] == phone.latency_ms[w.name]["cpu/fp32"] * (cpu.busy_power_w + phone.base_power_w)
+    hotter = dataclasses.replace(phone, base_power_w=phone.base_power_w + 1.0)
+    assert np.all(reference_energy_mj(hotter) > ref)  # a loaded profile object is accepted
+    assert np.array_equal(SimBackend(hotter).reference_energy_mj, reference_energy_mj(hotter))
+
+
+@pytest.mark.parametrize("setting", ["static", "dynamic"])
+@pytest.mark.parametrize("block_size", [1, 7, 101, 250])
+def test_a_seed_means_the_same_trajectory_whatever_the_block_size(setting, block_size):
+    def requests(block, n=300):
+        sim = SimBackend("mi8pro", "non_streaming", setting, block_size=block)
+        rng = np.random.default_rng(42)
+        out = []
+        for episode_length in (60, 240):  # the first episode leaves part of a block unused
+            sim.reset(rng)
+            blocks = []
+            while sum(len(b) for b in blocks) < episode_length:
+                blocks.append(sim.next_block())
+            out.append([np.concatenate([getattr(b, k) for b in blocks])[:episode_length]
+                        for k in ("network", "co_cpu_pct", "rssi_wifi_dbm", "latency_ms",
+                                  "energy_mj")])
+        return out
+
+    want = requests(101)
+    got = requests(block_size)
+    for ep_got, ep_want in zip(got, want):
+        for a, b in zip(ep_got, ep_want):
+            assert a.tobytes() == b.tobytes()
+
+
+def test_every_request_gets_fresh_words_across_episodes_and_worlds():
+    sim = SimBackend("mi8pro", "non_streaming", "dynamic")
+    state = SimState(3)
+    rngs = [np.random.default_rng(s) for s in (0, 1, 2)]
+    words = []
+    for _ in range(2):  # two episodes of each world
+        sim.reset_worlds(rngs, state, np.arange(3))
+        words += [sim.draw(state, e) for e in range(3)]
+    flat = np.concatenate([w.reshape(-1) for w in words])
+    assert len(np.unique(flat)) == len(flat)  # no 64-bit word repeats anywhere
 
 
 @pytest.mark.parametrize("setting", ["static", "dynamic"])
 def test_many_worlds_at_once_equal_one_at_a_time(setting):
     sim = SimBackend("mi8pro", "non_streaming", setting)
     E = 6
-    rngs = [np.random.default_rng(10 + i) for i in range(E)]
     state = SimState(E)
     for e in range(E):
-        sim.reset_world(rngs[e], state, e)
+        sim.reset_world(np.random.default_rng(10 + e), state, e)
     singles = []
     for e in range(E):
         one = SimState(1)
-        rng = np.random.default_rng(10 + e)
-        sim.reset_world(rng, one, 0)
+        sim.reset_world(np.random.default_rng(10 + e), one, 0)
         blocks = []
         for _ in range(3):
-            blocks.append(sim.generate(sim.draw(rng)[None], one, slice(0, 1)))
+            blocks.append([a.copy() for a in sim.generate(sim.draw(one, 0)[None], one,
+                                                           slice(0, 1), scratch=Scratch())])
         singles.append(blocks)
     for b in range(3):
-        raw = np.empty((E, *sim.draw_shape()), dtype=np.uint64)
+        raw = np.empty((E, sim.block_size, sim.words_per_request), dtype=np.uint64)
         for e in range(E):
-            sim.draw(rngs[e], raw[e])
+            sim.draw(state, e, raw[e])
         order = np.array([3, 0, 5, 1, 4, 2])  # any subset, any order
-        batch = sim.generate(raw[order], state, order)
+        batch = sim.generate(raw[order], state, order, scratch=Scratch())
         for i, e in enumerate(order):
             for got, want in zip(batch, singles[e][b]):
                 assert np.array_equal(got[..., i, :] if got.ndim == 3 else got[i],
