@@ -241,14 +241,23 @@ def data_fingerprint() -> str:
                           if not p.name.startswith("features_")))
 
 
+#: Modules holding the world's rules, part of every simulated trace's ``code_sha256``.
+_RULES_MODULES = ("autoscale_env.rules", "autoscale_env.reward", "autoscale_env.state")
+
+
 def _model_sources(module_name: str) -> list[Path]:
-    """The backend's module file and the package modules it imports (sim: power, radio)."""
+    """The backend's module file, the package modules it imports (sim: power, radio) and the
+    rules modules (outcome model, reward, observation bins)."""
     module = sys.modules.get(module_name)
     files = {Path(module.__file__)} if getattr(module, "__file__", None) else set()
     for value in vars(module).values() if module else ():
         if (getattr(value, "__name__", "").startswith("autoscale_env.backends.")
                 and getattr(value, "__file__", None)):
             files.add(Path(value.__file__))
+    for name in _RULES_MODULES:
+        rules = sys.modules.get(name)
+        if getattr(rules, "__file__", None):
+            files.add(Path(rules.__file__))
     return sorted(files)
 
 
