@@ -54,12 +54,3 @@ def make_agent(name: str, env: gym.Env, seed: int = 0, **hyperparameters: Any):
     if name == "oracle":
         return cls(env)
     return cls(env, seed=seed, **hyperparameters)
-
-
-def load_agent(name: str, path: str, env: gym.Env):
-    """Load a saved agent of kind ``name`` for ``env``."""
-    cls = agent_class(name)
-    if hasattr(cls, "load"):
-        return cls.load(path, env=env)
-    from agents.baselines import load_baseline
-    return load_baseline(path, env)

@@ -7,13 +7,19 @@ treats the paper's Q-learner, SB3's DQN/PPO/A2C and the baselines alike, and SB3
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-#: Called after every training step with (step index, reward, info); return False to stop.
-StepCallback = Callable[[int, float, dict[str, Any]], bool]
+class StepCallback(Protocol):
+    """What ``learn(callback=...)`` is given (e.g. :class:`agents.evaluation.TrainingMonitor`):
+    it sees every reset and every executed request of training."""
+
+    def on_reset(self, info: dict[str, Any]) -> None:
+        """After each ``reset``, with its ``info`` (the pending request's ``oracle_action``)."""
+
+    def on_step(self, action: int, reward: float, info: dict[str, Any]) -> bool:
+        """After each step, with the executed action, its reward and ``info``; False stops."""
 
 
 @runtime_checkable

@@ -37,6 +37,17 @@ def _hp(values: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--eval-steps 0`` would divide by zero later)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
 def add_grid_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``benchmark`` and ``sweep``."""
     p.add_argument("--agents", default=DEFAULT_AGENTS, help="comma list of agent names")
@@ -46,7 +57,8 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--setting", default="dynamic", help="comma list: static,dynamic")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per cell")
     p.add_argument("--train-steps", type=int, default=64_000, help="online training requests")
-    p.add_argument("--eval-steps", type=int, default=5_000, help="greedy evaluation requests")
+    p.add_argument("--eval-steps", type=_positive_int, default=5_000,
+                   help="greedy evaluation requests (>= 1)")
     p.add_argument("--log-interval", type=int, default=1_000, help="steps per TensorBoard point")
     p.add_argument("--hp", action="append", default=[], metavar="AGENT.NAME=VALUE",
                    help="override a hyperparameter, e.g. --hp qlearning.epsilon=0.05")

@@ -115,6 +115,8 @@ def evaluate(agent: Any, env: gym.Env, n_requests: int, seed: int,
     these requests: per state, the share of its most frequent oracle action. It measures how much
     the paper's state bins alias requests whose best targets differ.
     """
+    if int(n_requests) < 1:
+        raise ValueError(f"evaluation needs n_requests >= 1 (--eval-steps), got {n_requests}")
     u = env.unwrapped
     cpu, cloud = u.target_index(cpu_target), u.target_index(cloud_target)
     res = EvalResult()

@@ -269,22 +269,11 @@ def _sha256(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def _progress(total: int, enabled: bool, out: Path):
-    if not enabled:
-        return _NoBar()
-    try:
-        from tqdm import tqdm
-    except ImportError:  # tqdm is a dependency, but a bar is not worth failing a recording
-        return _NoBar()
-    return tqdm(total=total, unit="req", desc=out.name, file=sys.stderr, dynamic_ncols=True)
+    from tqdm import tqdm  # a dependency
+
+    return tqdm(total=total, unit="req", desc=out.name, file=sys.stderr, dynamic_ncols=True,
+                disable=not enabled)
 
 
 # --------------------------------------------------------------------------------------------

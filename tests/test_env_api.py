@@ -132,3 +132,22 @@ def test_dynamic_setting_varies_conditions_within_an_episode():
     infos = [env.step(0)[4] for _ in range(99)]
     assert len({i["rssi_wifi_dbm"] for i in infos}) > 50
     assert len({i["co_cpu_pct"] for i in infos}) > 1
+
+
+@pytest.mark.parametrize("call", [lambda u: u.oracle_action(), lambda u: u.counterfactuals(),
+                                  lambda u: u.context])
+def test_pending_request_accessors_need_a_reset(call):
+    env = gym.make("AutoScale-v0")
+    with pytest.raises(gym.error.ResetNeeded, match="reset"):
+        call(env.unwrapped)
+    env.reset(seed=0)
+    call(env.unwrapped)  # fine after reset
+
+
+def test_counterfactuals_are_the_pending_requests_outcomes(env):
+    env.reset(seed=2)
+    cf = env.unwrapped.counterfactuals()
+    a = int(np.argmin(cf["energy_mj"]))
+    _, r, _, _, info = env.step(a)
+    assert (info["latency_ms"], info["energy_mj"], r) == (cf["latency_ms"][a], cf["energy_mj"][a],
+                                                           cf["reward"][a])

@@ -105,3 +105,11 @@ def test_unknown_features_name_fails_before_any_task(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "coarse" in err and "per_network" in err
     assert not (tmp_path / "results.csv").exists()
+
+
+def test_zero_eval_steps_is_a_clear_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["benchmark", "--eval-steps", "0", "--out", str(tmp_path), "--quiet"])
+    assert stop.value.code == 2
+    assert "--eval-steps: must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "results.csv").exists()
