@@ -15,6 +15,13 @@ Figures (medians over interleaved rounds):
 * ``vector_steps_per_s``: env-steps per second of the native vector env
   (``gym.make_vec(..., vectorization_mode="vector_entry_point")``), 1024 sub-envs, over whole
   episode cycles (100 steps and the autoreset step, where each sub-env's next block is made).
+* ``cartpole_vector_steps_per_s``: Gymnasium's own native vector CartPole
+  (``gym.make_vec("CartPole-v1", num_envs=1024, vectorization_mode="vector_entry_point")``) in the
+  same loop, rounds interleaved with AutoScale's; ``vector_vs_cartpole_vector`` is the ratio.
+* ``sim_requests_per_s``: the sim's raw throughput, requests with every target's outcome per
+  second (``SimBackend.next_block()`` of blocks of 1024 requests, one world);
+  ``sim_batched_requests_per_s``: the same when 64 worlds' blocks of 101 are computed in one pass
+  (``SimBackend.generate``, as the vector env does).
 * ``qlearner_act_ns`` / ``qlearner_update_ns``: ``QLearningAgent.predict(obs)`` per decision and
   ``update(s, a, r, s_next)`` per update (median over batches of 1000 calls, loop included).
 * ``qtable_bytes``: ``QLearningAgent.nbytes``.
@@ -51,11 +58,14 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 import autoscale_env  # registers AutoScale-v0
 
 FIGURES = ("env_steps_per_s", "cartpole_steps_per_s", "raw_env_steps_per_s", "vector_steps_per_s",
+           "cartpole_vector_steps_per_s", "sim_requests_per_s", "sim_batched_requests_per_s",
            "qlearner_act_ns", "qlearner_update_ns", "qtable_bytes", "benchmark_wall_s")
 
-#: Must-show thresholds of issue #8 (checked and printed, never used to change a measurement).
+#: Must-show thresholds of issues #8 and #16 (checked and printed, never used to change a
+#: measurement).
 TARGETS = {
-    "env_vs_cartpole": (">=", 1.0),
+    "env_vs_cartpole": (">=", 1.3),
+    "vector_vs_cartpole_vector": (">=", 0.5),
     "vector_steps_per_s": (">=", 1e6),
     "qlearner_act_ns": ("<=", 1000),
     "qtable_bytes": ("<=", 40960),
@@ -107,25 +117,82 @@ def measure_envs(steps: int, rounds: int, seed: int = 0) -> dict[str, Any]:
     }
 
 
-def measure_vector(num_envs: int, vector_steps: int, rounds: int, seed: int = 0) -> dict[str, Any]:
-    """Env-steps per second of the native vector env (autoresets included)."""
-    env = gym.make_vec("AutoScale-v0", num_envs=num_envs, vectorization_mode="vector_entry_point")
-    actions = np.random.default_rng(seed).integers(
-        env.single_action_space.n, size=(vector_steps, num_envs))
+def vector_loop(env, actions: np.ndarray, seed: int) -> float:
+    """Env-steps per second of vector ``env`` over ``actions`` (one row per step)."""
     env.reset(seed=seed)
-    for a in actions[: min(vector_steps, 50)]:  # warm-up
-        env.step(a)
-    samples = []
+    step = env.step
+    start = time.perf_counter()
+    for a in actions:
+        step(a)
+    return actions.size / (time.perf_counter() - start)
+
+
+def measure_vector(num_envs: int, vector_steps: int, rounds: int, seed: int = 0) -> dict[str, Any]:
+    """Env-steps per second of the native vector env and of Gymnasium's native vector CartPole
+    (autoresets included), rounds interleaved."""
+    envs = {
+        "vector": gym.make_vec("AutoScale-v0", num_envs=num_envs,
+                               vectorization_mode="vector_entry_point"),
+        "cartpole_vector": gym.make_vec("CartPole-v1", num_envs=num_envs,
+                                        vectorization_mode="vector_entry_point"),
+    }
+    actions = {name: np.random.default_rng(seed).integers(
+        env.single_action_space.n, size=(vector_steps, num_envs)) for name, env in envs.items()}
+    for name, env in envs.items():  # warm-up
+        vector_loop(env, actions[name][: min(vector_steps, 50)], seed)
+    samples: dict[str, list[float]] = {name: [] for name in envs}
     for _ in range(rounds):
-        env.reset(seed=seed)
-        step = env.step
+        for name, env in envs.items():
+            samples[name].append(vector_loop(env, actions[name], seed))
+    for env in envs.values():
+        env.close()
+    ratios = [a / c for a, c in zip(samples["vector"], samples["cartpole_vector"])]
+    return {"vector_steps_per_s": statistics.median(samples["vector"]),
+            "cartpole_vector_steps_per_s": statistics.median(samples["cartpole_vector"]),
+            "vector_vs_cartpole_vector_per_round": statistics.median(ratios),
+            "samples": samples, "num_envs": num_envs}
+
+
+def measure_sim(rounds: int, requests: int = 200_000) -> dict[str, Any]:
+    """Requests with every target's outcome per second: one world, and 64 worlds per pass."""
+    from autoscale_env.backends.sim import SimBackend, SimState
+    from autoscale_env.rules import Scratch
+
+    sim = SimBackend("mi8pro", "non_streaming", "dynamic", block_size=1024)
+    sim.reset(np.random.default_rng(0))
+    batched = SimBackend("mi8pro", "non_streaming", "dynamic")
+    E, B = 64, batched.block_size
+    state, scratch = SimState(E), Scratch()
+    rngs = [np.random.default_rng(k) for k in range(E)]
+    raw = np.empty((E, B, batched.words_per_request), dtype=np.uint64)
+    worlds = np.arange(E)
+
+    def one() -> float:
+        n = 0
         start = time.perf_counter()
-        for a in actions:
-            step(a)
-        samples.append(vector_steps * num_envs / (time.perf_counter() - start))
-    env.close()
-    return {"vector_steps_per_s": statistics.median(samples), "samples": samples,
-            "num_envs": num_envs}
+        while n < requests:
+            n += len(sim.next_block())
+        return n / (time.perf_counter() - start)
+
+    def many() -> float:
+        n = 0
+        start = time.perf_counter()
+        while n < requests:
+            batched.reset_worlds(rngs, state, worlds)
+            for e in range(E):
+                batched.draw(state, e, raw[e])
+            batched.generate(raw, state, slice(0, E), scratch=scratch)
+            n += E * B
+        return n / (time.perf_counter() - start)
+
+    one(), many()  # warm-up
+    samples: dict[str, list[float]] = {"sim": [], "sim_batched": []}
+    for _ in range(rounds):
+        samples["sim"].append(one())
+        samples["sim_batched"].append(many())
+    return {"sim_requests_per_s": statistics.median(samples["sim"]),
+            "sim_batched_requests_per_s": statistics.median(samples["sim_batched"]),
+            "samples": samples}
 
 
 def measure_qlearner(batches: int, batch: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -229,7 +296,7 @@ def machine() -> dict[str, Any]:
 def fmt(value: Any, unit: str) -> str:
     if value is None:
         return "n/a"
-    if unit == "steps/s":
+    if unit in ("steps/s", "req/s"):
         return f"{value:,.0f}"
     if unit == "ns":
         return f"{value:,.0f}"
@@ -269,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
                                          "raw_env_steps_per_s")})
     vec = measure_vector(args.num_envs, vector_steps, rounds)
     figures["vector_steps_per_s"] = vec["vector_steps_per_s"]
+    figures["cartpole_vector_steps_per_s"] = vec["cartpole_vector_steps_per_s"]
+    sim = measure_sim(rounds)
+    figures.update({k: sim[k] for k in ("sim_requests_per_s", "sim_batched_requests_per_s")})
     q = measure_qlearner(batches=20 if args.quick else 100)
     figures.update({k: q[k] for k in ("qlearner_act_ns", "qlearner_update_ns", "qtable_bytes")})
     notes += q["notes"]
@@ -282,11 +352,15 @@ def main(argv: list[str] | None = None) -> int:
 
     ratio = figures["env_steps_per_s"] / figures["cartpole_steps_per_s"]
     raw_ratio = figures["raw_env_steps_per_s"] / figures["cartpole_steps_per_s"]
+    vector_ratio = figures["vector_steps_per_s"] / figures["cartpole_vector_steps_per_s"]
     rows = [
         ("AutoScale-v0, gym.make, resets included", "env_steps_per_s", "steps/s"),
         ("CartPole-v1, gym.make, same loop", "cartpole_steps_per_s", "steps/s"),
         ("AutoScale-v0, unwrapped", "raw_env_steps_per_s", "steps/s"),
         (f"native vector env, {args.num_envs} sub-envs", "vector_steps_per_s", "steps/s"),
+        (f"CartPole-v1 native vector, {args.num_envs}", "cartpole_vector_steps_per_s", "steps/s"),
+        ("sim: requests x all targets, 1 world", "sim_requests_per_s", "req/s"),
+        ("sim: requests x all targets, 64 worlds", "sim_batched_requests_per_s", "req/s"),
         ("Q-learner decision (predict)", "qlearner_act_ns", "ns"),
         ("Q-learner update", "qlearner_update_ns", "ns"),
         ("Q-table", "qtable_bytes", "bytes"),
@@ -297,16 +371,19 @@ def main(argv: list[str] | None = None) -> int:
           f"{m['cores']} cores, Python {m['python']}, numpy {m['numpy']}, "
           f"gymnasium {m['gymnasium']}")
     print()
-    print(f"| {'figure':<44} | {'key':<22} | {'value':>12} | unit    |")
-    print(f"|{'-' * 46}|{'-' * 24}|{'-' * 14}|---------|")
+    print(f"| {'figure':<44} | {'key':<27} | {'value':>12} | unit    |")
+    print(f"|{'-' * 46}|{'-' * 29}|{'-' * 14}|---------|")
     for label, key, unit in rows:
-        print(f"| {label:<44} | {key:<22} | {fmt(figures[key], unit):>12} | {unit:<7} |")
+        print(f"| {label:<44} | {key:<27} | {fmt(figures[key], unit):>12} | {unit:<7} |")
     print()
     print(f"AutoScale / CartPole (gym.make, same loop): {ratio:.2f}x "
           f"(median of per-round ratios {envs['env_vs_cartpole_per_round']:.2f}x); "
           f"unwrapped AutoScale / wrapped CartPole: {raw_ratio:.2f}x")
+    print(f"AutoScale / CartPole, native vector envs ({args.num_envs}): {vector_ratio:.2f}x "
+          f"(median of per-round ratios {vec['vector_vs_cartpole_vector_per_round']:.2f}x)")
     checks = {
         "env_vs_cartpole": ratio,
+        "vector_vs_cartpole_vector": vector_ratio,
         "vector_steps_per_s": figures["vector_steps_per_s"],
         "qlearner_act_ns": figures["qlearner_act_ns"],
         "qtable_bytes": figures["qtable_bytes"],
@@ -323,10 +400,12 @@ def main(argv: list[str] | None = None) -> int:
             **figures,
             "env_vs_cartpole": ratio,
             "env_vs_cartpole_per_round": envs["env_vs_cartpole_per_round"],
+            "vector_vs_cartpole_vector": vector_ratio,
+            "vector_vs_cartpole_vector_per_round": vec["vector_vs_cartpole_vector_per_round"],
             "meta": {"machine": m, "quick": args.quick, "steps": steps, "rounds": rounds,
                      "vector_steps": vector_steps, "num_envs": args.num_envs,
                      "elapsed_s": elapsed, "notes": notes,
-                     "samples": {**envs["samples"], "vector": vec["samples"]}},
+                     "samples": {**envs["samples"], **vec["samples"], **sim["samples"]}},
         }
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
     return 0
