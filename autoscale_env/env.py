@@ -102,7 +102,7 @@ class AutoScaleEnv(gym.Env):
     | `device`   | str         | `"mi8pro"`        | `mi8pro`, `galaxy_s10e`, `moto_x_force`, or a path to a profile; `host` for live |
     | `scenario` | str         | `"non_streaming"` | `non_streaming` (50 ms), `streaming` (33.3 ms), `translation` (100 ms) |
     | `setting`  | str         | `"dynamic"`       | `static` or `dynamic` |
-    | `backend`  | str/Backend | `"sim"`           | `sim`, `replay`, `live`, or a backend instance |
+    | `backend`  | str/Backend | `"sim"`           | `sim`, `replay`, `live`, a `core.Backend` instance, or a class/factory called with `backend_options` |
     | `trace`    | str         | `None`            | replay: a trace path or bundled trace name |
     | `reward`   | str         | `"energy"`        | reward preset of `data/rewards.toml` |
     | `obs_mode` | str         | `"paper"`         | `paper` or `extended` |
