@@ -371,6 +371,10 @@ class Scorer:
         return reward, qos_met, acc_met
 
 
+#: Requests from which :func:`oracle_actions` compares whole rows instead of calling ``argmax``.
+_ROW_LOOP_MIN_SIZE = 2048
+
+
 def oracle_actions(rewards: np.ndarray, scratch: Scratch | None = None) -> np.ndarray:
     """Best target per request of a target-major ``(n_targets,) + S`` reward array: shape ``S``,
     ties to the lowest index; -1 where any target's reward is unknown (NaN): the best action
@@ -379,8 +383,13 @@ def oracle_actions(rewards: np.ndarray, scratch: Scratch | None = None) -> np.nd
     Computed with whole-row comparisons (faster than ``argmax`` along a leading axis): the last
     target at which a row strictly improves on the best so far is the first index of the maximum.
     """
-    ws = _fresh if scratch is None else scratch
     shape = rewards.shape[1:]
+    if rewards[0].size < _ROW_LOOP_MIN_SIZE:  # small (one env's block): one call is cheaper
+        index = rewards.argmax(axis=0)  # the same first maximum for finite rewards
+        if np.isnan(rewards).any():
+            index[np.isnan(rewards).any(axis=0)] = -1
+        return index
+    ws = _fresh if scratch is None else scratch
     best = ws("oracle.best", shape)
     best[...] = rewards[0]
     index = np.zeros(shape, dtype=np.int64)

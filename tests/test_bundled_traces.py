@@ -48,6 +48,7 @@ def test_changing_one_profile_number_fails_the_check_with_the_regenerate_command
     assert REGENERATE_COMMAND in str(failure.value) and ONE in str(failure.value)
 
 
+@pytest.mark.slow
 def test_regenerate_command_writes_traces_that_pass_the_check(tmp_path, monkeypatch):
     monkeypatch.setattr(sim_traces, "cells", lambda: [("moto_x_force", "translation", "static")])
     assert sim_traces.main(["--dir", str(tmp_path), "--quiet"]) == 0

@@ -399,6 +399,7 @@ def _mutate(base: bytes, data) -> bytes:
 @settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 300)), deadline=None,
           suppress_health_check=list(HealthCheck))
 @given(data=st.data())
+@pytest.mark.slow
 def test_fuzzed_files_load_or_raise_trace_format_error(tiny, tmp_path_factory, data):
     raw = _mutate(tiny, data)
     if data.draw(st.booleans()):

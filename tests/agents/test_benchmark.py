@@ -20,6 +20,7 @@ def read(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_benchmark_writes_every_output(tmp_path):
     store = ResultStore(tmp_path)
     run(grid(AGENTS, ["mi8pro"], ["translation"], ["static"], 2), SMALL, store, progress=False)

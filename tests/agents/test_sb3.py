@@ -21,6 +21,7 @@ def test_hyperparameters_come_from_the_data_file_and_can_be_overridden():
         make_agent("ppo", gym.make("AutoScale-v0"), lerning_rate=1)
 
 
+@pytest.mark.slow
 def test_saved_model_loads_back_with_the_same_greedy_actions(tmp_path):
     env = gym.make("AutoScale-v0", setting="static")
     agent = make_agent("dqn", env, seed=0, learning_starts=100).learn(600)
@@ -38,6 +39,7 @@ def test_model_for_another_device_is_refused(tmp_path):
         PPOAgent.load(str(tmp_path / "ppo.zip"), env=gym.make("AutoScale-v0", device="moto_x_force"))
 
 
+@pytest.mark.slow
 def test_sb3_runs_share_the_oracle_match_tag_with_the_q_learner(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     cfg = BenchmarkConfig(train_steps=1024, eval_steps=200, log_interval=512,

@@ -33,6 +33,7 @@ def test_local_pool_matches_sequential(tmp_path, sequential):
 
 
 @pytest.mark.distributed
+@pytest.mark.slow
 def test_ray_engine_matches_local(tmp_path, sequential):
     pytest.importorskip("ray")
     from agents.sweep import run_ray

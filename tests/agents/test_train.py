@@ -37,6 +37,7 @@ def test_checkpointed_run_resumed_after_interruption_matches_uninterrupted(tmp_p
     assert q_of(resumed) == q_of(full)
 
 
+@pytest.mark.slow
 def test_sb3_agent_checkpoints_and_resumes(tmp_path):
     pytest.importorskip("stable_baselines3")
     from agents.train import latest_sb3_checkpoint

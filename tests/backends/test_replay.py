@@ -220,6 +220,7 @@ def test_missing_or_unknown_trace():
         ReplayBackend(traces.bundled_traces()[0], order="backwards")
 
 
+@pytest.mark.slow
 def test_reference_energy_of_an_unbundled_device_comes_from_the_trace(recorded, tmp_path):
     t = traces.load_trace(recorded["static"])
     mine = traces.write_trace(t, tmp_path / "mine.csv", header=replace(t.header, device="my_phone"))
@@ -246,6 +247,7 @@ def test_reference_energy_of_an_unbundled_device_comes_from_the_trace(recorded, 
     assert all(b.reference_energy_mj[k] == 100.0 for k in np.unique(t.network))
 
 
+@pytest.mark.slow
 def test_bundled_traces_replay_by_name():
     for name in traces.bundled_traces():
         env = gym.make("AutoScale-v0", backend="replay", trace=name)

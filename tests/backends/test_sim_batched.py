@@ -12,7 +12,7 @@ from autoscale_env import config
 from autoscale_env.backends import power, radio
 from autoscale_env.backends.sim import SimBackend, SimState, _box_muller
 from autoscale_env.config import get_reward_preset
-from autoscale_env.rules import OutcomeModel, Scratch, reference_energy_mj
+from autoscale_env.rules import OutcomeModel, Scratch, oracle_actions, reference_energy_mj
 from autoscale_env.reward import accuracy_terms, reward, reward_from_terms
 from autoscale_env.state import Binner
 from conftest import CELLS
@@ -275,3 +275,15 @@ def test_env_pickles_and_deep_copies_mid_episode():
         if results[0][3]:
             for e in (env, *clones):
                 e.reset()
+
+
+@pytest.mark.parametrize("size", [5, 101, 5000])  # argmax path and row-loop path
+def test_oracle_is_the_first_best_target_and_unknown_with_any_nan(size):
+    rng = np.random.default_rng(size)
+    rewards = rng.integers(-3, 0, (9, size)).astype(float)  # many ties
+    rewards[4, 1] = np.nan
+    rewards[0, 2] = np.nan
+    got = oracle_actions(rewards, Scratch())
+    want = rewards.argmax(axis=0)
+    want[[1, 2]] = -1
+    assert got.tolist() == want.tolist()

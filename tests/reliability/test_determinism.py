@@ -91,16 +91,19 @@ def run_twice(code: str) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("scenario", ["non_streaming", "translation"])
+@pytest.mark.slow
 def test_sim_rollouts_identical_across_processes(scenario):
     a, b = run_twice(ROLLOUT.format(scenario=scenario))
     assert a == b and len(a) == 64
 
 
+@pytest.mark.slow
 def test_every_agent_trains_identically_across_processes():
     a, b = run_twice(TRAIN.format())
     assert a == b and a.count("\n") >= 3
 
 
+@pytest.mark.slow
 def test_replay_rollouts_and_q_learning_identical_across_processes(tmp_path):
     from autoscale_env.backends.sim import SimBackend
     from autoscale_env.recording import record
