@@ -9,9 +9,9 @@ these functions; none of them re-implements a rule. The observation is binned by
 :class:`autoscale_env.state.StateEncoder`, the other shared rule.
 
 * :func:`reference_energy_mj`: ``E_ref`` of the reward, a pure function of a phone profile.
-* :class:`OutcomeModel`: every target's latency and phone energy for requests given their network,
-  co-running load, both links' RSSI and multiplicative noise (:meth:`OutcomeModel.outcomes`). The
-  readable references it must agree with are :func:`autoscale_env.backends.power.local_run` and
+* :func:`outcomes` / :class:`OutcomeModel`: every target's latency and phone energy for requests
+  given their network, co-running load, both links' RSSI and multiplicative noise
+  (:meth:`OutcomeModel.outcomes`). The readable references it must agree with are :func:`autoscale_env.backends.power.local_run` and
   :func:`autoscale_env.backends.radio.offload` (tests compare them).
 * :class:`Scorer`: reward, ``qos_met``, ``accuracy_met`` of outcomes (the formula of
   :mod:`autoscale_env.reward`), and :func:`oracle_actions`, the best target per request.
@@ -277,6 +277,26 @@ class OutcomeModel:
                 out[0][...], out[1][...] = latency, energy
                 latency, energy = out
         return latency, energy
+
+
+def outcomes(device: str | config.DeviceProfile, network: np.ndarray, co_cpu_pct: np.ndarray,
+             co_mem_pct: np.ndarray, rssi_wifi_dbm: np.ndarray, rssi_p2p_dbm: np.ndarray,
+             noise: np.ndarray | None = None, *,
+             scenario: str | config.Scenario = "non_streaming") -> tuple[np.ndarray, np.ndarray]:
+    """Every target's ``(latency_ms, energy_mj)`` for requests given as arrays of any shape ``S``.
+
+    A one-call form of :meth:`OutcomeModel.outcomes` (see it for the arguments and the noise
+    rows) for a phone name, path or loaded profile; results are target-major
+    ``(n_targets,) + S`` in ``OutcomeModel(device).targets`` order. For repeated calls build the
+    :class:`OutcomeModel` once (it tabulates the profile).
+
+    Example: ``rules.outcomes("mi8pro", [0, 3], [0.0, 50.0], [0.0, 30.0], [-55.0, -85.0],
+    [-50.0, -50.0])`` gives two (9, 2) arrays, noise-free.
+    """
+    return OutcomeModel(device, scenario).outcomes(
+        np.asarray(network), np.asarray(co_cpu_pct, dtype=float),
+        np.asarray(co_mem_pct, dtype=float), np.asarray(rssi_wifi_dbm, dtype=float),
+        np.asarray(rssi_p2p_dbm, dtype=float), noise)
 
 
 def _pick(noise: np.ndarray, first_row: int, rows: np.ndarray, network: np.ndarray,

@@ -13,6 +13,7 @@ from autoscale_env.backends import power, radio
 from autoscale_env.backends.sim import SimBackend, SimState, _box_muller
 from autoscale_env.config import get_reward_preset
 from autoscale_env.rules import OutcomeModel, Scratch, oracle_actions, reference_energy_mj
+from autoscale_env.rules import outcomes as rules_outcomes
 from autoscale_env.reward import accuracy_terms, reward, reward_from_terms
 from autoscale_env.state import Binner
 from conftest import CELLS
@@ -287,3 +288,15 @@ def test_oracle_is_the_first_best_target_and_unknown_with_any_nan(size):
     want = rewards.argmax(axis=0)
     want[[1, 2]] = -1
     assert got.tolist() == want.tolist()
+
+
+def test_outcomes_function_equals_the_sims_noise_free_expectation():
+    sim = SimBackend("galaxy_s10e", "translation", "static")
+    names = [w.name for w in sim.workloads]
+    block = sim.expected(names[3], co_cpu_pct=40.0, co_mem_pct=20.0, rssi_wifi_dbm=-82.0,
+                         rssi_p2p_dbm=-60.0)
+    latency, energy = rules_outcomes(config.load_device("galaxy_s10e"), [3], [40.0], [20.0],
+                                     [-82.0], [-60.0], scenario="translation")
+    assert latency.shape == (9, 1)
+    assert latency[:, 0].tobytes() == block.latency_ms[0].tobytes()
+    assert energy[:, 0].tobytes() == block.energy_mj[0].tobytes()
