@@ -47,11 +47,12 @@ class AutoScaleVectorEnv(VectorEnv):
     its reward is 0). Observations, rewards, flags and the info values below are bit-identical to
     the single envs' (``tests/test_vector.py`` checks it).
 
-    Each sub-env has its own ``np.random.Generator`` and draws its random numbers in the order
-    ``autoscale_env.backends.sim`` documents; the arithmetic that turns draws into requests,
-    outcomes, rewards, oracle actions and observations runs once for a whole chunk of sub-envs.
-    Blocks of ``block_size`` requests (one default episode) are prepared per sub-env; a step then
-    only gathers one entry per sub-env.
+    Each sub-env has its own ``np.random.Generator`` (the single env's ``np_random``), which keys
+    one fresh stream per episode, and draws its random numbers as ``autoscale_env.backends.sim``
+    documents; the rules that turn draws into requests, outcomes, rewards, oracle actions and
+    observations (:mod:`autoscale_env.rules`, :class:`~autoscale_env.state.StateEncoder`) run
+    once for a whole chunk of sub-envs. Blocks of ``block_size`` requests (one default episode)
+    are prepared per sub-env; a step then only gathers one entry per sub-env.
 
     ``infos`` follow gymnasium's dict-of-arrays convention (``infos["_key"]`` marks the sub-envs
     that have ``key``): after a step, ``latency_ms``, ``energy_mj``, ``accuracy``, ``qos_met`` and
