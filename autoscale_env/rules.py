@@ -376,6 +376,9 @@ class Scorer:
         shape = np.shape(latency_ms)
         ws = _fresh if scratch is None else scratch
         if accuracy is None:
+            if self._tables is None:
+                raise ValueError("Scorer.score needs accuracy= (this scorer was built without an "
+                                 "accuracy table)")
             met_table, penalty_table = self._tables
             acc_met = met_table.take(network, axis=-1, mode="clip",
                                      out=ws("score.acc_met", shape, bool))
