@@ -608,7 +608,8 @@ WORKLOAD_FIELDS = ("conv", "fc", "rc")
 
 
 #: Bundled state definitions (``features=`` names): file in ``data/``.
-FEATURE_SETS = {"paper": "features.toml", "per_network": "features_per_network.toml"}
+FEATURE_SETS = {"paper": "features.toml", "per_network": "features_per_network.toml",
+                "fitted": "features_fitted.toml"}
 
 
 def resolve_features_path(name_or_path: str | None) -> Path:
