@@ -1,4 +1,5 @@
-"""The ``autoscale`` command: ``benchmark``, ``train``, ``record``, ``serve``, ``sweep``.
+"""The ``autoscale`` command: ``benchmark``, ``train``, ``record``, ``serve``, ``sweep``,
+``provenance``, ``fit-bins``.
 
 Each subcommand parses its options and calls the library; ``main(argv)`` returns an exit code, so
 the scripts in ``scripts/`` and the console script are thin wrappers around it.
@@ -64,7 +65,7 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a hyperparameter, e.g. --hp qlearning.epsilon=0.05")
     p.add_argument("--reward", default="energy", help="reward preset (data/rewards.toml)")
     p.add_argument("--features", default="paper",
-                   help="state bins: paper, per_network, or a path to a features .toml")
+                   help="state bins: paper, per_network, fitted, or a path to a features .toml")
     p.add_argument("--out", default="runs/benchmark", help="output directory")
     p.add_argument("--force", action="store_true", help="overwrite existing results in --out")
     p.add_argument("--resume", action="store_true", help="keep finished tasks, run the rest")
@@ -139,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="runs/train")
     t.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE")
     t.add_argument("--features", default="paper",
-                   help="state bins: paper, per_network, or a path to a features .toml")
+                   help="state bins: paper, per_network, fitted, or a path to a features .toml")
     t.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (0: none)")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     t.add_argument("--force", action="store_true", help="overwrite an existing model in --out")
@@ -150,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("record", "autoscale_env.recording", "record a trace (see autoscale record --help)"),
         ("serve", "autoscale_env.backends.live.server", "run an edge/cloud inference server"),
         ("sweep", "agents.sweep", "the benchmark on a process pool or a Ray cluster"),
+        ("provenance", "autoscale_env.provenance", "count the world's sourced vs estimated numbers"),
+        ("fit-bins", "autoscale_env.fit_bins", "fit state bin edges for the highest state ceiling"),
     ):
         s = sub.add_parser(name, help=help_text, add_help=False)
         s.set_defaults(delegate=module)
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``autoscale`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if argv and argv[0] in ("record", "serve", "sweep"):
+    if argv and argv[0] in ("record", "serve", "sweep", "provenance", "fit-bins"):
         import importlib
         module = parser._subparsers._group_actions[0].choices[argv[0]].get_default("delegate")
         return int(importlib.import_module(module).main(argv[1:]) or 0)

@@ -83,13 +83,27 @@ class EvalResult:
     accuracy_violations: int = 0
     oracle_matches: int = 0
     ceiling_matches: int = 0
+    near_optimal: int = 0
+    """Requests whose chosen target met both targets within ``NEAR_OPTIMAL_SLACK`` of the oracle's
+    energy."""
+    by_signal: dict[str, list[float]] = field(default_factory=dict)
+    """"regular" / "weak" Wi-Fi (:data:`WEAK_WIFI_DBM`) -> [agent, mobile-CPU, cloud energy mJ,
+    requests]."""
     decision_seconds: float = 0.0
     per_network: dict[str, list[float]] = field(default_factory=dict)
     """network -> [agent energy mJ, mobile-CPU energy mJ, requests]."""
 
     def metrics(self) -> dict[str, float]:
-        """The reported metrics (rates are fractions; ``energy_mj`` is per request)."""
+        """The reported metrics (rates are fractions; ``energy_mj`` is per request).
+
+        ``ppw_vs_cpu_weak`` etc. restrict the ratios to requests at weak / regular Wi-Fi signal
+        (NaN where the evaluation saw none)."""
         n = max(self.requests, 1)
+        split = {}
+        for band in ("regular", "weak"):
+            agent, cpu, cloud, count = self.by_signal.get(band, [0.0, 0.0, 0.0, 0])
+            split[f"ppw_vs_cpu_{band}"] = cpu / agent if count else float("nan")
+            split[f"ppw_vs_cloud_{band}"] = cloud / agent if count else float("nan")
         return {
             "energy_mj": self.energy_mj / n,
             "ppw_vs_cpu": self.cpu_energy_mj / self.energy_mj,
@@ -98,9 +112,19 @@ class EvalResult:
             "accuracy_violation_rate": self.accuracy_violations / n,
             "oracle_match": self.oracle_matches / n,
             "oracle_match_ceiling": self.ceiling_matches / n,
+            "near_optimal_rate": self.near_optimal / n,
+            **split,
             "energy_gap_to_oracle": self.energy_mj / self.oracle_energy_mj - 1.0,
             "decision_us": self.decision_seconds / n * 1e6,
         }
+
+
+#: A request is near-optimal when its target meets both targets and uses at most this much more
+#: energy than the oracle's target.
+NEAR_OPTIMAL_SLACK = 0.05
+#: Wi-Fi RSSI at or below which a request counts as "weak signal" in the split ratios: the weak bin
+#: of the paper reconstruction's state (``features.toml``).
+WEAK_WIFI_DBM = -80.0
 
 
 def evaluate(agent: Any, env: gym.Env, n_requests: int, seed: int,
@@ -113,7 +137,11 @@ def evaluate(agent: Any, env: gym.Env, n_requests: int, seed: int,
 
     ``oracle_match_ceiling`` is the best match any policy of the observation alone could reach on
     these requests: per state, the share of its most frequent oracle action. It measures how much
-    the paper's state bins alias requests whose best targets differ.
+    the state bins alias requests whose best targets differ.
+
+    ``near_optimal_rate`` is the share of requests whose chosen target met both the latency and
+    the accuracy target and used at most ``1 + NEAR_OPTIMAL_SLACK`` times the oracle target's
+    energy (a request on which no target meets both can never count).
     """
     if int(n_requests) < 1:
         raise ValueError(f"evaluation needs n_requests >= 1 (--eval-steps), got {n_requests}")
@@ -133,13 +161,23 @@ def evaluate(agent: Any, env: gym.Env, n_requests: int, seed: int,
         action = int(action)
         state_key = np.asarray(obs["state"] if isinstance(obs, dict) else obs).tobytes()
         per_state[state_key][oracle] += 1
+        wifi_dbm = float(u.context["rssi_wifi_dbm"])
         obs, reward, terminated, truncated, info = env.step(action)
         e = info["energy_mj"]
+        oracle_mj = float(cf["energy_mj"][oracle])
+        res.near_optimal += bool(info["qos_met"] and info["accuracy_met"]
+                                 and e <= oracle_mj * (1.0 + NEAR_OPTIMAL_SLACK))
+        band = res.by_signal.setdefault("weak" if wifi_dbm <= WEAK_WIFI_DBM else "regular",
+                                        [0.0, 0.0, 0.0, 0])
+        band[0] += e
+        band[1] += float(cf["energy_mj"][cpu])
+        band[2] += float(cf["energy_mj"][cloud])
+        band[3] += 1
         res.requests += 1
         res.energy_mj += e
         res.cpu_energy_mj += float(cf["energy_mj"][cpu])
         res.cloud_energy_mj += float(cf["energy_mj"][cloud])
-        res.oracle_energy_mj += float(cf["energy_mj"][oracle])
+        res.oracle_energy_mj += oracle_mj
         res.qos_violations += not info["qos_met"]
         res.accuracy_violations += not info["accuracy_met"]
         res.oracle_matches += action == oracle

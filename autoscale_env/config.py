@@ -122,11 +122,49 @@ class _Table:
             self.fail(key, "must say where the numbers come from, or 'estimate: <reason>'")
         return text
 
+    def provenance(self) -> None:
+        """Check the optional per-number provenance of this table (see ``docs/calibration.md``,
+        "Provenance fields"): ``source`` (for every number without its own entry), ``sources``
+        (field -> text) and ``ranges`` (field -> ``[lo, hi]``, or one ``[lo, hi]`` per item of a
+        list field). Read by :mod:`autoscale_env.provenance`; the world itself ignores them."""
+        if "source" in self.data:
+            self.source()
+        sources = self._get("sources", {})
+        if not isinstance(sources, dict):
+            self.fail("sources", f"must be a table of field = \"text\", got {sources!r}")
+        for key, text in sources.items():
+            if key not in self.data or key in ("source", "sources", "ranges"):
+                self.fail(f"sources.{key}", "names no numeric field of this table")
+            if not isinstance(text, str) or not text.strip():
+                self.fail(f"sources.{key}", "must say where the number comes from, or "
+                                            "'estimate: <reason>'")
+        ranges = self._get("ranges", {})
+        if not isinstance(ranges, dict):
+            self.fail("ranges", f"must be a table of field = [lo, hi], got {ranges!r}")
+        for key, span in ranges.items():
+            value = self.data.get(key)
+            if isinstance(value, list):
+                if (not isinstance(span, list) or len(span) != len(value)
+                        or not all(_is_span(s) for s in span)):
+                    self.fail(f"ranges.{key}", f"must be {len(value)} pairs [lo, hi] (one per "
+                                               f"item of {key}), got {span!r}")
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                if not _is_span(span):
+                    self.fail(f"ranges.{key}", f"must be [lo, hi] with lo <= hi, got {span!r}")
+            else:
+                self.fail(f"ranges.{key}", "names no numeric field of this table")
+
     def done(self) -> None:
         """Refuse keys nobody read: a typo must not silently fall back to a default."""
         unknown = sorted(set(self.data) - self.used)
         if unknown:
             self.fail(unknown[0], f"is not a known field here (known: {', '.join(sorted(self.used))})")
+
+
+def _is_span(span: Any) -> bool:
+    return (isinstance(span, list) and len(span) == 2
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                    for x in span) and span[0] <= span[1])
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -167,6 +205,7 @@ def load_workloads(path: str | None = None) -> dict[str, Workload]:
             output_bytes=t.integer("output_bytes", minimum=1),
             accuracy=accuracy, source=t.source(),
         )
+        t.provenance()
         t.done()
     top.done()
     return out
@@ -265,6 +304,7 @@ def load_device(name_or_path: str) -> DeviceProfile:
         top.fail("fallback_unit", f"must be one of {', '.join(UNITS)}, got {fallback!r}")
     fallback_slowdown = top.number("fallback_slowdown", minimum=1.0)
     top.source("fallback_source")
+    top.provenance()
     processors: dict[str, ProcessorPower] = {}
     base_power_w = wifi_active_w = overhead_ms = 0.0
     edge = cloud = ""
@@ -273,6 +313,7 @@ def load_device(name_or_path: str) -> DeviceProfile:
         base_power_w = base.number("power_w", positive=True)
         wifi_active_w = base.number("wifi_active_w", positive=True)
         base.source()
+        base.provenance()
         base.done()
         edge, cloud = top.str("edge"), top.str("cloud")
         for field, value in (("edge", edge), ("cloud", cloud)):
@@ -291,6 +332,7 @@ def load_device(name_or_path: str) -> DeviceProfile:
                 mem_interference=p.number("mem_interference"),
             )
             p.source()
+            p.provenance()
             p.done()
         for t in targets:
             if t.is_local and t.processor not in processors:
@@ -309,12 +351,13 @@ def load_device(name_or_path: str) -> DeviceProfile:
         row = lat.table(net)
         entries = {}
         for unit in row.data:
-            if unit == "source":
+            if unit in ("source", "sources", "ranges"):
                 continue
             if unit not in UNITS:
                 row.fail(unit, f"is not a processor/precision unit; valid: {', '.join(UNITS)}")
             entries[unit] = row.number(unit, positive=True)
         row.source()
+        row.provenance()
         row.done()
         if fallback not in entries:
             row.fail(fallback, f"is missing: every network needs the fallback unit {fallback}")
@@ -388,6 +431,7 @@ def load_links() -> dict[str, LinkModel]:
             rx_power_multiplier=t.numbers("rx_power_multiplier", length=len(edges) + 1, minimum=0.0),
         )
         t.source()
+        t.provenance()
         t.done()
     return out
 
@@ -428,6 +472,7 @@ def load_scenarios() -> dict[str, Scenario]:
             request_gap_ms=t.number("request_gap_ms", positive=True), networks=nets,
         )
         t.source()
+        t.provenance()
         t.done()
     return out
 
@@ -490,6 +535,7 @@ def load_settings() -> tuple[dict[str, AppProfile], StaticSetting, DynamicSettin
     for name in apps_t.data:
         a = apps_t.table(name)
         apps[name] = AppProfile(a.number("cpu_pct", maximum=100.0), a.number("mem_pct", maximum=100.0))
+        a.provenance()
         a.done()
 
     def app_list(t: _Table) -> tuple[str, ...]:
@@ -507,6 +553,7 @@ def load_settings() -> tuple[dict[str, AppProfile], StaticSetting, DynamicSettin
         server_latency_sigma=s.number("server_latency_sigma"),
         goodput_sigma=s.number("goodput_sigma"),
     )
+    s.provenance()
     s.done()
     d = top.table("dynamic")
     dynamic = DynamicSetting(
@@ -524,7 +571,9 @@ def load_settings() -> tuple[dict[str, AppProfile], StaticSetting, DynamicSettin
         server_latency_sigma=d.number("server_latency_sigma"),
         goodput_sigma=d.number("goodput_sigma"),
     )
+    d.provenance()
     d.done()
+    top.provenance()
     top.done()
     return apps, static, dynamic
 
@@ -559,7 +608,8 @@ WORKLOAD_FIELDS = ("conv", "fc", "rc")
 
 
 #: Bundled state definitions (``features=`` names): file in ``data/``.
-FEATURE_SETS = {"paper": "features.toml", "per_network": "features_per_network.toml"}
+FEATURE_SETS = {"paper": "features.toml", "per_network": "features_per_network.toml",
+                "fitted": "features_fitted.toml"}
 
 
 def resolve_features_path(name_or_path: str | None) -> Path:

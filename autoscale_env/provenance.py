@@ -1,0 +1,248 @@
+"""Where every number of the world comes from: sourced or ``estimate``, by file and kind.
+
+The data files (``autoscale_env/data``) carry their provenance next to the values (see
+``docs/calibration.md``, "Provenance fields"):
+
+* ``source = "..."`` in a table covers every number of that table without an entry of its own;
+  ``<prefix>_source`` covers the top-level fields named ``<prefix>_*`` (``fallback_source`` ->
+  ``fallback_slowdown``).
+* ``sources = { field = "..." }`` gives one number (or one list) its own text.
+* ``ranges = { field = [lo, hi] }`` (or one ``[lo, hi]`` per item of a list) gives an estimate's
+  plausible span; without one, +-50 % of the value (:data:`DEFAULT_RELATIVE_RANGE`).
+
+A text that starts with ``estimate`` (or says ``[reconstructed]``) marks an estimate; anything else
+is read as a citation. :func:`collect` returns one :class:`Entry` per numeric field (a list is one
+entry of several numbers), which is what ``autoscale provenance`` counts and what a sensitivity
+analysis enumerates and perturbs. State bins (``features*.toml``) and reward weights
+(``rewards.toml``) are design choices, not claims about the world, and are not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from autoscale_env.config import DATA_DIR, _read_toml
+
+#: Files that describe the world (relative to the data directory); devices/*.toml are added.
+WORLD_FILES = ("workloads.toml", "links.toml", "scenarios.toml", "settings.toml")
+#: The span of an estimate without an explicit range: value x (1 -+ this).
+DEFAULT_RELATIVE_RANGE = 0.5
+_META_KEYS = ("source", "sources", "ranges")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One numeric field of a data file (a scalar, or a list of numbers) and its provenance."""
+
+    file: str
+    """Path relative to the data directory, e.g. ``devices/mi8pro.toml``."""
+    path: tuple[str, ...]
+    """Keys from the top of the file, e.g. ``("latency_ms", "mnv1", "gpu/fp32")``."""
+    value: float | tuple[float, ...]
+    kind: str
+    """What the number is about: latency, power, interference, radio, signal, apps, noise,
+    accuracy, workload, scenario."""
+    estimate: bool
+    source: str
+    range: tuple[float, float] | tuple[tuple[float, float], ...]
+    """Plausible span: ``(lo, hi)``, or one pair per list item."""
+    explicit_range: bool
+
+    @property
+    def name(self) -> str:
+        """A stable parameter name, ``file:key.key``."""
+        return f"{self.file}:{'.'.join(self.path)}"
+
+    @property
+    def count(self) -> int:
+        """How many numbers the entry holds."""
+        return len(self.value) if isinstance(self.value, tuple) else 1
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def is_estimate(text: str) -> bool:
+    """Whether a provenance text marks an estimate (rather than citing a source)."""
+    t = text.strip().lower()
+    return (not t or t.startswith(("estimate", "[estimate]", "reconstructed", "[reconstructed]"))
+            or "[reconstructed]" in t)
+
+
+def _kind(file: str, path: tuple[str, ...]) -> str:
+    field = path[-1]
+    if file.startswith("devices/"):
+        if path[0] == "latency_ms" or field in ("fallback_slowdown", "overhead_ms"):
+            return "latency"
+        if path[0] == "processors" and field.endswith("_interference"):
+            return "interference"
+        return "power"
+    if file == "workloads.toml":
+        return "accuracy" if field.startswith("accuracy_") else "workload"
+    if file == "links.toml":
+        return "radio"
+    if file == "scenarios.toml":
+        return "scenario"
+    if path[0] == "apps" or field.startswith("app_"):
+        return "apps"
+    if field.endswith("_sigma"):
+        return "noise"
+    return "signal"
+
+
+def _default_range(value: float) -> tuple[float, float]:
+    lo, hi = value * (1 - DEFAULT_RELATIVE_RANGE), value * (1 + DEFAULT_RELATIVE_RANGE)
+    return (min(lo, hi), max(lo, hi))
+
+
+def _walk(file: str, table: dict[str, Any], path: tuple[str, ...],
+          inherited: str) -> Iterator[Entry]:
+    own = table.get("source")
+    text_default = own if isinstance(own, str) else inherited
+    sources = table.get("sources") if isinstance(table.get("sources"), dict) else {}
+    ranges = table.get("ranges") if isinstance(table.get("ranges"), dict) else {}
+    for key, value in table.items():
+        if key in _META_KEYS or key.endswith("_source"):
+            continue
+        if isinstance(value, dict):
+            yield from _walk(file, value, path + (key,), text_default)
+            continue
+        is_list = isinstance(value, list) and value and all(_is_number(v) for v in value)
+        if not (_is_number(value) or is_list):
+            continue
+        prefix_source = table.get(f"{key.split('_')[0]}_source")
+        text = sources.get(key) or (prefix_source if isinstance(prefix_source, str) else None) \
+            or text_default or ""
+        span = ranges.get(key)
+        if is_list:
+            val: Any = tuple(float(v) for v in value)
+            rng: Any = (tuple((float(a), float(b)) for a, b in span) if span
+                        else tuple(_default_range(v) for v in val))
+        else:
+            val = float(value)
+            rng = (float(span[0]), float(span[1])) if span else _default_range(val)
+        yield Entry(file=file, path=path + (key,), value=val, kind=_kind(file, path + (key,)),
+                    estimate=is_estimate(text), source=text or "estimate: no source given",
+                    range=rng, explicit_range=span is not None)
+
+
+def world_files(data_dir: Path | str = DATA_DIR) -> list[Path]:
+    """The data files that describe the world, in report order."""
+    d = Path(data_dir)
+    return [d / f for f in WORLD_FILES] + sorted((d / "devices").glob("*.toml"))
+
+
+def collect(data_dir: Path | str = DATA_DIR) -> list[Entry]:
+    """Every numeric field of the world's data files with its provenance."""
+    d = Path(data_dir)
+    out: list[Entry] = []
+    for path in world_files(d):
+        rel = path.relative_to(d).as_posix()
+        out.extend(_walk(rel, _read_toml(path), (), ""))
+    return out
+
+
+def estimates(data_dir: Path | str = DATA_DIR) -> list[Entry]:
+    """The entries marked ``estimate`` (what a sensitivity analysis perturbs)."""
+    return [e for e in collect(data_dir) if e.estimate]
+
+
+def counts(entries: list[Entry], by: str = "file") -> dict[tuple[str, str], list[int]]:
+    """(file or kind, kind or file) -> [sourced numbers, estimated numbers]."""
+    out: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for e in entries:
+        key = (e.file, e.kind) if by == "file" else (e.kind, e.file)
+        out[key][1 if e.estimate else 0] += e.count
+    return dict(sorted(out.items()))
+
+
+def _ranking(path: str | None) -> dict[str, float]:
+    """Parameter name -> importance from a sensitivity.csv (largest mu_star or ST over metrics)."""
+    if not path:
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    score: dict[str, float] = {}
+    for r in rows:
+        for col in ("mu_star", "ST"):
+            try:
+                v = abs(float(r.get(col) or "nan"))
+            except ValueError:
+                continue
+            if v == v:
+                score[r["parameter"]] = max(score.get(r["parameter"], 0.0), v)
+    return score
+
+
+def report(entries: list[Entry], *, by: str = "file", top: int = 15,
+           ranking: str | None = None) -> str:
+    """The Markdown report ``autoscale provenance`` prints."""
+    total = sum(e.count for e in entries)
+    est = sum(e.count for e in entries if e.estimate)
+    lines = [f"# Provenance of the world's numbers\n",
+             f"{total - est} of {total} numbers carry a source ({100 * (total - est) / max(total, 1):.1f} % "
+             f"sourced), {est} are estimates ({sum(e.estimate for e in entries)} parameters).\n",
+             f"| {by} | {'kind' if by == 'file' else 'file'} | sourced | estimate | sourced % |",
+             "|---|---|---|---|---|"]
+    for (a, b), (s, e) in counts(entries, by).items():
+        lines.append(f"| {a} | {b} | {s} | {e} | {100 * s / max(s + e, 1):.0f} |")
+    per_kind: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for e in entries:
+        per_kind[e.kind][1 if e.estimate else 0] += e.count
+    lines += ["", "| kind | sourced | estimate | sourced % |", "|---|---|---|---|"]
+    for k, (s, e) in sorted(per_kind.items()):
+        lines.append(f"| {k} | {s} | {e} | {100 * s / max(s + e, 1):.0f} |")
+    ests = [e for e in entries if e.estimate]
+    score = _ranking(ranking)
+    if score:
+        ests.sort(key=lambda e: -score.get(e.name, 0.0))
+        title = f"Estimates that matter most (ranked by {ranking})"
+    else:
+        # Without a sensitivity run: the radio/link and signal estimates first, the group the
+        # calibration note's Correction found to dominate the results.
+        order = {"radio": 0, "signal": 1, "power": 2, "latency": 3}
+        ests.sort(key=lambda e: (order.get(e.kind, 9), e.file, e.path))
+        title = ("Estimates to check first (radio/link and signal; rank them with "
+                 "`autoscale sensitivity` and `--ranking sensitivity.csv`)")
+    lines += ["", f"{title}:", "", "| parameter | value | range | reason |", "|---|---|---|---|"]
+    for e in ests[:top]:
+        reason = e.source.split(":", 1)[-1].strip()
+        lines.append(f"| {e.name} | {_fmt(e.value)} | {_fmt(e.range)}"
+                     f"{'' if e.explicit_range else ' (default)'} | {reason[:110]} |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, tuple):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    return f"{v:g}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``autoscale provenance``: count sourced vs estimated numbers, list the estimates."""
+    p = argparse.ArgumentParser(prog="autoscale provenance", description=main.__doc__)
+    p.add_argument("--by", choices=("file", "kind"), default="file", help="group rows by")
+    p.add_argument("--top", type=int, default=15, help="estimates to list")
+    p.add_argument("--ranking", help="a sensitivity.csv (parameter, mu_star/ST) to rank estimates")
+    p.add_argument("--json", action="store_true", help="print every entry as JSON lines instead")
+    p.add_argument("--data-dir", default=str(DATA_DIR), help="data directory to read")
+    args = p.parse_args(argv)
+    entries = collect(args.data_dir)
+    if args.json:
+        for e in entries:
+            print(json.dumps({"name": e.name, **asdict(e)}))
+        return 0
+    sys.stdout.write(report(entries, by=args.by, top=args.top, ranking=args.ranking))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

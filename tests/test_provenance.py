@@ -1,0 +1,96 @@
+"""Provenance: every number of the world says where it comes from; the report counts them."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from autoscale_env import config, provenance
+from autoscale_env.errors import ConfigError
+
+
+def test_every_radio_link_number_carries_its_own_source_or_reasoned_estimate():
+    entries = {e.name: e for e in provenance.collect() if e.file == "links.toml"}
+    assert entries
+    for e in entries.values():
+        assert e.source != "see sources", f"{e.name}: no per-number source"
+        reason = e.source.split(":", 1)[-1].strip()
+        if reason.startswith("as wifi"):  # Wi-Fi Direct borrowing the Wi-Fi link's argument
+            reason = entries[e.name.replace(":p2p.", ":wifi.")].source
+        if e.estimate:
+            assert len(reason) > 20, f"{e.name}: estimate without reason"
+
+
+def test_estimates_and_sources_are_told_apart():
+    assert provenance.is_estimate("estimate: retries")
+    assert provenance.is_estimate("tolerance 1 pt [reconstructed]")
+    assert not provenance.is_estimate("PP-845 wifi.active 182.79 mA x 3.85 V")
+    by_name = {e.name: e for e in provenance.collect()}
+    assert not by_name["devices/mi8pro.toml:base.wifi_active_w"].estimate
+    assert by_name["devices/mi8pro.toml:base.power_w"].estimate
+    assert by_name["devices/mi8pro.toml:latency_ms.mnv1.gpu/fp32"].estimate
+    assert not by_name["devices/mi8pro.toml:latency_ms.mnv1.cpu/fp32"].estimate
+    assert by_name["devices/mi8pro.toml:fallback_slowdown"].estimate
+
+
+def test_ranges_are_explicit_or_default_to_plus_minus_half():
+    by_name = {e.name: e for e in provenance.collect()}
+    rtt = by_name["links.toml:wifi.rtt_ms"]
+    assert rtt.explicit_range and rtt.range == (5.0, 40.0)
+    busy = by_name["devices/mi8pro.toml:processors.gpu.busy_power_w"]
+    assert not busy.explicit_range and busy.range == pytest.approx((0.9, 2.7))
+    edges = by_name["links.toml:wifi.tx_power_multiplier"]
+    assert len(edges.range) == len(edges.value) == 4
+
+
+def test_report_counts_sourced_and_estimated_numbers_by_file_and_kind():
+    entries = provenance.collect()
+    text = provenance.report(entries)
+    total = sum(e.count for e in entries)
+    sourced = sum(e.count for e in entries if not e.estimate)
+    assert f"{sourced} of {total} numbers carry a source" in text
+    assert "| links.toml | radio |" in text
+    assert "| radio |" in provenance.report(entries, by="kind")
+
+
+def test_report_ranks_estimates_by_a_sensitivity_file(tmp_path):
+    csv = tmp_path / "sensitivity.csv"
+    csv.write_text("parameter,metric,mu_star\nlinks.toml:wifi.rtt_ms,ppw_vs_cloud,0.1\n"
+                   "settings.toml:static.rssi_wifi_dbm,ppw_vs_cloud,3.0\n")
+    text = provenance.report(provenance.collect(), top=2, ranking=str(csv))
+    listed = text.split("ranked by")[1].splitlines()
+    rows = [line for line in listed if line.startswith("| ") and ".toml:" in line]
+    assert rows[0].startswith("| settings.toml:static.rssi_wifi_dbm")
+    assert rows[1].startswith("| links.toml:wifi.rtt_ms")
+
+
+def test_cli_prints_the_sourced_share(capsys):
+    from agents.cli import main
+    assert main(["provenance", "--top", "3"]) == 0
+    assert "% sourced" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("line, problem", [
+    ('sources.nope = "estimate: x"', "names no numeric field"),
+    ("ranges.wifi_active_w = [2.0, 1.0]", "lo <= hi"),
+    ('sources.wifi_active_w = ""', "must say where"),
+])
+def test_bad_provenance_fields_are_refused_naming_the_field(tmp_path, line, problem):
+    src = config.DEVICES_DIR / "mi8pro.toml"
+    text = src.read_text().replace("[base]\n", "[base]\n" + line + "\n", 1)
+    path = tmp_path / "phone.toml"
+    path.write_text(text)
+    config.load_device.cache_clear()
+    with pytest.raises(ConfigError, match=problem) as e:
+        config.load_device(str(path))
+    assert "base." in str(e.value)
+    config.load_device.cache_clear()
+
+
+def test_collect_reads_another_data_directory(tmp_path):
+    shutil.copytree(config.DATA_DIR, tmp_path / "data")
+    links = tmp_path / "data" / "links.toml"
+    links.write_text(links.read_text().replace("rtt_ms = 10.0", "rtt_ms = 12.0", 1))
+    by_name = {e.name: e for e in provenance.collect(tmp_path / "data")}
+    assert by_name["links.toml:wifi.rtt_ms"].value == 12.0
