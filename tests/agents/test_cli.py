@@ -91,6 +91,8 @@ def test_evaluate_loads_sb3_and_baseline_models(tmp_path, capsys):
     assert main(["train", "--agent", "fixed:local/cpu/fp32", "--steps", "1", "--eval-steps", "0",
                  "--out", str(tmp_path / "cpu"), "--quiet"]) == 0
     capsys.readouterr()
+    assert list((tmp_path / "ppo" / "tb").glob("*/ppo_*/events.out.tfevents.*")), \
+        "train writes SB3's own train/* scalars beside ours"
     assert main(["evaluate", "--model", str(tmp_path / "ppo" / "model.zip"), "--seeds", "1",
                  "--eval-steps", "200"]) == 0
     assert "| mi8pro | non_streaming | dynamic | ppo | 1 |" in capsys.readouterr().out

@@ -16,8 +16,8 @@ from autoscale_env.errors import DependencyMissing
 # Every module here needs the [live] extra (torch, psutil); say so instead of a bare
 # ModuleNotFoundError when it is missing (gym.make(backend="live"), `autoscale serve`, ...).
 try:
-    import psutil  # noqa: F401
     import torch  # noqa: F401
+    import psutil  # noqa: F401
 except ImportError as _e:
     raise DependencyMissing(_e.name or "torch", "live",
                             "the live backend and `autoscale serve`") from None
