@@ -16,13 +16,16 @@ Command line: autoscale --help (or python -m agents.cli --help).
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``agents.cli`` with ``argv``; print the usage above if it cannot be imported."""
+    """Run ``agents.cli`` with ``argv``; without arguments (or without the agents) print the
+    usage above."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         from agents.cli import main as cli_main
     except ImportError:
+        cli_main = None
+    if cli_main is None or not argv:
         print(USAGE, end="")
         return 0
-    sys.argv[0] = "python -m autoscale_env"
     return cli_main(argv)
 
 

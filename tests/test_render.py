@@ -58,3 +58,7 @@ def test_python_dash_m_autoscale_env_runs_the_cli():
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "benchmark" in proc.stdout and "evaluate" in proc.stdout
+    bare = subprocess.run([sys.executable, "-m", "autoscale_env"], capture_output=True,
+                          text=True, timeout=60)
+    assert bare.returncode == 0 and 'gym.make("AutoScale-v0"' in bare.stdout
+    assert "autoscale --help" in bare.stdout
