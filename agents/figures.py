@@ -117,6 +117,11 @@ def _ncols(cells: Sequence[tuple[str, str, str]]) -> int:
     return len(settings) if 1 < len(settings) <= 4 and len(cells) > len(settings) else min(4, len(cells))
 
 
+def _layout(fig) -> None:
+    """Tight panels below a two-line suptitle of fixed height, whatever the figure's height."""
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.65 / fig.get_figheight()))
+
+
 def _save(fig, path: Path) -> Path:
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
@@ -217,7 +222,7 @@ def _curves(plt, rows, results, metric: str, path: Path) -> Path:
                fontsize=8, frameon=False)
     fig.suptitle(f"{title}\nmean and 95 % interval over {_seeds_note(seeds)}; dashed: "
                  "references from the greedy evaluation", fontsize=10)
-    fig.tight_layout()
+    _layout(fig)
     saved = _save(fig, path)
     plt.close(fig)
     return saved
@@ -281,7 +286,7 @@ def _efficiency(plt, rows, path: Path) -> Path:
     fig.suptitle("Energy efficiency per network, normalised to local/cpu/fp32 on the same requests "
                  f"(higher is better)\nmean and 95 % interval over {_seeds_note(seeds)}",
                  fontsize=10)
-    fig.tight_layout()
+    _layout(fig)
     saved = _save(fig, path)
     plt.close(fig)
     return saved
