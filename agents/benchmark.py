@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 import autoscale_env  # noqa: F401  (registers AutoScale-v0)
 from agents import CLOUD, MOBILE_CPU, agent_class, make_agent
 from agents.evaluation import TrainingMonitor, evaluate
-from agents.tracking import ScalarWriter, run_name
+from agents.tracking import ScalarWriter, log_evaluation, run_name, task_hparams
 
 #: Offset between a task's training seed and its evaluation seed, so evaluation sees fresh requests.
 EVAL_SEED_OFFSET = 10_000
@@ -82,8 +82,11 @@ def grid(agents: Iterable[str], devices: Iterable[str], scenarios: Iterable[str]
             for a in agents for s in range(seeds)]
 
 
-def run_task(task: Task, cfg: BenchmarkConfig, out: Path | None) -> dict[str, list[dict]]:
-    """Train (if the agent learns) and evaluate; returns the rows for every output table."""
+def run_task(task: Task, cfg: BenchmarkConfig, out: Path | None, *,
+             progress: bool = False) -> dict[str, list[dict]]:
+    """Train (if the agent learns) and evaluate; returns the rows for every output table.
+
+    ``progress`` shows a progress bar while a slow (SB3) learner trains."""
     make = dict(device=task.device, scenario=task.scenario, setting=task.setting, **cfg.env_kwargs)
     learns = getattr(agent_class(task.agent), "learns", True)
     writer = ScalarWriter(out / "tb" / run_name(*task.key)) if out is not None else None
@@ -94,14 +97,15 @@ def run_task(task: Task, cfg: BenchmarkConfig, out: Path | None) -> dict[str, li
             train_env = gym.make("AutoScale-v0", **make)
             agent = make_agent(task.agent, train_env, seed=task.seed,
                                **cfg.hyperparameters.get(task.agent, {}))
-            if writer is not None and hasattr(agent, "tensorboard_log"):
+            sb3 = hasattr(agent, "tensorboard_log")
+            if writer is not None and writer.enabled and sb3:
                 agent.tensorboard_log = str(writer.logdir)  # SB3's own scalars, beside ours
             if writer is not None:
                 writer.text("hyperparameters", _markdown_table(
                     {"agent": task.agent, **asdict(cfg), **getattr(agent, "hparams", {})}))
             monitor = TrainingMonitor(writer, cfg.log_interval)
             t0 = time.perf_counter()
-            agent.learn(cfg.train_steps, callback=monitor)
+            agent.learn(cfg.train_steps, callback=monitor, progress_bar=progress and sb3)
             train_seconds = time.perf_counter() - t0
             monitor.flush()
             curve = monitor.curve
@@ -114,15 +118,16 @@ def run_task(task: Task, cfg: BenchmarkConfig, out: Path | None) -> dict[str, li
     finally:
         eval_env.close()
     metrics = result.metrics()
-    if writer is not None:
-        for name in ("energy_mj", "ppw_vs_cpu", "ppw_vs_cloud", "oracle_match",
-                     "near_optimal_rate", "qos_violation_rate", "energy_gap_to_oracle"):
-            writer.scalar(f"eval/{name}", metrics[name], cfg.train_steps)
-        writer.close()
     base = dict(zip(("agent", "device", "scenario", "setting", "seed"), task.key))
     row = {**base, **metrics, "train_steps": cfg.train_steps if learns else 0,
            "train_seconds": train_seconds, "eval_steps": cfg.eval_steps,
            "memory_bytes": int(getattr(agent, "nbytes", 0))}
+    if writer is not None:
+        tags = log_evaluation(writer, row, learns=learns, train_steps=cfg.train_steps,
+                              log_interval=cfg.log_interval)
+        writer.hparams(task_hparams(row, cfg.env_kwargs, agent),
+                       {tag: row[tag.split("/", 1)[1]] for tag in tags})
+        writer.close()
     networks = [{**base, "network": net, "requests": v[2], "energy_mj": v[0], "cpu_energy_mj": v[1]}
                 for net, v in sorted(result.per_network.items())]
     curves = [{**base, "step": p["step"], "oracle_match": p["autoscale/oracle_match"],
@@ -220,7 +225,7 @@ def run(tasks: Sequence[Task], cfg: BenchmarkConfig, store: ResultStore, *,
     with tqdm(total=len(todo), disable=not progress, desc="benchmark", unit="task") as bar:
         for task in todo:
             bar.set_postfix_str(f"{task.agent} {task.device}/{task.scenario}/{task.setting} s{task.seed}")
-            store.append(run_task(task, cfg, store.out))
+            store.append(run_task(task, cfg, store.out, progress=progress))
             bar.update(1)
 
 

@@ -1,5 +1,5 @@
-"""The ``autoscale`` command: ``benchmark``, ``train``, ``record``, ``serve``, ``sweep``,
-``provenance``, ``fit-bins``.
+"""The ``autoscale`` command: ``benchmark``, ``train``, ``evaluate``, ``record``, ``serve``,
+``sweep``, ``provenance``, ``fit-bins``.
 
 Each subcommand parses its options and calls the library; ``main(argv)`` returns an exit code, so
 the scripts in ``scripts/`` and the console script are thin wrappers around it.
@@ -49,23 +49,50 @@ def _positive_int(text: str) -> int:
     return value
 
 
+#: Every option's default appears in ``--help`` (argparse adds "(default: ...)").
+FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+
+
+def valid_names() -> dict[str, str]:
+    """The valid names for the options, as shown in ``--help`` (read from the data files)."""
+    from agents import agent_names
+    from autoscale_env import config
+    try:
+        targets = ", ".join(str(t) for t in config.load_device("mi8pro").targets)
+    except Exception:  # help must never fail; the option itself validates
+        targets = "see env.unwrapped.targets"
+    return {
+        "agents": ", ".join(a for a in agent_names() if a != "fixed:<target>")
+                  + f", fixed:<target> (mi8pro targets: {targets})",
+        "devices": ", ".join(config.device_names()) + ", or a path to a profile .toml",
+        "scenarios": ", ".join(config.load_scenarios()),
+        "settings": ", ".join(config.SETTINGS),
+        "features": ", ".join(config.FEATURE_SETS) + ", or a path to a features .toml",
+        "rewards": ", ".join(config.load_reward_presets()),
+    }
+
+
 def add_grid_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``benchmark`` and ``sweep``."""
-    p.add_argument("--agents", default=DEFAULT_AGENTS, help="comma list of agent names")
-    p.add_argument("--device", default="mi8pro", help="comma list: mi8pro,galaxy_s10e,moto_x_force")
+    names = valid_names()
+    p.add_argument("--agents", default=DEFAULT_AGENTS,
+                   help=f"comma list of agents; valid: {names['agents']}; dqn, ppo, a2c need the "
+                        "[sb3] extra")
+    p.add_argument("--device", default="mi8pro", help=f"comma list of phones: {names['devices']}")
     p.add_argument("--scenario", default="non_streaming",
-                   help="comma list: non_streaming,streaming,translation")
-    p.add_argument("--setting", default="dynamic", help="comma list: static,dynamic")
+                   help=f"comma list of scenarios: {names['scenarios']}")
+    p.add_argument("--setting", default="dynamic", help=f"comma list of settings: {names['settings']}")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per cell")
     p.add_argument("--train-steps", type=int, default=64_000, help="online training requests")
     p.add_argument("--eval-steps", type=_positive_int, default=5_000,
                    help="greedy evaluation requests (>= 1)")
     p.add_argument("--log-interval", type=int, default=1_000, help="steps per TensorBoard point")
     p.add_argument("--hp", action="append", default=[], metavar="AGENT.NAME=VALUE",
-                   help="override a hyperparameter, e.g. --hp qlearning.epsilon=0.05")
-    p.add_argument("--reward", default="energy", help="reward preset (data/rewards.toml)")
-    p.add_argument("--features", default="paper",
-                   help="state bins: paper, per_network, fitted, or a path to a features .toml")
+                   help="override a hyperparameter (repeatable), e.g. --hp qlearning.epsilon=0.05; "
+                        "defaults: agents/data/hyperparams.toml, agents.qlearning.QLearningConfig")
+    p.add_argument("--reward", default="energy",
+                   help=f"reward preset (autoscale_env/data/rewards.toml): {names['rewards']}")
+    p.add_argument("--features", default="paper", help=f"state bins: {names['features']}")
     p.add_argument("--out", default="runs/benchmark", help="output directory")
     p.add_argument("--force", action="store_true", help="overwrite existing results in --out")
     p.add_argument("--resume", action="store_true", help="keep finished tasks, run the rest")
@@ -106,8 +133,40 @@ def cmd_benchmark(args) -> int:
     store = ResultStore(args.out, force=args.force, resume=args.resume)
     run(tasks, cfg, store, progress=not args.quiet)
     print(finish(store, figures=not args.no_figures))
-    print(f"results: {Path(args.out) / 'results.csv'}   TensorBoard: tensorboard --logdir {Path(args.out) / 'tb'}")
+    print(output_listing(args.out))
     return 0
+
+
+#: What each output of a benchmark or sweep holds, in the order they are listed.
+OUTPUTS = {
+    "results.csv": "one row per agent x cell x seed",
+    "per_network.csv": "energy per network (figures)",
+    "curves.csv": "training curves (figures)",
+    "summary.md": "the table above",
+    "config.json": "the run's configuration",
+}
+
+
+def output_listing(out: str | Path) -> str:
+    """The closing lines of ``benchmark`` / ``sweep``: every file the run produced."""
+    out = Path(out)
+    lines = [f"wrote to {out}/:"]
+    for name, what in OUTPUTS.items():
+        if (out / name).exists():
+            lines.append(f"  {out / name}  ({what})")
+    for png in sorted(out.glob("*.png")):
+        lines.append(f"  {png}  (figure)")
+    tb = out / "tb"
+    if tb.is_dir():
+        runs = sum(1 for d in tb.iterdir() if d.is_dir())
+        lines.append(f"  {tb}/  ({runs} TensorBoard runs: tensorboard --logdir {tb})")
+    return "\n".join(lines)
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """Print the benchmark's summary table for evaluation rows."""
+    from agents.benchmark import summarize
+    print(summarize(rows), end="")
 
 
 def cmd_train(args) -> int:
@@ -119,33 +178,92 @@ def cmd_train(args) -> int:
                  progress=not args.quiet,
                  features=args.features)
     print(f"saved {path}")
+    if args.eval_steps > 0:
+        from agents.saved import evaluate_saved
+        rows = evaluate_saved(path, devices=[args.device], scenarios=[args.scenario],
+                              settings=[args.setting], seeds=1, eval_steps=args.eval_steps,
+                              features=args.features)
+        print(f"\nGreedy evaluation of {path} on {args.eval_steps} requests it did not train "
+              "on (the benchmark's evaluation seed):\n")
+        print_table(rows)
+        print(f"\nevaluate it elsewhere: autoscale evaluate --model {path} --scenario ...")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from agents.saved import evaluate_saved
+    rows = evaluate_saved(args.model, devices=_csv(args.device) or None,
+                          scenarios=_csv(args.scenario) or None,
+                          settings=_csv(args.setting) or None, seeds=args.seeds,
+                          eval_steps=args.eval_steps,
+                          features=None if args.features == "auto" else args.features,
+                          reward=args.reward)
+    print_table(rows)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="autoscale", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="autoscale", formatter_class=FORMATTER,
+        description="AutoScale-v0: train, benchmark and evaluate agents; record traces; serve models.",
+        epilog="Run `autoscale COMMAND --help` for a command's options, their defaults and "
+               "valid values.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    names = valid_names()
 
-    b = sub.add_parser("benchmark", help="train and evaluate agents on a grid of cells, one table")
+    b = sub.add_parser("benchmark", help="train and evaluate agents on a grid of cells, one table",
+                       description="Train every agent on every cell (device x scenario x setting) "
+                                   "and seed, evaluate greedily on fresh requests, and write "
+                                   "results.csv, summary.md, figures and TensorBoard runs.",
+                       formatter_class=FORMATTER)
     add_grid_arguments(b)
     b.set_defaults(func=cmd_benchmark)
 
-    t = sub.add_parser("train", help="train one agent on one cell and save it")
-    t.add_argument("--agent", default="qlearning")
-    t.add_argument("--device", default="mi8pro")
-    t.add_argument("--scenario", default="non_streaming")
-    t.add_argument("--setting", default="dynamic")
-    t.add_argument("--steps", type=int, default=64_000)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", default="runs/train")
-    t.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE")
-    t.add_argument("--features", default="paper",
-                   help="state bins: paper, per_network, fitted, or a path to a features .toml")
+    t = sub.add_parser("train", help="train one agent on one cell, save it, print its evaluation",
+                       description="Train one agent on one cell, save it under --out (model.npz "
+                                   "or model.zip, TensorBoard logs in tb/), then evaluate it "
+                                   "greedily and print the benchmark's table.",
+                       formatter_class=FORMATTER)
+    t.add_argument("--agent", default="qlearning",
+                   help=f"agent to train: {names['agents']}; dqn, ppo, a2c need the [sb3] extra")
+    t.add_argument("--device", default="mi8pro", help=f"phone: {names['devices']}")
+    t.add_argument("--scenario", default="non_streaming", help=f"scenario: {names['scenarios']}")
+    t.add_argument("--setting", default="dynamic", help=f"setting: {names['settings']}")
+    t.add_argument("--steps", type=int, default=64_000, help="online training requests")
+    t.add_argument("--seed", type=int, default=0, help="seed of the agent and the env")
+    t.add_argument("--out", default="runs/train", help="output directory")
+    t.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a hyperparameter (repeatable), e.g. --hp alpha=0.1")
+    t.add_argument("--features", default="paper", help=f"state bins: {names['features']}")
     t.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (0: none)")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     t.add_argument("--force", action="store_true", help="overwrite an existing model in --out")
-    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--eval-steps", type=int, default=5_000,
+                   help="greedy evaluation requests after training (0: skip the evaluation)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a saved agent and print the benchmark's table",
+                       description="Load a saved agent (Q-table .npz, SB3 .zip with its "
+                                   ".meta.json, baseline .json) and evaluate it greedily on the "
+                                   "given cells; prints the same table as `autoscale benchmark`. "
+                                   "Only load SB3 models you or someone you trust created (SB3 "
+                                   "stores some fields with cloudpickle).",
+                       formatter_class=FORMATTER)
+    e.add_argument("--model", required=True, help="path of the saved agent, e.g. runs/q/model.npz")
+    e.add_argument("--device", default="",
+                   help=f"comma list of phones: {names['devices']} (empty: the model's own)")
+    e.add_argument("--scenario", default="",
+                   help=f"comma list of scenarios: {names['scenarios']} (empty: the model's own)")
+    e.add_argument("--setting", default="",
+                   help=f"comma list of settings: {names['settings']} (empty: the model's own)")
+    e.add_argument("--seeds", type=int, default=3,
+                   help="evaluation seeds per cell (the benchmark's evaluation seeds)")
+    e.add_argument("--eval-steps", type=int, default=5_000, help="greedy evaluation requests")
+    e.add_argument("--features", default="auto",
+                   help=f"state bins: auto (the bundled set matching the model), {names['features']}")
+    e.add_argument("--reward", default="energy", help=f"reward preset: {names['rewards']}")
+    e.set_defaults(func=cmd_evaluate)
 
     for name, module, help_text in (
         ("record", "autoscale_env.recording", "record a trace (see autoscale record --help)"),
@@ -166,7 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("record", "serve", "sweep", "provenance", "fit-bins"):
         import importlib
         module = parser._subparsers._group_actions[0].choices[argv[0]].get_default("delegate")
-        return int(importlib.import_module(module).main(argv[1:]) or 0)
+        try:
+            return int(importlib.import_module(module).main(argv[1:]) or 0)
+        except AutoScaleError as e:  # e.g. a missing extra: its install hint, no traceback
+            print(f"autoscale {argv[0]}: error: {e}", file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

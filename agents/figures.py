@@ -1,33 +1,125 @@
-"""Figures like the paper's (needs the ``[plots]`` extra; skipped with a warning otherwise)."""
+"""Figures of a benchmark or sweep, drawn from its results files alone (the ``[plots]`` extra).
+
+``write_figures(out_dir)`` reads ``results.csv``, ``curves.csv`` and ``per_network.csv`` and writes:
+
+* ``oracle_match_vs_steps.png``: learning curves, one panel per cell (device / scenario /
+  setting): each learning agent's oracle match in the training window, mean over seeds with a
+  95 % Student-t band, against training requests; reference lines: the oracle (100 % by
+  definition) and the state ceiling (the best any policy of the observation can reach, from the
+  evaluation in ``results.csv``);
+* ``energy_vs_steps.png``: the same panels for energy per request, with the oracle's and the
+  mobile CPU's evaluated energy as reference lines (when they were benchmarked);
+* ``efficiency_per_network.png``: energy efficiency against the mobile CPU per network, one
+  panel per cell (settings apart), bars with 95 % intervals over seeds.
+
+``python scripts/plot.py runs/bench`` remakes them without rerunning anything. Without matplotlib
+nothing is drawn and a warning names the extra.
+"""
 
 from __future__ import annotations
 
+import csv
 import logging
+import math
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
+CELL = ("device", "scenario", "setting")
+MOBILE_CPU = "fixed:local/cpu/fp32"
 
-def write_figures(store: Any) -> list[Path]:
-    """Write ``efficiency_per_network.png`` and ``oracle_match_vs_steps.png`` into the store."""
+
+def read_table(out: str | Path, table: str) -> list[dict[str, str]]:
+    """Rows of ``<out>/<table>.csv`` (complete lines only; missing file: no rows)."""
+    path = Path(out) / f"{table}.csv"
+    if not path.exists():
+        return []
+    text = path.read_text()
+    if text and not text.endswith("\n"):  # a torn last line from a kill: drop it
+        text = text[: text.rfind("\n") + 1]
+    return list(csv.DictReader(text.splitlines()))
+
+
+def write_figures(out: Any) -> list[Path]:
+    """Draw every figure of the run in ``out`` (a directory, or a ``ResultStore``) into it."""
+    out = Path(getattr(out, "out", out))
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        logger.warning("matplotlib is not installed: no figures; pip install 'autoscale-env[plots]'")
+        logger.warning("matplotlib is not installed: no figures; install it with: "
+                       "pip install -c constraints.txt 'autoscale-env[plots]'")
         return []
+    results = read_table(out, "results")
     written = []
-    nets = store.read("per_network")
-    if nets:
-        written.append(_efficiency(plt, nets, store.out / "efficiency_per_network.png"))
-    curves = store.read("curves")
+    curves = read_table(out, "curves")
     if curves:
-        written.append(_curves(plt, curves, store.out / "oracle_match_vs_steps.png"))
+        written.append(_curves(plt, curves, results, "oracle_match", out / "oracle_match_vs_steps.png"))
+        written.append(_curves(plt, curves, results, "energy_mj", out / "energy_vs_steps.png"))
+    nets = read_table(out, "per_network")
+    if nets:
+        written.append(_efficiency(plt, nets, out / "efficiency_per_network.png"))
     return written
+
+
+# ---- statistics ------------------------------------------------------------------------------
+
+
+def mean_band(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and 95 % Student-t half-width over seeds (0 for a single value)."""
+    from agents.benchmark import mean_ci
+    return mean_ci(list(values))
+
+
+def _cell_key(row: dict[str, str]) -> tuple[str, str, str]:
+    return tuple(row[k] for k in CELL)  # type: ignore[return-value]
+
+
+def _cell_order(cell: tuple[str, str, str]) -> tuple:
+    """Device, scenario, then settings in their natural order (static before dynamic)."""
+    settings = ("static", "dynamic")
+    return (cell[0], cell[1], settings.index(cell[2]) if cell[2] in settings else 2, cell[2])
+
+
+def _plain_log_ticks(ax) -> None:
+    """Tick labels as plain numbers (0.1, 1, 5) instead of powers of ten on a log axis."""
+    from matplotlib.ticker import FuncFormatter
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(FuncFormatter(
+        lambda v, _: f"{v:g}" if f"{v:.1g}"[0] in "25" else ""))
+
+
+def _agent_order(name: str) -> tuple[int, str]:
+    from agents.benchmark import _agent_order as order
+    return order(name)
+
+
+def _grid(plt, n: int, ncols: int, panel: tuple[float, float]):
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel[0] * ncols + 1.5, panel[1] * nrows + 0.8),
+                             squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _ncols(cells: Sequence[tuple[str, str, str]]) -> int:
+    """Settings side by side when they are a small set (static | dynamic), else up to 4."""
+    settings = {c[2] for c in cells}
+    return len(settings) if 1 < len(settings) <= 4 and len(cells) > len(settings) else min(4, len(cells))
+
+
+def _layout(fig) -> None:
+    """Tight panels below a two-line suptitle of fixed height, whatever the figure's height."""
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.65 / fig.get_figheight()))
 
 
 def _save(fig, path: Path) -> Path:
@@ -37,49 +129,164 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _seeds_note(counts: set[int]) -> str:
+    if not counts:
+        return ""
+    lo, hi = min(counts), max(counts)
+    return f"{lo} seed{'s' if lo != 1 else ''}" if lo == hi else f"{lo}-{hi} seeds"
+
+
+# ---- learning curves -------------------------------------------------------------------------
+
+_CURVE_LABELS = {
+    "oracle_match": ("oracle match in training window (%)", 100.0,
+                     "Learning curves: share of training requests on which the agent chose the "
+                     "oracle's target"),
+    "energy_mj": ("energy per request in training window (mJ)", 1.0,
+                  "Learning curves: phone energy per request while training"),
+}
+
+
+def curve_stats(rows: Sequence[dict[str, str]], metric: str,
+                scale: float = 1.0) -> dict[tuple, dict[str, list[tuple[int, float, float, int]]]]:
+    """Learning curves per cell (never pooled across cells) and agent:
+    ``[(step, mean, 95 % half-width, seeds), ...]`` over the seeds logged at that step."""
+    data: dict[tuple, dict[str, dict[int, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
+    for r in rows:
+        data[_cell_key(r)][r["agent"]][int(r["step"])].append(float(r[metric]) * scale)
+    return {cell: {agent: [(step, *mean_band(v), len(v)) for step, v in sorted(points.items())]
+                   for agent, points in agents.items()}
+            for cell, agents in data.items()}
+
+
+def reference_values(results: Sequence[dict[str, str]], metric: str) -> dict[tuple, dict[str, float]]:
+    """Per cell, the reference lines of a learning-curve panel (label -> value), from the
+    greedy evaluation in ``results.csv``: for oracle match the oracle (100 %) and the state
+    ceiling; for energy the oracle's and the mobile CPU's energy per request."""
+    evals: dict[tuple, dict[str, list[dict[str, str]]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        evals[_cell_key(r)][r["agent"]].append(r)
+    out: dict[tuple, dict[str, float]] = {}
+    for cell, by_agent in evals.items():
+        lines: dict[str, float] = {}
+        if metric == "oracle_match":
+            lines["oracle (100 %)"] = 100.0
+            # every agent of a seed sees the same requests: average the ceiling over all rows
+            ceilings = [float(r["oracle_match_ceiling"]) * 100 for rows in by_agent.values()
+                        for r in rows if r.get("oracle_match_ceiling")]
+            if ceilings:
+                lines["state ceiling (best policy of the observation)"] = sum(ceilings) / len(ceilings)
+        else:
+            for agent, label in (("oracle", "oracle (evaluation)"),
+                                 (MOBILE_CPU, "mobile CPU (evaluation)")):
+                if by_agent.get(agent):
+                    lines[label] = (sum(float(r[metric]) for r in by_agent[agent])
+                                    / len(by_agent[agent]))
+        out[cell] = lines
+    return out
+
+
+def _curves(plt, rows, results, metric: str, path: Path) -> Path:
+    """One panel per cell; per learning agent the mean over seeds and a 95 % band."""
+    ylabel, scale, title = _CURVE_LABELS[metric]
+    data = curve_stats(rows, metric, scale)
+    references = reference_values(results, metric)
+    cells = sorted(data, key=_cell_order)
+    agents = sorted({a for c in cells for a in data[c]}, key=_agent_order)
+    colors = {a: f"C{i}" for i, a in enumerate(agents)}
+    fig, axes = _grid(plt, len(cells), _ncols(cells), (4.6, 3.3))
+    seeds: set[int] = set()
+    for ax, cell in zip(axes, cells):
+        for agent in agents:
+            points = data[cell].get(agent)
+            if not points:
+                continue
+            steps = [p[0] for p in points]
+            seeds.update(p[3] for p in points)
+            ax.plot(steps, [p[1] for p in points], color=colors[agent], lw=1.5, label=agent)
+            ax.fill_between(steps, [p[1] - p[2] for p in points], [p[1] + p[2] for p in points],
+                            color=colors[agent], alpha=0.2, lw=0)
+        for (label, value), color in zip(references.get(cell, {}).items(), ("black", "grey")):
+            ax.axhline(value, color=color, ls="--", lw=1, label=label)
+        ax.set_title(" / ".join(cell), fontsize=10)
+        ax.set_xlabel("training requests")
+        ax.set_ylabel(ylabel, fontsize=9)
+        ax.set_ylim(0, 105 if metric == "oracle_match" else None)
+        ax.grid(alpha=0.3)
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.legend(handles.values(), handles.keys(), loc="upper left", bbox_to_anchor=(1.0, 0.95),
+               fontsize=8, frameon=False)
+    fig.suptitle(f"{title}\nmean and 95 % interval over {_seeds_note(seeds)}; dashed: "
+                 "references from the greedy evaluation", fontsize=10)
+    _layout(fig)
+    saved = _save(fig, path)
+    plt.close(fig)
+    return saved
+
+
+# ---- efficiency per network ------------------------------------------------------------------
+
+
+def efficiency_ratios(rows: Sequence[dict[str, str]]) -> dict[tuple, dict[str, dict[str, list[float]]]]:
+    """cell -> network -> agent -> [mobile-CPU energy / agent energy, one per seed]
+    (the cell includes the setting: static and dynamic are never pooled)."""
+    ratio: dict[tuple, dict[str, dict[str, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
+    for r in rows:
+        energy = float(r["energy_mj"])
+        if energy > 0:
+            ratio[_cell_key(r)][r["network"]][r["agent"]].append(float(r["cpu_energy_mj"]) / energy)
+    return ratio
+
+
 def _efficiency(plt, rows, path: Path) -> Path:
-    """Energy efficiency normalised to the mobile CPU, per network, one panel per scenario."""
-    sums: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for r in rows:
-        s = sums[(r["scenario"], r["network"], r["agent"])]
-        s[0] += float(r["cpu_energy_mj"])
-        s[1] += float(r["energy_mj"])
-    scenarios = sorted({k[0] for k in sums})
-    agents = sorted({k[2] for k in sums})
-    fig, axes = plt.subplots(1, len(scenarios), figsize=(5 + 3.5 * len(scenarios), 4), squeeze=False)
+    """Per cell (settings apart): efficiency vs the mobile CPU per network, mean ± 95 % over seeds."""
+    ratio = efficiency_ratios(rows)
+    cells = sorted(ratio, key=_cell_order)
+    agents = sorted({a for c in cells for n in ratio[c] for a in ratio[c][n]}, key=_agent_order)
+    colors = {a: f"C{i}" for i, a in enumerate(agents)}
+    fig, axes = _grid(plt, len(cells), _ncols(cells), (5.2, 3.6))
     width = 0.8 / max(len(agents), 1)
-    for ax, sc in zip(axes[0], scenarios):
-        networks = sorted({k[1] for k in sums if k[0] == sc})
+    seeds: set[int] = set()
+    for ax, cell in zip(axes, cells):
+        networks = sorted(ratio[cell])
         for j, agent in enumerate(agents):
-            ys = [sums[(sc, n, agent)][0] / sums[(sc, n, agent)][1] if (sc, n, agent) in sums else 0
-                  for n in networks]
-            ax.bar([i + j * width for i in range(len(networks))], ys, width, label=agent)
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(networks))], networks, rotation=45)
+            xs, ys, lo, hi = [], [], [], []
+            for i, net in enumerate(networks):
+                values = ratio[cell][net].get(agent)
+                if not values:
+                    continue
+                m, h = mean_band(values)
+                seeds.add(len(values))
+                xs.append(i + j * width)
+                ys.append(m)
+                # a log axis: clip the lower whisker above zero
+                lo.append(min(h, m * 0.999))
+                hi.append(h)
+            ax.bar(xs, ys, width, color=colors[agent], label=agent, yerr=[lo, hi],
+                   error_kw={"lw": 0.8, "capsize": 1.5})
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(networks))], networks, rotation=45,
+                      ha="right", fontsize=8)
         ax.set_yscale("log")
+        _plain_log_ticks(ax)
         ax.axhline(1.0, color="grey", lw=0.8)
-        ax.set_title(sc)
-        ax.set_ylabel("energy efficiency vs mobile CPU (x)")
-    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.suptitle("Energy efficiency normalised to local/cpu/fp32 (higher is better)")
-    path = _save(fig, path)
+        ax.set_title(" / ".join(cell), fontsize=10)
+        ax.set_ylabel("energy efficiency vs mobile CPU (x)", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.legend(handles.values(), handles.keys(), loc="upper left", bbox_to_anchor=(1.0, 0.95),
+               fontsize=8, frameon=False)
+    fig.suptitle("Energy efficiency per network, normalised to local/cpu/fp32 on the same requests "
+                 f"(higher is better)\nmean and 95 % interval over {_seeds_note(seeds)}",
+                 fontsize=10)
+    _layout(fig)
+    saved = _save(fig, path)
     plt.close(fig)
-    return path
-
-
-def _curves(plt, rows, path: Path) -> Path:
-    """Training oracle match against steps, mean over cells and seeds, one line per agent."""
-    acc: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        acc[r["agent"]][int(r["step"])].append(float(r["oracle_match"]))
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for agent, points in sorted(acc.items()):
-        steps = sorted(points)
-        ax.plot(steps, [100 * sum(points[s]) / len(points[s]) for s in steps], label=agent)
-    ax.set_xlabel("training requests")
-    ax.set_ylabel("oracle match in training window (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    path = _save(fig, path)
-    plt.close(fig)
-    return path
+    return saved

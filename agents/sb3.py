@@ -93,6 +93,8 @@ class _SB3Agent:
         if self.model is None:
             self._build()
         monitor = callback
+        bar = tqdm(total=total_timesteps, disable=not progress_bar, desc=self.name, unit="step",
+                   leave=False, mininterval=0.5, dynamic_ncols=True)
 
         class _Feed(BaseCallback):
             def _on_training_start(self) -> None:
@@ -101,6 +103,7 @@ class _SB3Agent:
                     monitor.on_reset(venv.reset_infos[0])
 
             def _on_step(self) -> bool:
+                bar.update(1)
                 if monitor is None:
                     return True
                 info = self.locals["infos"][0]
@@ -111,11 +114,12 @@ class _SB3Agent:
                     monitor.on_reset(self.training_env.reset_infos[0])
                 return keep is not False
 
-        self.model.learn(total_timesteps, callback=_Feed(), tb_log_name=self.name,
-                         reset_num_timesteps=self.num_timesteps == 0, progress_bar=False)
+        try:
+            self.model.learn(total_timesteps, callback=_Feed(), tb_log_name=self.name,
+                             reset_num_timesteps=self.num_timesteps == 0, progress_bar=False)
+        finally:
+            bar.close()
         self.num_timesteps = int(self.model.num_timesteps)
-        if progress_bar:
-            tqdm.write(f"{self.name}: {self.num_timesteps} steps")
         return self
 
     def predict(self, observation, state=None, episode_start=None, deterministic: bool = True):

@@ -102,10 +102,12 @@ def _drain(todo, store: ResultStore, progress: bool, engine: Callable[[Callable]
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``autoscale sweep`` / ``python scripts/sweep.py``."""
-    from agents.cli import _tasks_and_config, add_grid_arguments
-    parser = argparse.ArgumentParser(prog="autoscale sweep", description=__doc__.splitlines()[0])
+    from agents.cli import FORMATTER, _tasks_and_config, add_grid_arguments, output_listing
+    parser = argparse.ArgumentParser(prog="autoscale sweep", description=__doc__.splitlines()[0],
+                                     formatter_class=FORMATTER)
     add_grid_arguments(parser)
-    parser.add_argument("--engine", choices=ENGINES, default="local")
+    parser.add_argument("--engine", choices=ENGINES, default="local",
+                        help="local: a process pool here; ray: Ray tasks (the [distributed] extra)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: start Ray here)")
     args = parser.parse_args(argv)
@@ -122,5 +124,5 @@ def main(argv: list[str] | None = None) -> int:
     except (AutoScaleError, FileExistsError) as e:
         print(f"autoscale sweep: error: {e}", file=sys.stderr)
         return 2
-    print(f"results: {Path(args.out) / 'results.csv'}")
+    print(output_listing(args.out))
     return 0

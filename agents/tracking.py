@@ -1,4 +1,4 @@
-"""TensorBoard event files without TensorFlow or torch (the ``tensorboard`` package alone).
+"""TensorBoard logs through tensorboardX (the ``[tensorboard]`` extra).
 
 Every agent writes the same tags through :class:`ScalarWriter`, so runs of the Q-learner, SB3
 learners and baselines overlay in one TensorBoard view:
@@ -6,48 +6,163 @@ learners and baselines overlay in one TensorBoard view:
 * ``rollout/reward_mean``: mean training reward over the last logging window;
 * ``autoscale/energy_mj``, ``autoscale/qos_violation_rate``, ``autoscale/accuracy_violation_rate``,
   ``autoscale/oracle_match``: the same window, from ``info``;
-* ``eval/energy_mj``, ``eval/ppw_vs_cpu``, ``eval/ppw_vs_cloud``, ``eval/oracle_match``,
-  ``eval/qos_violation_rate``, ``eval/energy_gap_to_oracle``: the final greedy evaluation,
-  logged at the last training step.
+* ``eval/<metric>`` for every numeric metric of the task's ``results.csv`` row (see
+  :func:`log_evaluation`): a learner's at its last training step; a baseline's (which does not
+  learn) as a flat reference line over the whole training axis;
+* HParams (``agent``, ``device``, ``scenario``, ``setting``, ``seed``, the env options and the
+  agent's hyperparameters -> the ``eval/*`` metrics), so a benchmark's or sweep's runs compare in
+  TensorBoard's HParams tab (:meth:`ScalarWriter.hparams`).
+
+Without tensorboardX nothing is written and one warning names the extra to install.
 """
 
 from __future__ import annotations
 
-import time
+import dataclasses
+import logging
+import math
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
-from tensorboard.compat.proto.event_pb2 import Event
-from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
-from tensorboard.compat.proto.tensor_pb2 import TensorProto
-from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
+logger = logging.getLogger(__name__)
+
+#: Columns of a results row that identify the task or restate the configuration: not metrics.
+NOT_METRICS = frozenset({"agent", "device", "scenario", "setting", "seed", "train_steps",
+                         "eval_steps"})
+
+_warned = False
+
+
+def _summary_writer_class():
+    global _warned
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        if not _warned:
+            logger.warning("tensorboardX is not installed: no TensorBoard logs; install it with: "
+                           "pip install -c constraints.txt 'autoscale-env[tensorboard]'")
+            _warned = True
+        return None
+    return SummaryWriter
 
 
 class ScalarWriter:
-    """Writes scalars (and a text note) to one TensorBoard run directory."""
+    """Scalars, text notes and HParams of one TensorBoard run directory (tensorboardX)."""
 
     def __init__(self, logdir: str | Path):
         self.logdir = Path(logdir)
-        self.logdir.mkdir(parents=True, exist_ok=True)
-        self._writer = EventFileWriter(str(self.logdir))
+        cls = _summary_writer_class()
+        self._w = None
+        if cls is not None:
+            self.logdir.mkdir(parents=True, exist_ok=True)
+            self._w = cls(logdir=str(self.logdir), flush_secs=30)
+
+    @property
+    def enabled(self) -> bool:
+        """False when tensorboardX is missing (every call is then a no-op)."""
+        return self._w is not None
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         """Record ``tag = value`` at ``step``."""
-        summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value))])
-        self._writer.add_event(Event(wall_time=time.time(), step=int(step), summary=summary))
+        if self._w is not None:
+            self._w.add_scalar(tag, float(value), int(step))
+
+    def scalars(self, prefix: str, values: Mapping[str, Any], step: int) -> list[str]:
+        """Record every finite number in ``values`` as ``prefix/<key>``; returns the tags."""
+        tags = []
+        for key, value in values.items():
+            number = _number(value)
+            if number is not None:
+                self.scalar(f"{prefix}/{key}", number, step)
+                tags.append(f"{prefix}/{key}")
+        return tags
 
     def text(self, tag: str, markdown: str, step: int = 0) -> None:
         """Record a Markdown note (shown in TensorBoard's Text tab), e.g. the hyperparameters."""
-        tensor = TensorProto(dtype=7, string_val=[markdown.encode()],  # 7 = DT_STRING
-                             tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]))
-        meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="text"))
-        summary = Summary(value=[Summary.Value(tag=tag, tensor=tensor, metadata=meta)])
-        self._writer.add_event(Event(wall_time=time.time(), step=int(step), summary=summary))
+        if self._w is not None:
+            self._w.add_text(tag, markdown, int(step))
+
+    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+        """Record this run as one HParams session: ``hparams`` -> final ``metrics``.
+
+        The metric values must also be logged as scalars under the same tags (they are:
+        ``eval/*``); only the session's start and end go here, and no experiment summary, so
+        TensorBoard builds the HParams table from every run's session (their union of
+        hyperparameters, since agents have different ones).
+        """
+        if self._w is None:
+            return
+        from tensorboardX.summary import hparams as hparams_summaries
+        clean = {k: _hparam_value(v) for k, v in hparams.items()}
+        _, start, end = hparams_summaries(clean, {k: float(v) for k, v in metrics.items()})
+        self._w.file_writer.add_summary(start)
+        self._w.file_writer.add_summary(end)
 
     def close(self) -> None:
         """Flush and close the event file."""
-        self._writer.flush()
-        self._writer.close()
+        if self._w is not None:
+            self._w.flush()
+            self._w.close()
+
+
+def log_evaluation(writer: ScalarWriter, row: Mapping[str, Any], *, learns: bool,
+                   train_steps: int, log_interval: int) -> list[str]:
+    """Write a results row's metrics as ``eval/*``; returns the tags.
+
+    Generic over the row: every numeric column that is not an identity or configuration column
+    (:data:`NOT_METRICS`) is logged, so metrics added to the results later appear too. A learner's
+    evaluation is one point at ``train_steps``; a baseline's is a flat line at every
+    ``log_interval`` from 0 to ``train_steps``, to read against the learners' curves.
+    """
+    metrics = {k: v for k, v in row.items() if k not in NOT_METRICS}
+    steps: Iterable[int] = [train_steps]
+    if not learns and train_steps > 0:
+        interval = max(1, log_interval)
+        steps = sorted({*range(0, train_steps, interval), train_steps})
+    tags: list[str] = []
+    for step in steps:
+        tags = writer.scalars("eval", metrics, step)
+    return tags
+
+
+def agent_hyperparameters(agent: Any) -> dict[str, Any]:
+    """An agent's hyperparameters: SB3 agents' ``hparams``, the Q-learner's ``config``."""
+    if isinstance(getattr(agent, "hparams", None), Mapping):
+        return dict(agent.hparams)
+    config = getattr(agent, "config", None)
+    if dataclasses.is_dataclass(config):
+        return dataclasses.asdict(config)
+    return {}
+
+
+def task_hparams(row: Mapping[str, Any], env_kwargs: Mapping[str, Any],
+                 agent: Any) -> dict[str, Any]:
+    """The HParams of one task: its cell, seed, env options and the agent's hyperparameters."""
+    hyperparameters = agent_hyperparameters(agent)
+    out: dict[str, Any] = {k: row[k] for k in ("agent", "device", "scenario", "setting", "seed")
+                           if k in row}
+    out["features"] = str(env_kwargs.get("features", "paper"))
+    out["reward"] = str(env_kwargs.get("reward", "energy"))
+    for key in ("train_steps", "eval_steps"):
+        if key in row:
+            out[key] = row[key]
+    for key, value in hyperparameters.items():
+        out[f"hp/{key}"] = value
+    return out
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _hparam_value(value: Any) -> bool | int | float | str:
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)  # lists (net_arch), None, ...
 
 
 def run_name(agent: str, device: str, scenario: str, setting: str, seed: int) -> str:

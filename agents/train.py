@@ -68,6 +68,8 @@ def train(*, agent: str = "qlearning", device: str = "mi8pro", scenario: str = "
         for old in ckpt_dir.glob("ckpt-*"):
             old.unlink()
     writer = ScalarWriter(out / "tb" / run_name(agent, device, scenario, setting, seed))
+    if writer.enabled and hasattr(learner, "tensorboard_log"):
+        learner.tensorboard_log = str(writer.logdir)  # SB3's own train/* scalars, beside ours
     monitor = TrainingMonitor(writer, log_interval)
     monitor.step = getattr(learner, "num_timesteps", 0)
     episode = env.spec.max_episode_steps or 1

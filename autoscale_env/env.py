@@ -108,6 +108,7 @@ class AutoScaleEnv(gym.Env):
     | `obs_mode` | str         | `"paper"`         | `paper` or `extended` |
     | `features` | str         | `None`            | state bins: `paper` (default), `per_network`, or a path to a `features.toml` |
     | `backend_options` | dict | `None`            | extra keyword arguments for the backend |
+    | `render_mode` | str      | `None`            | `"ansi"`: `render()` returns a line on the last request |
 
     ## References
 
@@ -119,7 +120,8 @@ class AutoScaleEnv(gym.Env):
     * v0: initial release.
     """
 
-    metadata = {"render_modes": []}
+    # "ansi": one text line per request; 30 fps is the streaming scenario's frame rate
+    metadata = {"render_modes": ["ansi"], "render_fps": 30}
 
     def __init__(self, device: str | None = None, scenario: str | None = None,
                  setting: str | None = None, backend: str | Backend = "sim",
@@ -128,8 +130,12 @@ class AutoScaleEnv(gym.Env):
                  render_mode: str | None = None):
         if obs_mode not in OBS_MODES:
             raise UnknownNameError("obs_mode", obs_mode, OBS_MODES)
-        if render_mode is not None:
-            raise UnknownNameError("render_mode", render_mode, ["None (no rendering)"])
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise UnknownNameError("render_mode", render_mode, self.metadata["render_modes"])
+        self.render_mode = render_mode
+        self._last_step: tuple[int, float, dict[str, Any]] | None = None
+        if render_mode == "ansi":  # remember each step for render(); the plain step stays lean
+            self.step = self._step_and_remember
         self.reward_preset = config.get_reward_preset(reward)
         options = dict(backend_options or {})
         if isinstance(backend, str):
@@ -231,6 +237,32 @@ class AutoScaleEnv(gym.Env):
             "co_cpu_pct": cpu, "co_mem_pct": mem, "rssi_wifi_dbm": wifi, "rssi_p2p_dbm": p2p,
             "energy_source": source, "error": error, "oracle_action": self._oracle[i],
         }
+
+    def _step_and_remember(self, action):
+        oracle = self._oracle[self._i] if self._block is not None else -1
+        result = type(self).step(self, action)
+        self._last_step = (oracle, result[1], result[4])
+        return result
+
+    def render(self) -> str | None:
+        """``render_mode="ansi"``: one line on the last executed request (None otherwise).
+
+        Example: ``mnv2 -> local/dsp/int8: 9.8 ms (QoS 50 ms ok), 31.2 mJ, acc ok,
+        oracle local/dsp/int8 (match), reward -0.11``.
+        """
+        if self.render_mode != "ansi":
+            return None
+        if self._last_step is None:
+            return "no request executed yet"
+        oracle, reward_value, info = self._last_step
+        qos = "ok" if info["qos_met"] else "MISSED"
+        oracle_name = self._target_names[oracle] if oracle >= 0 else "unknown"
+        match = "" if oracle < 0 else (" (match)" if oracle_name == info["target"] else " (differs)")
+        error = f", error: {info['error']}" if info["error"] else ""
+        return (f"{info['network']} -> {info['target']}: {info['latency_ms']:.1f} ms "
+                f"(QoS {self.scenario.qos_ms:g} ms {qos}), {info['energy_mj']:.1f} mJ, "
+                f"acc {'ok' if info['accuracy_met'] else 'MISSED'}, oracle {oracle_name}{match}, "
+                f"reward {reward_value:.3f}{error}")
 
     def close(self) -> None:
         """Release the backend's processes and sockets."""

@@ -285,8 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="autoscale record",
         description="Record a full trace (every target's outcome of every request) from the sim "
-                    "or the live backend. See traces/README.md for the format.")
-    p.add_argument("--backend", choices=("sim", "live"), default="sim")
+                    "or the live backend. See traces/README.md for the format.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--backend", choices=("sim", "live"), default="sim",
+                   help="sim: the simulator; live: real inference (the [live] extra)")
     p.add_argument("--device", default=None,
                    help="sim: phone profile name or path (default mi8pro); live: host (the "
                         "default)")

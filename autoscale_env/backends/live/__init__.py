@@ -10,3 +10,14 @@ Modules, each with one job (torch is imported only inside this package):
 * :mod:`.energy` - RAPL/NVML energy meters and process CPU time;
 * :mod:`.load` - background CPU and memory load generators (the dynamic setting).
 """
+
+from autoscale_env.errors import DependencyMissing
+
+# Every module here needs the [live] extra (torch, psutil); say so instead of a bare
+# ModuleNotFoundError when it is missing (gym.make(backend="live"), `autoscale serve`, ...).
+try:
+    import torch  # noqa: F401
+    import psutil  # noqa: F401
+except ImportError as _e:
+    raise DependencyMissing(_e.name or "torch", "live",
+                            "the live backend and `autoscale serve`") from None

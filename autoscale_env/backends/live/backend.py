@@ -49,6 +49,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import sys
 import time
 import weakref
 from collections.abc import Mapping, Sequence
@@ -106,6 +107,11 @@ class LiveBackend:
         weight_seed: seed of every model's weights (here and on started servers).
         server_threads: torch threads of started servers (0: torch's default).
         start_timeout_s: how long started servers may take to load their models.
+        warmup: build and run every local model of the mix once at start-up, so no measured
+            request (nor its wall time) pays for building or INT8-quantizing a model; a model
+            first built during a request (``warmup=False``) logs that it was a cold start.
+        verbose: report start-up on stderr: each server as it starts and is ready (the servers
+            report each model they load), each local model as it is built and warmed.
     """
 
     deterministic = False
@@ -117,7 +123,7 @@ class LiveBackend:
                  rssi: str | tuple[float, float] = "auto",
                  timeout_s: float = 10.0, load: bool = True, max_memory_load_mb: int = 256,
                  calibration_runs: int = 3, weight_seed: int = 0, server_threads: int = 0,
-                 start_timeout_s: float = 180.0):
+                 start_timeout_s: float = 180.0, warmup: bool = True, verbose: bool = True):
         if device != HOST_DEVICE:
             raise UnknownNameError("device for backend='live'", device, [HOST_DEVICE])
         if meter not in METERS:
@@ -160,6 +166,8 @@ class LiveBackend:
         self.rssi_source = rssi
         self.weight_seed = weight_seed
         self.has_cuda = cuda_available()
+        self.verbose = verbose
+        t_start = time.perf_counter()
 
         # Everything that holds a process or socket goes into these lists, which the finalizer
         # (run by close(), garbage collection or interpreter exit) empties.
@@ -169,21 +177,31 @@ class LiveBackend:
         self._finalizer = weakref.finalize(self, _shutdown, self._servers, self._loads,
                                            self._clients)
         try:
-            self._start_servers(servers, server_threads, start_timeout_s)
-            self.server_addresses = {role: servers.get(role) or "%s:%d" % self._servers[role].address
-                                     for role in ROLES}
+            # Servers load their models in their own processes while this one builds its own.
+            started = self._start_servers(servers, server_threads, start_timeout_s)
             if remote_gpu is None:
                 remote_gpu = self.has_cuda and "cloud" not in servers
             self.targets: tuple[Target, ...] = self._make_targets(remote_gpu)
-            for role, address in self.server_addresses.items():
-                self._clients[role] = RemoteClient(address, timeout_s=self.timeout_s)
             self.engine = InferenceEngine(seed=weight_seed)
             self._inputs = {n: models.request_input(n) for n in mix}
+            self._warm = warmup
+            if warmup:
+                self._warm_local_models()
+            for server in started:
+                server.wait_ready()
+                self._say(f"{server.role} server ready on {server.host}:{server.port} "
+                          f"(pid {server.pid}, {time.perf_counter() - t_start:.1f} s since start)")
+            self.server_addresses = {role: servers.get(role) or "%s:%d" % self._servers[role].address
+                                     for role in ROLES}
+            for role, address in self.server_addresses.items():
+                self._clients[role] = RemoteClient(address, timeout_s=self.timeout_s)
             self._meter = None if meter == "model" else available_meter(
                 ("rapl", "nvml") if meter == "auto" else (meter,))
             if meter in ("rapl", "nvml") and self._meter is None:
                 raise BackendUnavailable(f"meter={meter!r}: no readable {meter} counter on "
                                          f"this host; use meter='auto' or 'model'")
+            self._say(f"calibrating E_ref: local/cpu/fp32 x {max(1, calibration_runs)} runs "
+                      f"per network")
             self.reference_energy_mj = self._calibrate(calibration_runs)
             self._monitor = SystemMonitor(own_pids=lambda: self.server_pids.values())
             # The schedule of RSSI and co-running-app levels: the simulator's processes.
@@ -193,6 +211,9 @@ class LiveBackend:
             if self.setting == "dynamic" and load:
                 self._loads += [CpuLoad(0.0, n_procs=os.cpu_count() or 1).start(),
                                 MemoryLoad(0).start()]
+                self._say("started the CPU and memory load generators (dynamic setting)")
+            self._say(f"ready in {time.perf_counter() - t_start:.1f} s: "
+                      f"{', '.join(str(t) for t in self.targets)}")
         except BaseException:
             self.close()
             raise
@@ -202,7 +223,31 @@ class LiveBackend:
 
     # -- construction ------------------------------------------------------------------------
 
-    def _start_servers(self, given: Mapping[str, str], threads: int, timeout_s: float) -> None:
+    def _say(self, message: str) -> None:
+        """A start-up report line on stderr (``verbose``), and in the log."""
+        log.info("%s", message)
+        if self.verbose:
+            print(f"autoscale live: {message}", file=sys.stderr, flush=True)
+
+    def _local_units(self) -> list[str]:
+        return [f"{t.unit}" for t in self.targets if t.is_local]
+
+    def _warm_local_models(self) -> None:
+        """Build and run once every local model of the mix (INT8 quantization takes seconds)."""
+        units = self._local_units()
+        self._say(f"building {len(self.networks)} network(s) x {len(units)} local unit(s) "
+                  f"({', '.join(units)})")
+        for name in self.networks:
+            for unit in units:
+                t0 = time.perf_counter()
+                self.engine.load(name, unit)  # built and warmed with one inference
+                self.engine.run(name, unit, self._inputs[name])  # the request's own input
+                self._say(f"local {name} {unit} built and warmed "
+                          f"({time.perf_counter() - t0:.1f} s)")
+
+    def _start_servers(self, given: Mapping[str, str], threads: int,
+                       timeout_s: float) -> list[ServerProcess]:
+        """Start the servers not ``given``; returns them (call ``wait_ready`` on each)."""
         preload = ",".join(f"{n}@cpu/fp32" for n in self.networks)
         started = []
         for role in ROLES:
@@ -214,11 +259,11 @@ class LiveBackend:
             if role == "cloud" and self.has_cuda:
                 extra[-1] += "," + ",".join(f"{n}@gpu/fp32,{n}@gpu/fp16" for n in self.networks)
             # Start both, then wait: they load their models in parallel.
+            self._say(f"starting the {role} server (loading {extra[extra.index('--preload') + 1]})")
             self._servers[role] = ServerProcess(role, extra_args=extra, wait=False,
                                                 start_timeout_s=timeout_s)
             started.append(self._servers[role])
-        for server in started:
-            server.wait_ready()
+        return started
 
     def _make_targets(self, remote_gpu: bool) -> tuple[Target, ...]:
         names = ["local/cpu/fp32", "local/cpu/int8"]
@@ -313,6 +358,11 @@ class LiveBackend:
         accuracy = _accuracy(workload, target.precision)
         t0 = time.perf_counter()
         try:
+            planned = self.engine.placement(target.unit)
+            if (name, planned.device, planned.precision) not in self.engine.loaded():
+                # a cold start (warmup=False): its build is excluded from the latency, not from
+                # the step's wall time
+                self._say(f"cold start: building {name} {target.unit} during this request")
             _, placement = self.engine.load(name, target.unit)  # build time is not request time
             e0 = self._meter.energy_mj() if self._meter else 0.0
             t0 = time.perf_counter()

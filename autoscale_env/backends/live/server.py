@@ -385,16 +385,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit code (0 after a clean shutdown).
     """
-    p = argparse.ArgumentParser(prog="python -m autoscale_env.backends.live.server",
-                                description="AutoScale edge/cloud inference server")
-    p.add_argument("--role", choices=ROLES, required=True)
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    p = argparse.ArgumentParser(prog="autoscale serve",
+                                description="AutoScale edge/cloud inference server (the [live] "
+                                            "extra); prints READY <port> once it listens",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--role", choices=ROLES, required=True,
+                   help="which device this server stands in for: edge (Wi-Fi Direct) or cloud")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (loopback)")
     p.add_argument("--port", type=int, default=0, help="port (0: any free port, printed)")
-    p.add_argument("--max-bytes", type=int, default=wire.DEFAULT_MAX_BYTES)
-    p.add_argument("--read-timeout-s", type=float, default=10.0)
-    p.add_argument("--idle-timeout-s", type=float, default=60.0)
-    p.add_argument("--max-connections", type=int, default=32)
-    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--max-bytes", type=int, default=wire.DEFAULT_MAX_BYTES,
+                   help="largest request accepted, bytes")
+    p.add_argument("--read-timeout-s", type=float, default=10.0,
+                   help="a message must arrive in full within this many seconds of its first byte")
+    p.add_argument("--idle-timeout-s", type=float, default=60.0,
+                   help="an idle keep-alive connection is closed after this many seconds")
+    p.add_argument("--max-connections", type=int, default=32,
+                   help="connections served at once; more are answered BUSY")
+    p.add_argument("--max-batch", type=int, default=8, help="largest batch in one request")
     p.add_argument("--seed", type=int, default=0, help="model weight seed")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: default)")
     p.add_argument("--no-fallback", action="store_true",
@@ -402,7 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--preload", default="",
                    help="comma-separated name@unit pairs to load before READY, "
                         "e.g. mnv1@cpu/fp32,mbert@cpu/int8")
-    p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--log-level", default="WARNING", help="Python logging level on stderr")
+    p.add_argument("--quiet", action="store_true", help="no start-up report on stderr")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s {args.role} %(levelname)s %(name)s: %(message)s")
@@ -414,7 +422,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                              max_batch=args.max_batch)
     for item in filter(None, args.preload.split(",")):
         name, _, unit = item.partition("@")
-        engine.load(name, unit or "cpu/fp32")
+        t0 = time.perf_counter()
+        engine.load(name, unit or "cpu/fp32")  # built and warmed with one inference
+        if not args.quiet:
+            print(f"autoscale {args.role} server: {name} {unit or 'cpu/fp32'} loaded and warmed "
+                  f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
     serve(args.role, args.host, args.port, engine=engine, max_bytes=args.max_bytes,
           read_timeout_s=args.read_timeout_s, idle_timeout_s=args.idle_timeout_s,
           max_connections=args.max_connections)
