@@ -69,8 +69,9 @@ class FleetCore:
         self.load_signal = bool(load_signal)
         self._load_edges = np.array(self.fleet.load_edges)
         n_load = len(self._load_edges) + 1
-        self.nvec = np.concatenate([self.encoder.nvec, [n_load] * (2 if load_signal else 0)])
+        self.nvec = np.concatenate([self.encoder.nvec, [n_load] * (2 if load_signal else 0)]).astype(np.int64)
         self.n_states = int(np.prod(self.nvec))
+        self._strides = np.cumprod(np.concatenate([self.nvec[1:], [1]])[::-1])[::-1].astype(np.int64)
         profiles = [getattr(getattr(b, "phone", None), "path", None) for b in w.backends]
         if any(p is None for p in profiles):
             profiles = [p[0] for p in phones]
@@ -81,7 +82,7 @@ class FleetCore:
         self._accuracy_target = np.array(
             [[wl.accuracy["fp32"] - s.accuracy_tolerance for wl in self.workloads]
              for s in self.scenarios])  # (N, W)
-        self._valid = np.arange(self.T)[None, :] < self.n_targets[:, None]  # (N, T)
+        self.valid_actions = np.arange(self.T)[None, :] < self.n_targets[:, None]  # (N, T)
         self._phone = np.arange(N)
         self._block = None
         self._i = 0
@@ -112,7 +113,7 @@ class FleetCore:
                 "co_cpu_pct": self._ctx[0, i], "co_mem_pct": self._ctx[1, i],
                 "rssi_wifi_dbm": self._ctx[2, i], "rssi_p2p_dbm": self._ctx[3, i],
                 "upload_extra_ms": out["upload_extra_ms"], "edge_wait_ms": out["edge_wait_ms"],
-                "link": out["link"]}
+                "link": out["link"], "connected": out["connected"]}
         on = out["connected"]
         self._load[0] = np.count_nonzero(on & (out["link"] == 1))
         self._load[1] = np.count_nonzero(on & (out["link"] == 0))
@@ -167,8 +168,7 @@ class FleetCore:
 
     def flat_state(self, obs: np.ndarray) -> np.ndarray:
         """Row-major index of (N, F) observations into a table of ``n_states`` rows."""
-        strides = np.cumprod(np.concatenate([self.nvec[1:], [1]])[::-1])[::-1]
-        return np.asarray(obs) @ strides
+        return np.asarray(obs) @ self._strides
 
     def close(self) -> None:
         """Close the phones' backends."""
@@ -216,7 +216,7 @@ class FleetCore:
         r, _, _ = reward(self.reward_preset, latency_ms=b.latency_ms, energy_mj=b.energy_mj,
                          accuracy=b.accuracy, reference_energy_mj=self._ref[..., None],
                          qos_ms=self.qos_ms[:, None], accuracy_target=self._acc_target[..., None])
-        r[:, ~self._valid] = -np.inf
+        r[:, ~self.valid_actions] = -np.inf
         acc_met, acc_penalty = accuracy_terms(self.reward_preset, accuracy=b.accuracy,
                                               accuracy_target=self._acc_target[..., None])
         self._acc_met = acc_met.reshape(B, N * T)
