@@ -162,3 +162,18 @@ def test_mixed_devices_have_their_own_action_spaces():
     assert [env.action_space(a).n for a in env.possible_agents] == [9, 8, 9]
     obs, r, term, trunc, info = env.step({"phone_0": 8, "phone_1": 7, "phone_2": 0})
     assert info["phone_1"]["target"] == "cloud/gpu/fp32"
+
+
+def test_threaded_generation_equals_one_thread():
+    a = make_core(150, threads=2)
+    b = make_core(150, threads=1)
+    oa, _ = a.reset(9)
+    ob, _ = b.reset(9)
+    assert np.array_equal(oa, ob)
+    rng = np.random.default_rng(2)
+    for _ in range(210):  # three blocks
+        act = rng.integers(9, size=150)
+        xa, ra, ia = a.step(act)
+        xb, rb, ib = b.step(act)
+        assert np.array_equal(xa, xb) and np.array_equal(ra, rb)
+    a.close()

@@ -328,22 +328,22 @@ class Contention:
         self.n_domains = 1 if fleet.p2p_shares_ap_channel else 2
         # domain of each target per phone (-1: local), and the edge queue (-1: not the edge)
         domain = np.where(tables.link == P2P, self.n_domains - 1, tables.link)
-        self._domain = domain.reshape(-1)
-        self._queue = tables.queue.reshape(-1)
-        self._link = tables.link.reshape(-1)
+        # per (phone, target), one row each: link, channel domain, edge queue (one take per round)
+        self._static = np.stack([tables.link, domain, tables.queue]).reshape(3, -1)
         self._domains = np.arange(self.n_domains)
         self._queues = np.arange(len(tables.queues))
-        self._rows = np.arange(N) * T
         self._cols = np.arange(N) * 2
         self._wait = ps_wait_ms if fleet.discipline == "processor_sharing" else fifo_wait_ms
         self._equal_airtime = fleet.sharing == "equal_airtime"
 
-    def adjust(self, actions: np.ndarray, service_ms: np.ndarray, up_kbit: np.ndarray,
+    def adjust(self, flat: np.ndarray, service_ms: np.ndarray, up_kbit: np.ndarray,
                ms_per_kbit: np.ndarray, tx_w: np.ndarray, connected: np.ndarray) -> dict:
-        """Extra latency and energy of joint ``actions`` ``(..., N)`` for one round.
+        """Extra latency and energy of one round's joint actions, for any batch of them.
 
         Args:
-            service_ms: (N * T,) edge service time of each phone's pending request per target.
+            flat: ``(..., N)`` flat (phone, target) index of each phone's action,
+                ``phone * T + action``.
+            service_ms: ``(..., N)`` edge service time of each phone's request on its target.
             up_kbit: (N,) input size of each pending request, kbit.
             ms_per_kbit, tx_w, connected: (N * 2,) link state per phone (Wi-Fi, Wi-Fi Direct).
 
@@ -352,8 +352,7 @@ class Contention:
             ``upload_extra_ms``, ``edge_wait_ms``, ``link`` (LOCAL / WIFI / P2P per phone) and
             ``connected`` (the phone's request crossed a working link).
         """
-        flat = actions + self._rows
-        link = self._link.take(flat)
+        link, domain, queue = self._static.take(flat, axis=1)
         col = np.maximum(link, 0)
         col += self._cols
         w = ms_per_kbit.take(col)
@@ -361,7 +360,7 @@ class Contention:
         conn &= link >= 0
         alone = np.multiply(up_kbit, w)
         # (D, ..., N): who sends on each channel this round
-        sending = self._domain.take(flat) == self._domains.reshape((-1,) + (1,) * link.ndim)
+        sending = domain == self._domains.reshape((-1,) + (1,) * link.ndim)
         sending &= conn
         if self._equal_airtime:
             finish = shared_transfer_ms(alone, 1.0, sending, self.slowdown)
@@ -370,11 +369,10 @@ class Contention:
         arrival = finish.sum(axis=0) if self.n_domains > 1 else finish[0]
         extra_up = np.subtract(arrival, alone, out=np.zeros_like(arrival), where=conn)
         # (Q, ..., N): who queues at each edge processor
-        queue = self._queue.take(flat)
         at_edge = queue == self._queues.reshape((-1,) + (1,) * link.ndim)
         at_edge &= conn
         if at_edge.any():
-            wait = self._wait(arrival, service_ms.take(flat), at_edge).sum(axis=0)
+            wait = self._wait(arrival, service_ms, at_edge).sum(axis=0)
         else:
             wait = np.zeros(link.shape)
         base = self.tables.base_w

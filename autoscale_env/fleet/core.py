@@ -14,7 +14,7 @@ from autoscale_env.errors import InvalidActionError
 from autoscale_env.fleet.config import FleetConfig, load_fleet_config
 from autoscale_env.fleet.contention import Contention, PhoneTables
 from autoscale_env.fleet.worlds import FleetWorlds
-from autoscale_env.reward import accuracy_terms, oracle_actions, reward, reward_from_terms
+from autoscale_env.reward import accuracy_terms, oracle_actions, reward_from_terms
 from autoscale_env.state import StateEncoder
 
 #: Shared resources of the optional load signal, in observation order after the paper state.
@@ -47,15 +47,18 @@ class FleetCore:
         fleet: the contention rules (default: the bundled ``fleet.toml``).
         backend, backend_options: as :class:`~autoscale_env.fleet.worlds.FleetWorlds`.
         batched: allow the batched sim path (identical results).
+        threads: threads generating a big fleet's blocks (identical results).
     """
 
     def __init__(self, phones: Sequence[tuple[str, str, str]], *, reward: str = "energy",
                  features: str | None = None, load_signal: bool = False,
                  fleet: FleetConfig | None = None, backend: str | Sequence[Backend] = "sim",
-                 backend_options: dict[str, Any] | None = None, batched: bool = True):
+                 backend_options: dict[str, Any] | None = None, batched: bool = True,
+                 threads: int = 2):
         self.fleet = fleet or load_fleet_config()
         self.reward_preset = config.get_reward_preset(reward)
-        self.worlds = FleetWorlds(phones, backend, backend_options, batched=batched)
+        self.worlds = FleetWorlds(phones, backend, backend_options, batched=batched,
+                                  threads=threads)
         w = self.worlds
         self.n_phones = N = w.n_phones
         self.targets = w.targets
@@ -129,20 +132,17 @@ class FleetCore:
         """Outcomes of joint ``actions`` (shape ``(..., N)``, checked by the caller) for the
         pending round, without advancing: latency, energy, accuracy, reward, flags, contention."""
         i, flat = self._i, actions + self._rows
-        lat = self._lat[i].take(flat)
-        energy = self._energy[i].take(flat)
-        acc = self._acc[i].take(flat)
-        c = self.contention.adjust(actions, self._service[i], self._up_kbit[i], self._ms_per_kbit[i],
+        lat, energy, acc, penalty, service, met = self._table[i].take(flat, axis=1)
+        c = self.contention.adjust(flat, service, self._up_kbit[i], self._ms_per_kbit[i],
                                    self._tx_w[i], self._connected[i])
-        lat = lat + c["extra_latency_ms"]
-        energy = energy + c["extra_energy_mj"]
-        # reward(): the accuracy terms are tabulated per block (reward_from_terms is elementwise,
-        # so this is bit-identical to calling reward() on the chosen outcomes)
-        acc_met = self._acc_met[i].take(flat)
+        lat += c["extra_latency_ms"]
+        energy += c["extra_energy_mj"]
+        # reward() with the accuracy terms tabulated per block (reward_from_terms is elementwise,
+        # so this is bit-identical to reward() on the chosen outcomes)
+        acc_met = met != 0
         r, qos = reward_from_terms(self.reward_preset, latency_ms=lat, energy_mj=energy,
                                    reference_energy_mj=self._ref[i], qos_ms=self.qos_ms,
-                                   accuracy_met=acc_met,
-                                   accuracy_penalty=self._acc_penalty[i].take(flat))
+                                   accuracy_met=acc_met, accuracy_penalty=penalty)
         return {"latency_ms": lat, "energy_mj": energy, "accuracy": acc, "reward": r,
                 "qos_met": qos, "accuracy_met": acc_met, **c}
 
@@ -202,24 +202,26 @@ class FleetCore:
         self._ctx = np.stack([b.co_cpu_pct, b.co_mem_pct, b.rssi_wifi_dbm, b.rssi_p2p_dbm])
         self._obs = self.encoder.encode(net, co_cpu_pct=b.co_cpu_pct, co_mem_pct=b.co_mem_pct,
                                         rssi_wifi_dbm=b.rssi_wifi_dbm, rssi_p2p_dbm=b.rssi_p2p_dbm)
-        # per round i, flat (N * T,) rows so that a round's outcome is one take()
-        self._lat = b.latency_ms.reshape(B, N * T)
-        self._energy = b.energy_mj.reshape(B, N * T)
-        self._acc = b.accuracy.reshape(B, N * T)
         phone = self._phone
         self._ref = self._reference[phone, net]  # (B, N)
-        self._acc_target = self._accuracy_target[phone, net]
-        self._service = self.tables.service_ms[phone, net].reshape(B, N * T)
+        acc_target = self._accuracy_target[phone, net][..., None]
+        acc_met, acc_penalty = accuracy_terms(self.reward_preset, accuracy=b.accuracy,
+                                              accuracy_target=acc_target)
+        r, _ = reward_from_terms(self.reward_preset, latency_ms=b.latency_ms, energy_mj=b.energy_mj,
+                                 reference_energy_mj=self._ref[..., None],
+                                 qos_ms=self.qos_ms[:, None], accuracy_met=acc_met,
+                                 accuracy_penalty=acc_penalty)
+        r[:, ~self.valid_actions] = -np.inf
+        self._rewards_alone = r
+        self._oracle = oracle_actions(r)
+        # per round i, one (6, N * T) table of (phone, target) values, so that a round's
+        # outcomes are one take(): latency, energy, accuracy, accuracy penalty, edge service
+        # time, accuracy met (as 0/1)
+        table = np.empty((B, 6, N * T))
+        for k, x in enumerate((b.latency_ms, b.energy_mj, b.accuracy, acc_penalty,
+                               self.tables.service_ms[phone, net], acc_met)):
+            table[:, k] = x.reshape(B, N * T)
+        self._table = table
         self._up_kbit = self.tables.up_kbit[net]
         self._ms_per_kbit, self._tx_w, self._connected = (
             x.reshape(B, N * 2) for x in self.tables.link_state(b.rssi_wifi_dbm, b.rssi_p2p_dbm))
-        r, _, _ = reward(self.reward_preset, latency_ms=b.latency_ms, energy_mj=b.energy_mj,
-                         accuracy=b.accuracy, reference_energy_mj=self._ref[..., None],
-                         qos_ms=self.qos_ms[:, None], accuracy_target=self._acc_target[..., None])
-        r[:, ~self.valid_actions] = -np.inf
-        acc_met, acc_penalty = accuracy_terms(self.reward_preset, accuracy=b.accuracy,
-                                              accuracy_target=self._acc_target[..., None])
-        self._acc_met = acc_met.reshape(B, N * T)
-        self._acc_penalty = acc_penalty.reshape(B, N * T)
-        self._rewards_alone = r
-        self._oracle = oracle_actions(r)

@@ -55,11 +55,20 @@ class FleetWorlds:
             :class:`~autoscale_env.core.Backend` instance per phone.
         backend_options: extra keyword arguments for every backend (e.g. ``block_size``).
         batched: allow the batched ``sim`` path (results are identical; False forces the protocol).
+        threads: threads computing a big group's blocks (each takes a contiguous chunk of the
+            group's phones; results are identical, elementwise arithmetic does not depend on how
+            many worlds share a pass).
     """
 
+    #: Fewest phones per thread worth a second thread.
+    MIN_CHUNK = 64
+
     def __init__(self, phones: Sequence[tuple[str, str, str]], backend: str | Sequence[Backend] = "sim",
-                 backend_options: dict[str, Any] | None = None, batched: bool = True):
+                 backend_options: dict[str, Any] | None = None, batched: bool = True,
+                 threads: int = 2):
         options = dict(backend_options or {})
+        self.threads = max(1, int(threads))
+        self._pool = None
         self.n_phones = N = len(phones) if isinstance(backend, str) else len(backend)
         if N < 1:
             raise ValueError("a fleet needs at least one phone")
@@ -127,14 +136,7 @@ class FleetWorlds:
                               blk.rssi_p2p_dbm[:, None], np.asarray(blk.latency_ms)[:, None],
                               np.asarray(blk.energy_mj)[:, None], np.asarray(blk.accuracy)[:, None]))
             else:
-                sim_state, scratch, raw = state
-                for i, k in enumerate(members.tolist()):
-                    b.draw(self._rngs[k], raw[i])
-                net, cpu, mem, wifi, p2p, lat, energy = b.generate(
-                    raw, sim_state, slice(0, len(members)), scratch=scratch)
-                parts.append((members, net.T, cpu.T, mem.T, wifi.T, p2p.T, lat.transpose(2, 1, 0),
-                              energy.transpose(2, 1, 0),
-                              b.accuracy_table[net].transpose(1, 0, 2)))
+                parts.append((members, *self._batched_block(b, members, state)))
         lengths = {p[1].shape[0] for p in parts}
         if len(lengths) != 1:
             raise ValueError(f"the phones' backends returned blocks of different lengths "
@@ -156,8 +158,41 @@ class FleetWorlds:
                 getattr(out, name)[:, members, :t] = a
         return out
 
+    def _batched_block(self, b, members: np.ndarray, state) -> tuple[np.ndarray, ...]:
+        """One sim group's blocks in one pass per chunk of phones, chunks on threads."""
+        sim_state, scratches, raw = state
+        E = len(members)
+        k = min(self.threads, max(1, E // self.MIN_CHUNK))
+        bounds = np.linspace(0, E, k + 1).astype(int)
+        chunks = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        while len(scratches) < k:
+            scratches.append(type(scratches[0])())
+        rngs, phones = self._rngs, members.tolist()
+
+        def chunk(j: int):
+            lo, hi = chunks[j]
+            for i in range(lo, hi):
+                b.draw(rngs[phones[i]], raw[i])
+            return b.generate(raw[lo:hi], sim_state, slice(lo, hi), scratch=scratches[j])
+
+        if k == 1:
+            results = [chunk(0)]
+        else:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+                self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="autoscale-fleet")
+            futures = [self._pool.submit(chunk, j) for j in range(1, k)]
+            results = [chunk(0)] + [f.result() for f in futures]
+        net, cpu, mem, wifi, p2p, lat, energy = (
+            np.concatenate([r[x] for r in results], axis=1 if x >= 5 else 0) for x in range(7))
+        return (net.T, cpu.T, mem.T, wifi.T, p2p.T, lat.transpose(2, 1, 0),
+                energy.transpose(2, 1, 0), b.accuracy_table[net].transpose(1, 0, 2))
+
     def close(self) -> None:
-        """Close every backend."""
+        """Close every backend (and stop the generation threads)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         for b in {id(b): b for b in self.backends}.values():
             b.close()
 
@@ -172,4 +207,4 @@ def _batched_state(backend, n_worlds: int):
     except ImportError:
         return None
     raw = np.empty((n_worlds, *backend.draw_shape()), np.uint64)
-    return SimState(n_worlds), Scratch(), raw
+    return SimState(n_worlds), [Scratch()], raw
