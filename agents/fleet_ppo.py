@@ -35,9 +35,12 @@ def train_shared_ppo(env, total_timesteps: int, seed: int = 0, progress: bool = 
     Seeding: the fleet is reset with ``seed`` first (later resets continue its generators) and
     torch/numpy with SB3's ``set_random_seed``; SuperSuit's vector env takes no seed of its own.
     """
+    import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.utils import set_random_seed
 
+    # a small MLP: one thread is fastest, and torch's default pool oversubscribes shared cores
+    torch.set_num_threads(1)
     set_random_seed(seed)
     env.reset(seed=seed)
     vec = make_vec_env(env)
