@@ -109,13 +109,16 @@ def table(results: dict[str, Any]) -> str:
                 f"{p['reward']:.2f} | {100 * share['local']:.0f} % | {100 * share['edge']:.0f} % | "
                 f"{100 * share['cloud']:.0f} % | "
                 f"{'' if poa is None else f'{poa:.3f}{bound}'} |")
-    out += ["", "Independent Q-learners: share of requests per target:", ""]
+    out += ["", "Independent Q-learners: share of requests per target (entropy: how evenly they "
+            "spread, in bits):", ""]
     targets = sorted({t for r in sizes.values()
                       for t in r["policies"]["independent_q"]["target_share"]})
-    out += ["| N | " + " | ".join(targets) + " |", "|---:|" + "---:|" * len(targets)]
+    out += ["| N | " + " | ".join(targets) + " | entropy |", "|---:|" + "---:|" * (len(targets) + 1)]
     for n, r in sizes.items():
         share = r["policies"]["independent_q"]["target_share"]
-        out.append(f"| {n} | " + " | ".join(f"{100 * share.get(t, 0):.0f} %" for t in targets) + " |")
+        entropy = -sum(p * math.log2(p) for p in share.values() if p > 0)
+        out.append(f"| {n} | " + " | ".join(f"{100 * share.get(t, 0):.0f} %" for t in targets)
+                   + f" | {entropy:.2f} |")
     return "\n".join(out) + "\n"
 
 
@@ -213,7 +216,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--figure", default=None, help="also draw the figure to this PNG path")
     p.add_argument("--force", action="store_true", help="replace results already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--render", metavar="DIR", default=None,
+                   help="print the tables of DIR/results.json (an earlier run) and exit")
     args = p.parse_args(argv)
+    if args.render:
+        try:
+            print(table(json.loads((Path(args.render) / "results.json").read_text())))
+        except (OSError, ValueError, KeyError) as e:
+            print(f"autoscale fleet-benchmark: error: cannot render {args.render}: {e}",
+                  file=sys.stderr)
+            return 2
+        return 0
     try:
         sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     except ValueError:

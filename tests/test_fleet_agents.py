@@ -110,3 +110,5 @@ def test_fleet_benchmark_command(tmp_path):
     assert results["sizes"]["1"]["price_of_anarchy"]["per_phone_oracle"] == pytest.approx(1.0)
     assert "| 2 |" in (out / "table.md").read_text()
     assert main(["fleet-benchmark", "--sizes", "1", "--out", str(out), "--quiet"]) == 2  # no --force
+    assert main(["fleet-benchmark", "--render", str(out)]) == 0
+    assert main(["fleet-benchmark", "--render", str(tmp_path / "missing")]) == 2
