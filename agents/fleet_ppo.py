@@ -44,9 +44,10 @@ def train_shared_ppo(env, total_timesteps: int, seed: int = 0, progress: bool = 
     set_random_seed(seed)
     env.reset(seed=seed)
     vec = make_vec_env(env)
-    kwargs = {"n_steps": 128, "batch_size": 256, "learning_rate": 3e-4, "gamma": 0.1,
-              "verbose": 0, "device": "cpu"}
+    kwargs = {"n_steps": 128, "learning_rate": 3e-4, "gamma": 0.1, "verbose": 0, "device": "cpu"}
     kwargs.update(ppo_kwargs)
+    # minibatches of 256 phone-steps, or the whole rollout when it is smaller (one phone)
+    kwargs.setdefault("batch_size", min(256, kwargs["n_steps"] * len(env.possible_agents)))
     model = PPO("MlpPolicy", vec, **kwargs)
     model.learn(total_timesteps, progress_bar=progress)
     return model
