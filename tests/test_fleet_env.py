@@ -146,6 +146,10 @@ def test_parallel_env_errors_are_clear():
         env.step({"phone_0": 0})
     with pytest.raises(InvalidActionError, match="phone 1: action 9 outside Discrete"):
         env.step({"phone_0": 0, "phone_1": 9})
+    with pytest.raises(InvalidActionError, match="phone 0: action -1 outside"):
+        env.step({"phone_0": -1, "phone_1": 0})
+    with pytest.raises(InvalidActionError, match="integers"):
+        env.step({"phone_0": "edge", "phone_1": 0})
     with pytest.raises(ValueError, match="num_phones"):
         parallel_env(num_phones=0)
     with pytest.raises(ValueError, match="one name or 3 names"):

@@ -105,7 +105,7 @@ def shared_transfer_ms(size: np.ndarray, weight: np.ndarray, active: np.ndarray,
     vs = v.take(index)
     ks = active.take(index)
     rate = _suffix_sum(vs)  # sum of the weights still sending
-    count = _suffix_sum(ks.astype(np.int64))
+    count = _suffix_sum(ks, np.int64)
     step = xs.copy()
     step[..., 1:] -= xs[..., :-1]
     step *= rate
@@ -137,9 +137,9 @@ def _row_starts(shape: tuple[int, ...]) -> np.ndarray:
 _ROW_STARTS: dict[tuple[int, ...], np.ndarray] = {}
 
 
-def _suffix_sum(a: np.ndarray) -> np.ndarray:
+def _suffix_sum(a: np.ndarray, dtype=None) -> np.ndarray:
     """``out[..., j] = a[..., j:].sum(-1)``."""
-    return np.cumsum(a[..., ::-1], axis=-1)[..., ::-1]
+    return np.cumsum(a[..., ::-1], axis=-1, dtype=dtype)[..., ::-1]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -63,6 +63,7 @@ class FleetCore:
         self.n_phones = N = w.n_phones
         self.targets = w.targets
         self.n_targets = w.n_targets
+        self._n_targets_u = self.n_targets.astype(np.uint64)
         self.T = w.T
         self.workloads = w.workloads
         self.scenarios = [b.scenario for b in w.backends]
@@ -117,9 +118,9 @@ class FleetCore:
                 "rssi_wifi_dbm": self._ctx[2, i], "rssi_p2p_dbm": self._ctx[3, i],
                 "upload_extra_ms": out["upload_extra_ms"], "edge_wait_ms": out["edge_wait_ms"],
                 "link": out["link"], "connected": out["connected"]}
-        on = out["connected"]
-        self._load[0] = np.count_nonzero(on & (out["link"] == 1))
-        self._load[1] = np.count_nonzero(on & (out["link"] == 0))
+        # phones that reached the edge (Wi-Fi Direct, link 1) and the access point (link 0)
+        used = np.bincount(out["link"][out["connected"]], minlength=2)
+        self._load[0], self._load[1] = used[1], used[0]
         i += 1
         if i == self._n:
             self._next_block()
@@ -183,8 +184,8 @@ class FleetCore:
             raise InvalidActionError(f"actions must be {N} integers (one per phone), got shape "
                                      f"{a.shape} dtype {a.dtype}")
         a = a.astype(np.int64, copy=False)
-        bad = (a < 0) | (a >= self.n_targets)
-        if bad.any():
+        if (a.view(np.uint64) >= self._n_targets_u).any():  # negatives wrap to huge unsigned values
+            bad = (a < 0) | (a >= self.n_targets)
             k = int(np.flatnonzero(bad)[0])
             names = ", ".join(str(t) for t in self.targets[k])
             raise InvalidActionError(f"phone {k}: action {int(a[k])} outside "
