@@ -131,15 +131,17 @@ def figure(results: dict[str, Any], path: str | os.PathLike) -> None:
     sizes = [int(n) for n in results["sizes"]]
     runs = list(results["sizes"].values())
     policies = [k for k in runs[0]["policies"]]
+    color = {k: f"C{i}" for i, k in enumerate(policies)}  # one colour per policy in every panel
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for k in policies:
-        axes[0].plot(sizes, [r["policies"][k]["energy_mj"] for r in runs], marker="o", label=k)
+        axes[0].plot(sizes, [r["policies"][k]["energy_mj"] for r in runs], marker="o", label=k,
+                     color=color[k])
         axes[1].plot(sizes, [100 * r["policies"][k]["qos_violation"] for r in runs], marker="o",
-                     label=k)
+                     label=k, color=color[k])
     for k in SELFISH:
         ys = [r["price_of_anarchy"].get(k, math.nan) for r in runs]
         if not all(math.isnan(y) for y in ys):
-            axes[2].plot(sizes, ys, marker="o", label=k)
+            axes[2].plot(sizes, ys, marker="o", label=k, color=color[k])
     for ax, title in zip(axes, ("phone energy per request (mJ)", "QoS violations (%)",
                                 "price of anarchy (cost / centralised)")):
         ax.set_xscale("log", base=2)
@@ -217,11 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="replace results already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--render", metavar="DIR", default=None,
-                   help="print the tables of DIR/results.json (an earlier run) and exit")
+                   help="print the tables of DIR/results.json (an earlier run), draw --figure, exit")
     args = p.parse_args(argv)
     if args.render:
         try:
-            print(table(json.loads((Path(args.render) / "results.json").read_text())))
+            results = json.loads((Path(args.render) / "results.json").read_text())
+            print(table(results))
+            if args.figure:
+                figure(results, args.figure)
         except (OSError, ValueError, KeyError) as e:
             print(f"autoscale fleet-benchmark: error: cannot render {args.render}: {e}",
                   file=sys.stderr)
