@@ -194,14 +194,25 @@ class FleetCore:
         return a
 
     def _next_block(self) -> None:
-        b = self.worlds.next_block()
-        B, N, T = b.latency_ms.shape
+        # per round i, one (6, N * T) table of (phone, target) values, so that a round's
+        # outcomes are one take(): latency, energy, accuracy (written there by the worlds),
+        # accuracy penalty, edge service time, accuracy met (as 0/1)
+        buf, N, T = self.worlds.buffers, self.n_phones, self.T
+
+        def outcomes(B):
+            table = buf("core.table", (B, 6, N * T))
+            return tuple(table[:, k].reshape(B, N, T) for k in range(3))
+
+        b = self.worlds.next_block(outcomes)
+        B = len(b)
+        table = buf("core.table", (B, 6, N * T))
         self._block, self._n, self._i = b, B, 0
         self._rows = np.arange(N) * T
-        net = b.network
-        self._net = net
+        net = self._net = b.network.copy()  # info["network"] views it: must outlive the block
         self._ctx = np.stack([b.co_cpu_pct, b.co_mem_pct, b.rssi_wifi_dbm, b.rssi_p2p_dbm])
-        self._obs = self.encoder.encode(net, co_cpu_pct=b.co_cpu_pct, co_mem_pct=b.co_mem_pct,
+        self._obs = self.encoder.encode(net, out=buf("core.obs", (B, N, len(self.encoder.nvec)),
+                                                     np.int64),
+                                        co_cpu_pct=b.co_cpu_pct, co_mem_pct=b.co_mem_pct,
                                         rssi_wifi_dbm=b.rssi_wifi_dbm, rssi_p2p_dbm=b.rssi_p2p_dbm)
         phone = self._phone
         self._ref = self._reference[phone, net]  # (B, N)
@@ -211,16 +222,11 @@ class FleetCore:
         r, _ = reward_from_terms(self.reward_preset, latency_ms=b.latency_ms, energy_mj=b.energy_mj,
                                  reference_energy_mj=self._ref[..., None],
                                  qos_ms=self.qos_ms[:, None], accuracy_met=acc_met,
-                                 accuracy_penalty=acc_penalty)
+                                 accuracy_penalty=acc_penalty, scratch=buf)
         r[:, ~self.valid_actions] = -np.inf
         self._rewards_alone = r
         self._oracle = oracle_actions(r)
-        # per round i, one (6, N * T) table of (phone, target) values, so that a round's
-        # outcomes are one take(): latency, energy, accuracy, accuracy penalty, edge service
-        # time, accuracy met (as 0/1)
-        table = np.empty((B, 6, N * T))
-        for k, x in enumerate((b.latency_ms, b.energy_mj, b.accuracy, acc_penalty,
-                               self.tables.service_ms[phone, net], acc_met)):
+        for k, x in ((3, acc_penalty), (4, self.tables.service_ms[phone, net]), (5, acc_met)):
             table[:, k] = x.reshape(B, N * T)
         self._table = table
         self._up_kbit = self.tables.up_kbit[net]

@@ -69,6 +69,7 @@ class FleetWorlds:
         options = dict(backend_options or {})
         self.threads = max(1, int(threads))
         self._pool = None
+        self.buffers = Buffers()
         self.n_phones = N = len(phones) if isinstance(backend, str) else len(backend)
         if N < 1:
             raise ValueError("a fleet needs at least one phone")
@@ -122,8 +123,14 @@ class FleetWorlds:
                 b.reset_worlds([self._rngs[k] for k in members.tolist()], state[0],
                                np.arange(len(members)))
 
-    def next_block(self) -> FleetBlock:
-        """Every phone's next block, stacked."""
+    def next_block(self, outcomes_out=None) -> FleetBlock:
+        """Every phone's next block, stacked. Its arrays are reused by the next call (fresh big
+        arrays every block cost more in page faults than the copying they hold).
+
+        Args:
+            outcomes_out: optional ``outcomes_out(B)`` returning three ``(B, N, T)`` arrays
+                (views allowed) to write latency, energy and accuracy into, saving a copy.
+        """
         parts = []
         for b, members, state in self._groups:
             if state is None:
@@ -142,11 +149,17 @@ class FleetWorlds:
             raise ValueError(f"the phones' backends returned blocks of different lengths "
                              f"{sorted(lengths)}; give them one block_size")
         B, N, T = lengths.pop(), self.n_phones, self.T
-        out = FleetBlock(network=np.empty((B, N), np.int64),
-                         co_cpu_pct=np.empty((B, N)), co_mem_pct=np.empty((B, N)),
-                         rssi_wifi_dbm=np.empty((B, N)), rssi_p2p_dbm=np.empty((B, N)),
-                         latency_ms=np.full((B, N, T), np.nan), energy_mj=np.full((B, N, T), np.nan),
-                         accuracy=np.full((B, N, T), np.nan))
+        buf = self.buffers
+        out = FleetBlock(network=buf("network", (B, N), np.int64),
+                         co_cpu_pct=buf("cpu", (B, N)), co_mem_pct=buf("mem", (B, N)),
+                         rssi_wifi_dbm=buf("wifi", (B, N)), rssi_p2p_dbm=buf("p2p", (B, N)),
+                         latency_ms=None, energy_mj=None, accuracy=None)
+        out.latency_ms, out.energy_mj, out.accuracy = (
+            outcomes_out(B) if outcomes_out is not None else
+            (buf("latency", (B, N, T)), buf("energy", (B, N, T)), buf("accuracy", (B, N, T))))
+        if (self.n_targets < T).any():  # a phone's missing targets: unknown
+            for a in (out.latency_ms, out.energy_mj, out.accuracy):
+                a.fill(np.nan)
         fields = ("network", "co_cpu_pct", "co_mem_pct", "rssi_wifi_dbm", "rssi_p2p_dbm")
         for members, *arrays in parts:
             if len(parts) == 1 and len(members) == N and np.array_equal(members, np.arange(N)):
@@ -183,8 +196,11 @@ class FleetWorlds:
                 self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="autoscale-fleet")
             futures = [self._pool.submit(chunk, j) for j in range(1, k)]
             results = [chunk(0)] + [f.result() for f in futures]
-        net, cpu, mem, wifi, p2p, lat, energy = (
-            np.concatenate([r[x] for r in results], axis=1 if x >= 5 else 0) for x in range(7))
+        if len(results) == 1:
+            net, cpu, mem, wifi, p2p, lat, energy = results[0]
+        else:
+            net, cpu, mem, wifi, p2p, lat, energy = (
+                np.concatenate([r[x] for r in results], axis=1 if x >= 5 else 0) for x in range(7))
         return (net.T, cpu.T, mem.T, wifi.T, p2p.T, lat.transpose(2, 1, 0),
                 energy.transpose(2, 1, 0), b.accuracy_table[net].transpose(1, 0, 2))
 
@@ -195,6 +211,23 @@ class FleetWorlds:
             self._pool = None
         for b in {id(b): b for b in self.backends}.values():
             b.close()
+
+
+class Buffers:
+    """Reusable arrays, one per (name, shape, dtype): ``buffers(name, shape, dtype)``."""
+
+    def __init__(self, max_arrays: int = 64):
+        self._arrays: dict[tuple, np.ndarray] = {}
+        self._max = max_arrays
+
+    def __call__(self, name: str, shape: tuple[int, ...], dtype=float) -> np.ndarray:
+        key = (name, tuple(shape), np.dtype(dtype).char)
+        a = self._arrays.get(key)
+        if a is None:
+            if len(self._arrays) >= self._max:
+                self._arrays.clear()
+            a = self._arrays[key] = np.empty(shape, dtype)
+        return a
 
 
 def _batched_state(backend, n_worlds: int):
