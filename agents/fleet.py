@@ -49,7 +49,7 @@ class IndependentQLearners:
         N, T = core.n_phones, core.T
         self.q = np.zeros((N, core.n_states, T), dtype=np.float32)
         # a phone's missing targets (padding) never look best
-        self.q[:, :, :][~np.broadcast_to(core.valid_actions[:, None, :], self.q.shape)] = -np.inf
+        self.q[np.broadcast_to(~core.valid_actions[:, None, :], self.q.shape)] = -np.inf
         self.epsilon = self.config.epsilon
         self.rng = np.random.default_rng(seed)
         self._phones = np.arange(N)

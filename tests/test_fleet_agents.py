@@ -112,3 +112,13 @@ def test_fleet_benchmark_command(tmp_path):
     assert main(["fleet-benchmark", "--sizes", "1", "--out", str(out), "--quiet"]) == 2  # no --force
     assert main(["fleet-benchmark", "--render", str(out)]) == 0
     assert main(["fleet-benchmark", "--render", str(tmp_path / "missing")]) == 2
+
+
+def test_independent_q_never_picks_a_missing_target():
+    core = make_core(2, device=["moto_x_force", "mi8pro"])  # 8 and 9 targets
+    learners = IndependentQLearners(core, seed=0, epsilon=0.5).learn(300, seed=0)
+    obs, _ = core.reset(1)
+    for _ in range(100):
+        a = learners.act(obs, explore=True)
+        assert a[0] < 8
+        obs, _, _ = core.step(a)
