@@ -271,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("sweep", "agents.sweep", "the benchmark on a process pool or a Ray cluster"),
         ("provenance", "autoscale_env.provenance", "count the world's sourced vs estimated numbers"),
         ("fit-bins", "autoscale_env.fit_bins", "fit state bin edges for the highest state ceiling"),
+        ("fleet-benchmark", "agents.fleet_benchmark", "many phones sharing one edge and one AP"),
     ):
         s = sub.add_parser(name, help=help_text, add_help=False)
         s.set_defaults(delegate=module)
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``autoscale`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if argv and argv[0] in ("record", "serve", "sweep", "provenance", "fit-bins"):
+    if argv and argv[0] in ("record", "serve", "sweep", "provenance", "fit-bins", "fleet-benchmark"):
         import importlib
         module = parser._subparsers._group_actions[0].choices[argv[0]].get_default("delegate")
         try:

@@ -22,6 +22,8 @@ Figures (medians over interleaved rounds):
   second (``SimBackend.next_block()`` of blocks of 1024 requests, one world);
   ``sim_batched_requests_per_s``: the same when 64 worlds' blocks of 101 are computed in one pass
   (``SimBackend.generate``, as the vector env does).
+* ``fleet_phone_steps_per_s``: phone-steps per second of the fleet (``autoscale_env.fleet``'s array
+  core, 256 phones sharing one edge and one access point, random actions, new blocks included).
 * ``qlearner_act_ns`` / ``qlearner_update_ns``: ``QLearningAgent.predict(obs)`` per decision and
   ``update(s, a, r, s_next)`` per update (median over batches of 1000 calls, loop included).
 * ``qtable_bytes``: ``QLearningAgent.nbytes``.
@@ -195,6 +197,24 @@ def measure_sim(rounds: int, requests: int = 200_000) -> dict[str, Any]:
             "samples": samples}
 
 
+def measure_fleet(num_phones: int, fleet_steps: int, rounds: int, seed: int = 0) -> dict[str, Any]:
+    """Phone-steps per second of the fleet's array core (contention included)."""
+    from autoscale_env.fleet import make_core
+    core = make_core(num_phones)
+    actions = np.random.default_rng(seed).integers(9, size=(fleet_steps, num_phones))
+    samples = []
+    for _ in range(rounds):
+        core.reset(seed)
+        step = core.step
+        start = time.perf_counter()
+        for a in actions:
+            step(a)
+        samples.append(fleet_steps * num_phones / (time.perf_counter() - start))
+    core.close()
+    return {"fleet_phone_steps_per_s": statistics.median(samples), "samples": samples,
+            "num_phones": num_phones}
+
+
 def measure_qlearner(batches: int, batch: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Per-decision and per-update cost of the Q-learner; ``n/a`` parts when it is missing."""
     out: dict[str, Any] = {"qlearner_act_ns": None, "qlearner_update_ns": None,
@@ -339,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     figures["cartpole_vector_steps_per_s"] = vec["cartpole_vector_steps_per_s"]
     sim = measure_sim(rounds)
     figures.update({k: sim[k] for k in ("sim_requests_per_s", "sim_batched_requests_per_s")})
+    fleet = measure_fleet(256, vector_steps, rounds)
+    figures["fleet_phone_steps_per_s"] = fleet["fleet_phone_steps_per_s"]
     q = measure_qlearner(batches=20 if args.quick else 100)
     figures.update({k: q[k] for k in ("qlearner_act_ns", "qlearner_update_ns", "qtable_bytes")})
     notes += q["notes"]
@@ -366,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         ("Q-table", "qtable_bytes", "bytes"),
         ("main job (autoscale benchmark), end to end", "benchmark_wall_s", "s"),
     ]
+    rows.insert(4, ("fleet, 256 phones (phone-steps)", "fleet_phone_steps_per_s", "steps/s"))
     m = machine()
     print(f"autoscale-env bench ({'quick' if args.quick else 'full'}): {m['cpu']}, "
           f"{m['cores']} cores, Python {m['python']}, numpy {m['numpy']}, "
@@ -390,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print("targets: " + ", ".join(
         f"{k} {op} {limit:g}: {check(checks[k], op, limit)}" for k, (op, limit) in TARGETS.items()))
+    print(f"fleet_phone_steps_per_s >= 1e+06: "
+          f"{check(figures['fleet_phone_steps_per_s'], '>=', 1e6)}")
     for note in notes:
         print(f"note: {note}")
     print(f"({steps:,} steps x {rounds} rounds per single env, {vector_steps} vector steps x "
@@ -405,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
             "meta": {"machine": m, "quick": args.quick, "steps": steps, "rounds": rounds,
                      "vector_steps": vector_steps, "num_envs": args.num_envs,
                      "elapsed_s": elapsed, "notes": notes,
-                     "samples": {**envs["samples"], **vec["samples"], **sim["samples"]}},
+                     "samples": {**envs["samples"], **vec["samples"], **sim["samples"],
+                                 "fleet": fleet["samples"]}},
         }
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
     return 0

@@ -1,0 +1,243 @@
+"""Each phone's own world, stacked: the requests and every target's outcome, per round.
+
+Every phone of a fleet has its own backend world (device, scenario, setting, random generator),
+exactly the world AutoScale-v0 would give it alone; this module draws their next blocks and stacks
+them as arrays with the request as first axis and the phone as second, so a fleet step is a slice.
+
+Two ways to get the blocks, with identical results (a test checks it):
+
+* the public :class:`~autoscale_env.core.Backend` protocol, ``reset(rng)`` / ``next_block()``, one
+  backend per phone (any backend whose blocks carry outcomes);
+* for ``sim`` phones, one backend per (device, scenario, setting) group computing the group's
+  blocks in one batched pass (``reset_worlds`` / ``draw`` / ``generate``, the public batched
+  interface the native vector env uses). It is taken when the backend offers it, else the fleet
+  falls back to the protocol. This is the part to re-point when the simulator's rules API changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from autoscale_env.backends import make_backend
+from autoscale_env.core import Backend, RequestBlock, Target, Workload
+
+_BATCHED = ("reset_worlds", "draw", "draw_shape", "generate", "accuracy_table")
+
+
+@dataclass
+class FleetBlock:
+    """The next ``B`` requests of every phone: ``(B, N)`` contexts, ``(B, N, T)`` outcomes
+    (``T`` = most targets of any phone; a phone's missing targets hold NaN)."""
+
+    network: np.ndarray
+    co_cpu_pct: np.ndarray
+    co_mem_pct: np.ndarray
+    rssi_wifi_dbm: np.ndarray
+    rssi_p2p_dbm: np.ndarray
+    latency_ms: np.ndarray
+    energy_mj: np.ndarray
+    accuracy: np.ndarray
+
+    def __len__(self) -> int:
+        return self.network.shape[0]
+
+
+class FleetWorlds:
+    """The worlds of N phones.
+
+    Args:
+        phones: ``(device, scenario, setting)`` per phone (used when ``backend`` is a name).
+        backend: a backend name (``sim``, or ``replay`` with ``backend_options``) or one
+            :class:`~autoscale_env.core.Backend` instance per phone.
+        backend_options: extra keyword arguments for every backend (e.g. ``block_size``).
+        batched: allow the batched ``sim`` path (results are identical; False forces the protocol).
+        threads: threads computing a big group's blocks (each takes a contiguous chunk of the
+            group's phones; results are identical, elementwise arithmetic does not depend on how
+            many worlds share a pass).
+    """
+
+    #: Fewest phones per thread worth a second thread.
+    MIN_CHUNK = 64
+
+    def __init__(self, phones: Sequence[tuple[str, str, str]], backend: str | Sequence[Backend] = "sim",
+                 backend_options: dict[str, Any] | None = None, batched: bool = True,
+                 threads: int = 2):
+        options = dict(backend_options or {})
+        self.threads = max(1, int(threads))
+        self._pool = None
+        self.buffers = Buffers()
+        self.n_phones = N = len(phones) if isinstance(backend, str) else len(backend)
+        if N < 1:
+            raise ValueError("a fleet needs at least one phone")
+        self._groups: list[tuple[Any, np.ndarray, Any]] = []  # (backend, phones, batched state)
+        self.backends: list[Backend] = []
+        if isinstance(backend, str):
+            keys: dict[tuple, list[int]] = {}
+            for k, p in enumerate(phones):
+                keys.setdefault(tuple(p), []).append(k)
+            per_phone: list[Backend | None] = [None] * N
+            for (device, scenario, setting), members in keys.items():
+                first = make_backend(backend, device=device, scenario=scenario, setting=setting,
+                                     **options)
+                state = _batched_state(first, len(members)) if batched else None
+                if state is not None:
+                    self._groups.append((first, np.array(members), state))
+                    for k in members:
+                        per_phone[k] = first
+                else:
+                    for i, k in enumerate(members):
+                        per_phone[k] = first if i == 0 else make_backend(
+                            backend, device=device, scenario=scenario, setting=setting, **options)
+                        self._groups.append((per_phone[k], np.array([k]), None))
+            self.backends = per_phone  # type: ignore[assignment]
+        else:
+            self.backends = list(backend)
+            self._groups = [(b, np.array([k]), None) for k, b in enumerate(self.backends)]
+        self.targets: list[tuple[Target, ...]] = [tuple(b.targets) for b in self.backends]
+        self.n_targets = np.array([len(t) for t in self.targets])
+        self.T = int(self.n_targets.max())
+        self.workloads: tuple[Workload, ...] = tuple(self.backends[0].workloads)
+        for k, b in enumerate(self.backends):
+            if tuple(w.name for w in b.workloads) != tuple(w.name for w in self.workloads):
+                raise ValueError(f"phone {k}'s backend has another workload catalog than phone 0's; "
+                                 f"a fleet's phones must index the same networks")
+        self.reference_energy_mj = np.stack(
+            [np.asarray(b.reference_energy_mj, dtype=float) for b in self.backends])
+
+    @property
+    def batched(self) -> bool:
+        """True when at least one group takes the batched path."""
+        return any(state is not None for _, _, state in self._groups)
+
+    def reset(self, rngs: Sequence[np.random.Generator]) -> None:
+        """Start every phone's episode, phone ``k`` drawing from ``rngs[k]`` only."""
+        self._rngs = list(rngs)
+        for b, members, state in self._groups:
+            if state is None:
+                b.reset(self._rngs[members[0]])
+            else:
+                b.reset_worlds([self._rngs[k] for k in members.tolist()], state[0],
+                               np.arange(len(members)))
+
+    def next_block(self, outcomes_out=None) -> FleetBlock:
+        """Every phone's next block, stacked. Its arrays are reused by the next call (fresh big
+        arrays every block cost more in page faults than the copying they hold).
+
+        Args:
+            outcomes_out: optional ``outcomes_out(B)`` returning three ``(B, N, T)`` arrays
+                (views allowed) to write latency, energy and accuracy into, saving a copy.
+        """
+        parts = []
+        for b, members, state in self._groups:
+            if state is None:
+                blk: RequestBlock = b.next_block()
+                if blk.latency_ms is None:
+                    raise ValueError(f"{type(b).__name__} blocks carry no outcomes (a live backend?); "
+                                     f"a fleet needs every target's outcome in advance")
+                parts.append((members, blk.network[:, None], blk.co_cpu_pct[:, None],
+                              blk.co_mem_pct[:, None], blk.rssi_wifi_dbm[:, None],
+                              blk.rssi_p2p_dbm[:, None], np.asarray(blk.latency_ms)[:, None],
+                              np.asarray(blk.energy_mj)[:, None], np.asarray(blk.accuracy)[:, None]))
+            else:
+                parts.append((members, *self._batched_block(b, members, state)))
+        lengths = {p[1].shape[0] for p in parts}
+        if len(lengths) != 1:
+            raise ValueError(f"the phones' backends returned blocks of different lengths "
+                             f"{sorted(lengths)}; give them one block_size")
+        B, N, T = lengths.pop(), self.n_phones, self.T
+        buf = self.buffers
+        out = FleetBlock(network=buf("network", (B, N), np.int64),
+                         co_cpu_pct=buf("cpu", (B, N)), co_mem_pct=buf("mem", (B, N)),
+                         rssi_wifi_dbm=buf("wifi", (B, N)), rssi_p2p_dbm=buf("p2p", (B, N)),
+                         latency_ms=None, energy_mj=None, accuracy=None)
+        out.latency_ms, out.energy_mj, out.accuracy = (
+            outcomes_out(B) if outcomes_out is not None else
+            (buf("latency", (B, N, T)), buf("energy", (B, N, T)), buf("accuracy", (B, N, T))))
+        if (self.n_targets < T).any():  # a phone's missing targets: unknown
+            for a in (out.latency_ms, out.energy_mj, out.accuracy):
+                a.fill(np.nan)
+        fields = ("network", "co_cpu_pct", "co_mem_pct", "rssi_wifi_dbm", "rssi_p2p_dbm")
+        for members, *arrays in parts:
+            if len(parts) == 1 and len(members) == N and np.array_equal(members, np.arange(N)):
+                members = slice(None)
+            for name, a in zip(fields, arrays[:5]):
+                getattr(out, name)[:, members] = a
+            t = arrays[5].shape[-1]
+            for name, a in zip(("latency_ms", "energy_mj", "accuracy"), arrays[5:]):
+                getattr(out, name)[:, members, :t] = a
+        return out
+
+    def _batched_block(self, b, members: np.ndarray, state) -> tuple[np.ndarray, ...]:
+        """One sim group's blocks in one pass per chunk of phones, chunks on threads."""
+        sim_state, scratches, raw = state
+        E = len(members)
+        k = min(self.threads, max(1, E // self.MIN_CHUNK))
+        bounds = np.linspace(0, E, k + 1).astype(int)
+        chunks = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        while len(scratches) < k:
+            scratches.append(type(scratches[0])())
+        rngs, phones = self._rngs, members.tolist()
+
+        def chunk(j: int):
+            lo, hi = chunks[j]
+            for i in range(lo, hi):
+                b.draw(rngs[phones[i]], raw[i])
+            return b.generate(raw[lo:hi], sim_state, slice(lo, hi), scratch=scratches[j])
+
+        if k == 1:
+            results = [chunk(0)]
+        else:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+                self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="autoscale-fleet")
+            futures = [self._pool.submit(chunk, j) for j in range(1, k)]
+            results = [chunk(0)] + [f.result() for f in futures]
+        if len(results) == 1:
+            net, cpu, mem, wifi, p2p, lat, energy = results[0]
+        else:
+            net, cpu, mem, wifi, p2p, lat, energy = (
+                np.concatenate([r[x] for r in results], axis=1 if x >= 5 else 0) for x in range(7))
+        return (net.T, cpu.T, mem.T, wifi.T, p2p.T, lat.transpose(2, 1, 0),
+                energy.transpose(2, 1, 0), b.accuracy_table[net].transpose(1, 0, 2))
+
+    def close(self) -> None:
+        """Close every backend (and stop the generation threads)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+        for b in {id(b): b for b in self.backends}.values():
+            b.close()
+
+
+class Buffers:
+    """Reusable arrays, one per (name, shape, dtype): ``buffers(name, shape, dtype)``."""
+
+    def __init__(self, max_arrays: int = 64):
+        self._arrays: dict[tuple, np.ndarray] = {}
+        self._max = max_arrays
+
+    def __call__(self, name: str, shape: tuple[int, ...], dtype=float) -> np.ndarray:
+        key = (name, tuple(shape), np.dtype(dtype).char)
+        a = self._arrays.get(key)
+        if a is None:
+            if len(self._arrays) >= self._max:
+                self._arrays.clear()
+            a = self._arrays[key] = np.empty(shape, dtype)
+        return a
+
+
+def _batched_state(backend, n_worlds: int):
+    """(state, scratch, raw buffer) of the batched ``sim`` path, or None when ``backend`` does not
+    offer it (then the fleet uses the plain protocol, one backend per phone)."""
+    if not all(hasattr(backend, name) for name in _BATCHED):
+        return None
+    try:
+        from autoscale_env.backends.sim import Scratch, SimState
+    except ImportError:
+        return None
+    raw = np.empty((n_worlds, *backend.draw_shape()), np.uint64)
+    return SimState(n_worlds), [Scratch()], raw
