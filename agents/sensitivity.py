@@ -10,8 +10,8 @@ the oracle's decisions):
    trajectories of ``k + 1`` worlds) -> ``mu_star`` (mean absolute effect over the range),
    ``sigma`` (interaction / non-linearity), with bootstrap confidence intervals.
 2. ``sobol`` (``--method sobol``): first-order and total Sobol indices ``S1``/``ST`` for the
-   ``--sobol-top`` parameters Morris ranks highest (``--samples`` base samples, ``N (k + 2)``
-   worlds; the other parameters stay at their data values).
+   ``--sobol-top`` parameters Morris ranks highest for each headline metric (``--samples`` base
+   samples, ``N (k + 2)`` worlds for the ``k`` of them; the others stay at their data values).
 3. ``oat``: each of the top parameters per metric at its low and its high end alone, the others at
    their data values: the bars of the tornado figures.
 
@@ -32,8 +32,6 @@ import json
 import math
 import os
 import re
-import shutil
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -70,8 +68,8 @@ class SensitivityConfig:
     """Morris trajectories (each is ``k + 1`` worlds)."""
     samples: int = 128
     """Sobol base samples N (a power of 2; ``N (k + 2)`` worlds for ``k`` parameters)."""
-    sobol_top: int = 6
-    """Parameters ranked highest by Morris that get Sobol indices."""
+    sobol_top: int = 3
+    """Per headline metric, the parameters ranked highest by Morris that get Sobol indices."""
     tornado_top: int = 10
     """Parameters per metric in the one-at-a-time (tornado) phase."""
     levels: int = 4
@@ -350,8 +348,8 @@ def run(cfg: SensitivityConfig, out: str | Path, *, engine: str = "local", worke
     for metric in cfg.metrics:
         y = store.y("morris", len(xm), metric)
         with np.errstate(all="ignore"):
-            res = morris_analyze.analyze(problem, xm, y, num_levels=cfg.levels, seed=cfg.seed,
-                                         print_to_console=False)
+            res = morris_analyze.analyze(problem, xm, y, num_levels=cfg.levels,
+                                         seed=_analysis_seed(cfg), print_to_console=False)
         an.morris[metric] = {n: {"mu_star": float(res["mu_star"][i]),
                                  "mu_star_conf": float(res["mu_star_conf"][i]),
                                  "sigma": float(res["sigma"][i]), "mu": float(res["mu"][i])}
@@ -360,7 +358,7 @@ def run(cfg: SensitivityConfig, out: str | Path, *, engine: str = "local", worke
 
     # 2. Sobol on the parameters Morris ranks highest for the headline metrics
     if cfg.method == "sobol":
-        an.sobol_names = top_parameters(an, HEADLINE_METRICS, cfg.sobol_top)
+        an.sobol_names = top_parameters(an, HEADLINE_METRICS, cfg.sobol_top, per_metric=True)
         sub = cfg.problem(an.sobol_names)
         xs_sub = sobol_sample.sample(sub, cfg.samples, calc_second_order=False, seed=cfg.seed)
         idx = [names.index(n) for n in sub["names"]]
@@ -374,8 +372,8 @@ def run(cfg: SensitivityConfig, out: str | Path, *, engine: str = "local", worke
                                     for n in sub["names"]}
                 continue
             with np.errstate(all="ignore"):
-                res = sobol_analyze.analyze(sub, y, calc_second_order=False, seed=cfg.seed,
-                                            print_to_console=False)
+                res = sobol_analyze.analyze(sub, y, calc_second_order=False,
+                                            seed=_analysis_seed(cfg), print_to_console=False)
             an.sobol[metric] = {n: {k: float(res[k][i]) for k in ("S1", "S1_conf", "ST", "ST_conf")}
                                 for i, n in enumerate(sub["names"])}
         phases.append(("sobol", len(xs)))
@@ -400,6 +398,12 @@ def run(cfg: SensitivityConfig, out: str | Path, *, engine: str = "local", worke
         an.worlds[metric] = np.concatenate([store.y(p, n, metric) for p, n in phases])
     write_outputs(an, store.out)
     return an
+
+
+def _analysis_seed(cfg: SensitivityConfig) -> int:
+    # SALib's Morris analysis treats a seed of 0 as "no seed" (global random state) for its
+    # bootstrap intervals; never pass 0, so that reruns and resumed runs write identical tables.
+    return cfg.seed + 1
 
 
 def top_parameters(an: Analysis, metrics: Sequence[str], k: int, per_metric: bool = False) -> list[str]:
@@ -489,9 +493,10 @@ def write_tornados(an: Analysis, out: Path, top: int | None = None) -> list[Path
         _tornado(ax, an, metric, top)
         written.append(_save(fig, out / f"tornado_{_slug(metric)}.png"))
         plt.close(fig)
-    fig, axes = plt.subplots(1, 2, figsize=(15, 0.45 * an.cfg.tornado_top + 1.8))
+    fig, axes = plt.subplots(2, 1, figsize=(9, 0.9 * an.cfg.tornado_top + 3))
     for ax, metric in zip(axes, ("oracle_vs_cpu", "oracle_vs_cloud")):
         _tornado(ax, an, metric, top)
+    fig.tight_layout()
     written.append(_save(fig, out / "tornado_headline.png"))
     plt.close(fig)
     return written
@@ -513,7 +518,7 @@ def _tornado(ax, an: Analysis, metric: str, top: int | None) -> None:
     ax.set_xlabel(LABELS.get(metric, metric))
     ax.set_title(f"{metric}: data value {nominal:.3g}; top {len(names)} by Morris mu*", fontsize=10)
     if names:
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
 
 
 def _save(fig, path: Path) -> Path:
@@ -556,6 +561,11 @@ def report(an: Analysis) -> str:
         f"({_fmt(nominal_top, an.nominal[nominal_top])} of decisions); it stays the most used in "
         f"{100 * still:.0f} % of the evaluated worlds"
         + (" (robust)." if still >= 0.95 else f" (fragile: {_top3(an, nominal_top)} decide it)."))
+    lines += [""]
+    for metric in HEADLINE_METRICS:
+        names = an.ranking(metric)[:3]
+        lines.append(f"The three estimates that move the {LABELS[metric].split(' (')[0]} most "
+                     "(Morris mu*): " + ", ".join(f"{i}. `{n}`" for i, n in enumerate(names, 1)) + ".")
     lines += ["", "## Which estimates matter most", "",
               "Top five parameters per headline metric by Morris mu* (mean absolute elementary "
               "effect over each parameter's range, in the metric's units; +- its 95 % bootstrap "
@@ -627,8 +637,8 @@ def list_parameters(estimates: Sequence[Estimate]) -> str:
     return "\n".join(lines) + "\n"
 
 
-QUICK = dict(trajectories=4, samples=32, sobol_top=5, tornado_top=10, episodes=12)
-FULL = dict(trajectories=10, samples=128, sobol_top=6, tornado_top=10, episodes=30)
+QUICK = dict(trajectories=4, samples=32, sobol_top=2, tornado_top=10, episodes=12)
+FULL = dict(trajectories=10, samples=128, sobol_top=3, tornado_top=10, episodes=30)
 
 
 def _csv_list(text: str) -> list[str]:
@@ -645,7 +655,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"--quick {QUICK['samples']})")
     p.add_argument("--trajectories", type=int, default=None,
                    help=f"Morris trajectories (default {FULL['trajectories']}, --quick {QUICK['trajectories']})")
-    p.add_argument("--sobol-top", type=int, default=None, help="parameters that get Sobol indices")
+    p.add_argument("--sobol-top", type=int, default=None,
+                   help=f"per headline metric, the top parameters that get Sobol indices (default "
+                        f"{FULL['sobol_top']}, --quick {QUICK['sobol_top']})")
     p.add_argument("--tornado-top", type=int, default=None, help="parameters per tornado figure")
     p.add_argument("--episodes", type=int, default=None,
                    help=f"episodes of 101 requests per cell and world (default {FULL['episodes']}, "

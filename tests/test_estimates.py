@@ -1,0 +1,132 @@
+"""The two adapters of the sensitivity analysis: which numbers are estimates, and worlds with them
+moved."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from autoscale_env import config
+from autoscale_env.backends.sim import SimBackend
+from autoscale_env.errors import ConfigError
+from autoscale_env.estimates import (Address, build_world, classify, enumerate_estimates,
+                                     estimated_numbers, load_world, perturbed_documents)
+
+
+# -- interim reader of the free-text sources -------------------------------------------------
+
+UNITS = ["cpu/fp32", "cpu/int8", "gpu/fp16", "gpu/fp32", "dsp/int8"]
+
+
+def test_a_clause_starting_with_estimate_makes_the_whole_row_estimates():
+    est = classify("estimate from mnv2 (similar MACs); single-core 44 ms / int8 32 ms sourced", UNITS,
+                   unit_fields=True)
+    assert all(est.values())
+
+
+def test_a_named_estimate_leaves_the_rest_to_the_blanket_source():
+    est = classify("TFL-HOSTED Pixel 3; gpu/fp32 estimate = 1.6 x GPU column", UNITS, unit_fields=True)
+    assert [u for u, e in est.items() if e] == ["gpu/fp32"]
+
+
+def test_a_bare_precision_names_every_unit_with_it():
+    est = classify("cpu/fp32 and gpu/fp16 TFL-BENCH Pixel 3; int8/dsp estimate (no public model)",
+                   UNITS, unit_fields=True)
+    # gpu/fp32 is named nowhere and no clause covers the rest: conservatively an estimate
+    assert {u for u, e in est.items() if e} == {"cpu/int8", "dsp/int8", "gpu/fp32"}
+
+
+def test_power_fields_by_their_words():
+    fields = ["busy_power_w", "idle_power_w", "cpu_interference", "mem_interference"]
+    est = classify("busy: estimate from PP-845; idle: PP-845 cpu.awake 9.85 mA; interference: "
+                   "estimate (time-sharing)", fields)
+    assert est == {"busy_power_w": True, "idle_power_w": False, "cpu_interference": True,
+                   "mem_interference": True}
+
+
+def test_a_source_without_estimates_is_sourced():
+    assert not any(classify("TFL-BENCH Pixel 4 (CPU 23.9, GPU 11.1)", UNITS, unit_fields=True).values())
+
+
+def test_enumeration_covers_every_estimated_number_once():
+    params = enumerate_estimates()
+    numbers = [a for p in params for a in p.numbers]
+    assert len(numbers) == len(set(numbers))
+    marked = {a for a, _ in estimated_numbers()}
+    # settings lists are split into items; every marked number is covered by some parameter
+    for a in marked:
+        assert a in numbers or any(n.path[:-1] == a.path and n.file == a.file for n in numbers)
+    assert sum(p.count for p in params) >= len(marked)
+    names = [p.name for p in params]
+    assert len(names) == len(set(names))
+    for expected in ("mi8pro: processors.cpu.busy_power_w", "links: wifi.below_min_goodput_mbps",
+                     "settings: static.rssi_wifi_dbm.1", "galaxy_s10e: latency cpu/fp32"):
+        assert expected in names
+    # sourced numbers are not parameters
+    assert "mi8pro: processors.cpu.idle_power_w" not in names
+    assert Address("devices/mi8pro.toml", ("latency_ms", "mnv1", "cpu/fp32")) not in numbers
+
+
+def test_ranges_by_kind():
+    p = {e.name: e for e in enumerate_estimates()}
+    assert (p["mi8pro: processors.cpu.busy_power_w"].mode, p["mi8pro: processors.cpu.busy_power_w"].low,
+            p["mi8pro: processors.cpu.busy_power_w"].high) == ("scale", 0.5, 1.5)
+    assert p["settings: static.rssi_wifi_dbm.1"].mode == "shift"
+    assert p["settings: dynamic.rssi_fading_sigma_db"].mode == "scale"
+    assert p["workloads: networks.sqz.accuracy_int8"].mode == "loss"
+
+
+# -- perturbed worlds --------------------------------------------------------------------------
+
+def _outcomes(backend, seed=3):
+    rng = np.random.default_rng(seed)
+    backend.reset(rng)
+    b = backend.next_block()
+    return b.latency_ms.copy(), b.energy_mj.copy()
+
+
+@pytest.mark.parametrize("setting", ["static", "dynamic"])
+def test_the_nominal_world_is_the_shipped_world_bit_for_bit(setting):
+    ref = SimBackend("galaxy_s10e", "non_streaming", setting)
+    mine = build_world({}, device="galaxy_s10e", scenario="non_streaming", setting=setting)
+    for a, b in zip(_outcomes(ref), _outcomes(mine)):
+        assert np.array_equal(a, b)
+
+
+def test_a_latency_factor_moves_exactly_its_estimated_entries():
+    name = "mi8pro: latency gpu/fp32"
+    world = load_world({name: 1.5}, ("mi8pro",))
+    base = config.load_device("mi8pro")
+    moved = world.phones["mi8pro"].latency_ms
+    est = {a.path[1] for a in next(e for e in enumerate_estimates() if e.name == name).numbers}
+    for net, row in base.latency_ms.items():
+        for unit, ms in row.items():
+            expect = ms * 1.5 if unit == "gpu/fp32" and net in est else ms
+            assert moved[net][unit] == pytest.approx(expect)
+    assert config.load_device("mi8pro").latency_ms["mnv1"]["gpu/fp32"] == 10.0  # cache untouched
+
+
+def test_a_weak_signal_shift_moves_the_static_level():
+    world = load_world({"settings: static.rssi_wifi_dbm.1": 4.0}, ("mi8pro",))
+    assert world.settings[1].rssi_wifi_dbm == (-55.0, -82.0)
+
+
+def test_an_int8_loss_factor_scales_the_loss_against_fp32():
+    world = load_world({"workloads: networks.sqz.accuracy_int8": 0.5}, ("mi8pro",))
+    sqz = world.workloads["sqz"].accuracy
+    assert sqz["fp32"] - sqz["int8"] == pytest.approx(0.01)
+
+
+def test_perturbed_worlds_change_outcomes_and_reach_the_backend():
+    base = _outcomes(SimBackend("mi8pro", "non_streaming", "static"))
+    slow = build_world({"mi8pro: processors.cpu.busy_power_w": 1.5}, device="mi8pro",
+                       scenario="non_streaming", setting="static")
+    lat, energy = _outcomes(slow)
+    assert np.array_equal(lat, base[0])
+    cpu = [str(t) for t in slow.targets].index("local/cpu/fp32")
+    assert (energy[:, cpu] > base[1][:, cpu]).all()
+
+
+def test_unknown_parameters_are_named():
+    with pytest.raises(ConfigError, match="unknown estimate parameter 'nope'"):
+        perturbed_documents({"nope": 1.0})
