@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from agents.world_metrics import (CLOUD_TARGET, HEADLINE_METRICS, MOBILE_CPU_TARGET, Cell,
-                                  grid_cells, metric_names, world_metrics)
+from agents.world_metrics import (CLOUD_TARGET, HEADLINE_METRICS, MOBILE_CPU_TARGET,
+                                  QLEARNING_METRIC, Cell, grid_cells, metric_names, world_metrics)
 from autoscale_env import config
 from autoscale_env.errors import AutoScaleError, ConfigError, DependencyMissing
 from autoscale_env.estimates import Estimate, build_world, enumerate_estimates, load_world
@@ -79,6 +79,8 @@ class SensitivityConfig:
     seed: int = 0
     cells: tuple[tuple[str, str, str], ...] = ()
     features: str = "paper"
+    qlearning_steps: int = 0
+    """Online training requests of the Q-learner per cell and world (0: no Q-learner metric)."""
     parameters: tuple[tuple[str, str, float, float, float], ...] = ()
     """(name, mode, low, high, nominal) of every parameter, in order."""
     data_digest: str = ""
@@ -100,11 +102,13 @@ class SensitivityConfig:
 
     @property
     def metrics(self) -> list[str]:
-        return metric_names(list(dict.fromkeys(c[0] for c in self.cells)))
+        return metric_names(list(dict.fromkeys(c[0] for c in self.cells)),
+                            qlearning=self.qlearning_steps > 0)
 
 
 def make_config(*, method: str, trajectories: int, samples: int, sobol_top: int, tornado_top: int,
                 episodes: int, seed: int, cells: Sequence[Cell], features: str = "paper",
+                qlearning_steps: int = 0,
                 estimates: Sequence[Estimate] | None = None) -> SensitivityConfig:
     """A checked configuration over every estimate (or the given ones)."""
     if method not in METHODS:
@@ -114,6 +118,8 @@ def make_config(*, method: str, trajectories: int, samples: int, sobol_top: int,
                                  ("--episodes", episodes, 1)):
         if value < minimum:
             raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    if qlearning_steps < 0:
+        raise ConfigError(f"--qlearning-steps must be >= 0, got {qlearning_steps}")
     if samples & (samples - 1):
         raise ConfigError(f"--samples must be a power of 2 (Sobol sequences), got {samples}")
     if not cells:
@@ -128,7 +134,7 @@ def make_config(*, method: str, trajectories: int, samples: int, sobol_top: int,
         method=method, trajectories=trajectories, samples=samples,
         sobol_top=min(sobol_top, len(est)), tornado_top=min(tornado_top, len(est)),
         episodes=episodes, seed=seed, cells=tuple((c.device, c.scenario, c.setting) for c in cells),
-        features=features,
+        features=features, qlearning_steps=qlearning_steps,
         parameters=tuple((e.name, e.mode, float(e.low), float(e.high), float(e.nominal)) for e in est),
         data_digest=data_digest())
 
@@ -154,7 +160,8 @@ def evaluate_world(cfg: SensitivityConfig, x: Sequence[float]) -> dict[str, floa
     return world_metrics(
         lambda cell: build_world(overrides, device=cell.device, scenario=cell.scenario,
                                  setting=cell.setting, world=world),
-        cfg.cell_list, episodes=cfg.episodes, seed=cfg.seed, features=cfg.features)
+        cfg.cell_list, episodes=cfg.episodes, seed=cfg.seed, features=cfg.features,
+        qlearning_steps=cfg.qlearning_steps)
 
 
 def evaluate_chunk(cfg: SensitivityConfig, rows: Sequence[tuple[str, int, tuple[float, ...]]]
@@ -435,7 +442,8 @@ def top_parameters(an: Analysis, metrics: Sequence[str], k: int, per_metric: boo
 CSV_COLUMNS = ["parameter", "metric", "mu_star", "mu_star_conf", "sigma", "mu", "S1", "S1_conf",
                "ST", "ST_conf", "low_end_value", "high_end_value", "nominal_value", "mode",
                "low", "high"]
-LABELS = {"oracle_vs_cpu": "oracle efficiency vs mobile CPU (x, geometric mean over cells)",
+LABELS = {"qlearning_near_optimal": "Q-learner's near-optimal rate (share of requests)",
+          "oracle_vs_cpu": "oracle efficiency vs mobile CPU (x, geometric mean over cells)",
           "oracle_vs_cloud": "oracle efficiency vs cloud (x, geometric mean over cells)",
           "state_ceiling": "state ceiling (share of requests)"}
 
@@ -529,7 +537,7 @@ def _save(fig, path: Path) -> Path:
 
 
 def _fmt(metric: str, v: float) -> str:
-    if metric.startswith("share:") or metric == "state_ceiling":
+    if metric.startswith("share:") or metric in ("state_ceiling", QLEARNING_METRIC):
         return f"{100 * v:.1f} %"
     return f"{v:.2f}x"
 
@@ -552,6 +560,13 @@ def report(an: Analysis) -> str:
         "## Conclusions", ""]
     for metric in HEADLINE_METRICS:
         lines.append(_conclusion(an, metric))
+    if QLEARNING_METRIC in cfg.metrics:
+        v = an.worlds[QLEARNING_METRIC]
+        lines.append(f"- **Q-learner's near-optimal rate** ({cfg.qlearning_steps} training requests "
+                     f"per cell): data value {_fmt(QLEARNING_METRIC, an.nominal[QLEARNING_METRIC])}, "
+                     f"{_fmt(QLEARNING_METRIC, float(v.min()))} to "
+                     f"{_fmt(QLEARNING_METRIC, float(v.max()))} over the evaluated worlds; moved "
+                     f"most by {_top3(an, QLEARNING_METRIC)}.")
     shares = [m for m in cfg.metrics if m.startswith("share:")]
     nominal_top = max(shares, key=lambda m: an.nominal[m])
     stacked = np.stack([an.worlds[m] for m in shares])
@@ -667,6 +682,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", default=",".join(SCENARIOS), help="comma list of scenarios")
     p.add_argument("--setting", default=",".join(SETTINGS), help="comma list of settings")
     p.add_argument("--features", default="paper", help="state bins for the state ceiling")
+    p.add_argument("--qlearning-steps", type=int, default=0,
+                   help="also train the paper's Q-learner this many requests per cell and world "
+                        "and report its near-optimal rate (slow: 0, the default, skips it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--engine", choices=ENGINES, default="local")
     p.add_argument("--workers", type=int, default=None, help="processes (default: the cores)")
@@ -694,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
         opts = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in base.items()}
         cells = grid_cells(_csv_list(args.device), _csv_list(args.scenario), _csv_list(args.setting))
         cfg = make_config(method=args.method, cells=cells, seed=args.seed, features=args.features,
-                          estimates=estimates, **opts)
+                          qlearning_steps=args.qlearning_steps, estimates=estimates, **opts)
         workers = args.workers or os.cpu_count() or 1
         print(f"{len(cfg.parameters)} parameters over {sum(e.count for e in estimates)} estimated "
               f"numbers; {len(cells)} cells x {cfg.episodes} episodes per world", flush=True)

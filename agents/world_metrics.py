@@ -9,7 +9,11 @@ worlds differ only by their numbers: common random numbers) and measures:
   mean over cells (ratios average geometrically; one weak-signal cell cannot dominate);
 * ``state_ceiling``: the best match with the oracle any policy of the observation alone could reach
   (per state, the share of its most frequent oracle action), averaged over cells;
-* ``share:<target>``: the share of each target among the oracle's decisions, over every request.
+* ``share:<target>``: the share of each target among the oracle's decisions, over every request;
+* optionally ``qlearning_near_optimal``: the paper's tabular Q-learner, trained online on each cell
+  for ``qlearning_steps`` requests, then evaluated greedily on fresh requests: the share of them
+  whose chosen target meets both targets and uses at most 5 % more energy than the oracle's,
+  averaged over cells.
 
 Only the backend protocol is used (``reset``, ``next_block`` with every target's outcome), so any
 backend that knows counterfactual outcomes works.
@@ -30,6 +34,11 @@ from autoscale_env.state import StateEncoder
 MOBILE_CPU_TARGET = "local/cpu/fp32"
 CLOUD_TARGET = "cloud/gpu/fp32"
 HEADLINE_METRICS = ("oracle_vs_cpu", "oracle_vs_cloud", "state_ceiling")
+QLEARNING_METRIC = "qlearning_near_optimal"
+#: A decision is near-optimal when it meets both targets within this factor of the oracle's energy.
+NEAR_OPTIMAL_ENERGY_FACTOR = 1.05
+#: Offset between a cell's training seed and its evaluation seed (fresh requests).
+EVAL_SEED_OFFSET = 10_000
 
 
 @dataclass(frozen=True)
@@ -59,9 +68,10 @@ def all_target_names(devices: Sequence[str]) -> list[str]:
     return names
 
 
-def metric_names(devices: Sequence[str]) -> list[str]:
+def metric_names(devices: Sequence[str], qlearning: bool = False) -> list[str]:
     """The metrics :func:`world_metrics` returns for cells of ``devices``."""
-    return [*HEADLINE_METRICS, *(f"share:{t}" for t in all_target_names(devices))]
+    return [*HEADLINE_METRICS, *(f"share:{t}" for t in all_target_names(devices)),
+            *([QLEARNING_METRIC] if qlearning else [])]
 
 
 @dataclass
@@ -137,14 +147,48 @@ def geometric_mean(values: Sequence[float]) -> float:
 
 
 def world_metrics(make_backend: Callable[[Cell], object], cells: Sequence[Cell], *, episodes: int,
-                  seed: int = 0, features: str | None = None) -> dict[str, float]:
+                  seed: int = 0, features: str | None = None, qlearning_steps: int = 0,
+                  qlearning_eval_requests: int = 2_000) -> dict[str, float]:
     """The metrics of one world over ``cells``; cell ``i`` always uses seed ``(seed, i)``."""
-    stats = []
+    stats, near = [], []
     for i, cell in enumerate(cells):
         backend = make_backend(cell)
-        stats.append(cell_stats(backend, episodes=episodes, seed=_cell_seed(seed, i),
-                                features=features))
-    return summarize(stats, all_target_names(list(dict.fromkeys(c.device for c in cells))))
+        cell_seed = _cell_seed(seed, i)
+        stats.append(cell_stats(backend, episodes=episodes, seed=cell_seed, features=features))
+        if qlearning_steps:
+            near.append(qlearning_near_optimal(backend, train_steps=qlearning_steps,
+                                               eval_requests=qlearning_eval_requests,
+                                               seed=cell_seed % 2**31, features=features))
+    out = summarize(stats, all_target_names(list(dict.fromkeys(c.device for c in cells))))
+    if qlearning_steps:
+        out[QLEARNING_METRIC] = float(np.mean(near))
+    return out
+
+
+def qlearning_near_optimal(backend, *, train_steps: int, eval_requests: int, seed: int,
+                           features: str | None = None) -> float:
+    """Train the paper's Q-learner on ``backend`` online, then the share of near-optimal greedy
+    decisions on fresh requests (module docstring)."""
+    import gymnasium as gym
+
+    from agents.qlearning import QLearningAgent
+
+    env = gym.make("AutoScale-v0", backend=backend, features=features)
+    agent = QLearningAgent(env, seed=seed)
+    agent.learn(train_steps)
+    u = env.unwrapped
+    obs, _ = env.reset(seed=EVAL_SEED_OFFSET + seed)
+    near = 0
+    for _ in range(eval_requests):
+        cf = u.counterfactuals()
+        best_mj = float(cf["energy_mj"][u.oracle_action()])
+        action, _ = agent.predict(obs, deterministic=True)
+        obs, _, terminated, truncated, info = env.step(int(action))
+        near += bool(info["qos_met"] and info["accuracy_met"]
+                     and info["energy_mj"] <= NEAR_OPTIMAL_ENERGY_FACTOR * best_mj)
+        if terminated or truncated:
+            obs, _ = env.reset()
+    return near / eval_requests
 
 
 def _cell_seed(seed: int, index: int) -> int:

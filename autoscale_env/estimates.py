@@ -8,6 +8,13 @@ change of the provenance format or of the simulator's internals is absorbed in t
 * :func:`build_world` builds a simulator backend for one cell in which those parameters take given
   values.
 
+Structured provenance first
+---------------------------
+Where the package has ``autoscale_env.provenance`` (machine-readable ``source``/``sources``/``ranges``
+fields next to the values), :func:`enumerate_estimates` takes its estimate entries as they are, one
+parameter each (so the count matches ``autoscale provenance``), with their declared ranges
+(:func:`from_provenance`). The reader below is the fallback for data without that report.
+
 Interim provenance reader
 -------------------------
 The data files do not carry machine-readable provenance yet: each table has a free-text ``source``
@@ -50,7 +57,7 @@ import math
 import re
 import threading
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -125,7 +132,8 @@ class Estimate:
     ``mode`` says what the parameter's value ``x`` does to each number: ``scale`` (multiply by x),
     ``shift`` (add x, dB), ``loss`` (the accuracy loss against FP32 times x), ``loss_abs`` (a loss
     of x), ``level`` (multiply an FP32 accuracy by x and move its network's other precisions by
-    the same amount). ``x = nominal`` reproduces the data.
+    the same amount), ``span`` (x in [-1, 1] moves each number from its value towards the low end
+    (x < 0) or the high end (x > 0) of its declared range). ``x = nominal`` reproduces the data.
     """
 
     name: str
@@ -137,6 +145,8 @@ class Estimate:
     reason: str
     count: int
     """How many scalar numbers (list items counted one by one) the parameter moves."""
+    spans: tuple = ()
+    """``span`` mode: per number, its declared ``(lo, hi)`` (a list: one pair per item)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,9 +324,47 @@ def _group(addr: Address) -> str:
 def enumerate_estimates() -> tuple[Estimate, ...]:
     """Every estimate of the world's data as parameters of the analysis (module docstring).
 
-    Adapter: today it reads the free-text ``source`` strings (interim rules above); once the data
-    carries structured provenance with declared ranges, only this function needs to change.
+    Adapter: where the package has the structured provenance report
+    (``autoscale_env.provenance.estimates()``: one entry per numeric field with ``estimate`` and
+    ``range``), its entries are the parameters, one each, so the count matches that report;
+    otherwise the interim reader of the free-text ``source`` strings above is used.
     """
+    try:
+        from autoscale_env import provenance  # type: ignore[attr-defined]
+    except ImportError:
+        return interim_estimates()
+    return from_provenance(provenance.estimates())
+
+
+def from_provenance(entries) -> tuple[Estimate, ...]:
+    """Parameters from provenance entries (objects with ``name``, ``file``, ``path``, ``value``,
+    ``estimate``, ``source``, ``range``, ``explicit_range`` and ``count``), one per estimate.
+
+    A declared range is used as it is (``span`` mode). Without one, the module's defaults apply
+    where +-50 % of the value is meaningless: accuracies vary their loss against FP32 and dBm /
+    dB levels shift by +-6 dB; every other number takes the report's default range.
+    """
+    out = []
+    for e in entries:
+        if not e.estimate:
+            continue
+        addr = Address(e.file, tuple(e.path))
+        field = _field(addr)
+        special = (field.startswith("accuracy_") and field != "accuracy_tolerance") or (
+            (field.endswith("_dbm") or field.endswith("_db")) and "sigma" not in field)
+        if not e.explicit_range and special:
+            mode, low, high, nominal = _mode_and_range(addr)
+            out.append(Estimate(name=e.name, numbers=(addr,), mode=mode, low=low, high=high,
+                                nominal=nominal, reason=e.source, count=e.count))
+        else:
+            out.append(Estimate(name=e.name, numbers=(addr,), mode="span", low=-1.0, high=1.0,
+                                nominal=0.0, reason=e.source, count=e.count,
+                                spans=(tuple(e.range),)))
+    return tuple(out)
+
+
+def interim_estimates() -> tuple[Estimate, ...]:
+    """The interim reader's parameters (module docstring)."""
     groups: dict[str, list[tuple[Address, str]]] = {}
     for addr, reason in estimated_numbers():
         value = _value(addr)
@@ -363,6 +411,23 @@ def _set(doc: dict[str, Any], path: Key, fn) -> None:
         node[last] = _typed(old, _clip(field, fn(old)))
 
 
+def _toward(v: float, span: Sequence[float], x: float) -> float:
+    lo, hi = float(span[0]), float(span[1])
+    return v + x * (v - lo) if x < 0 else v + x * (hi - v)
+
+
+def _set_span(doc: dict[str, Any], path: Key, span: Any, x: float) -> None:
+    node: Any = doc
+    for k in path[:-1]:
+        node = node[k]
+    old = node[path[-1]]
+    field = _field(Address("", path))
+    if isinstance(old, list):
+        node[path[-1]] = [_typed(v, _clip(field, _toward(v, sp, x))) for v, sp in zip(old, span)]
+    else:
+        node[path[-1]] = _typed(old, _clip(field, _toward(old, span, x)))
+
+
 def _typed(old: Any, new: float) -> Any:
     return max(1, round(new)) if isinstance(old, int) and not isinstance(old, bool) else float(new)
 
@@ -385,6 +450,8 @@ def perturbed_documents(overrides: Mapping[str, float]) -> dict[str, dict[str, A
                 _set(doc, addr.path, lambda v, x=x: v * x)
             elif e.mode == "shift":
                 _set(doc, addr.path, lambda v, x=x: v + x)
+            elif e.mode == "span":
+                _set_span(doc, addr.path, e.spans[e.numbers.index(addr)], x)
             else:
                 net = doc["networks"][addr.path[1]]
                 fp32 = net["accuracy_fp32"]
@@ -407,11 +474,15 @@ def _reading(docs: Mapping[str, dict[str, Any]]):
     """Let the config loaders read ``docs`` in place of the files they name (they then validate the
     perturbed numbers exactly as they validate the shipped ones)."""
     by_path = {(config.DATA_DIR / f).resolve(): d for f, d in docs.items()}
+    # unperturbed world files come from the parse cache: the loaders only read what they are given
+    # (and look at every device file to list the valid edge/cloud names on each call)
+    by_path.update({(config.DATA_DIR / f).resolve(): _document(f) for f in world_files()
+                    if f not in docs})
     real = config._read_toml
 
     def read(path):
         doc = by_path.get(Path(path).resolve())
-        return copy.deepcopy(doc) if doc is not None else real(path)
+        return doc if doc is not None else real(path)
 
     with _READ_LOCK:
         config._read_toml = read

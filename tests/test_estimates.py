@@ -3,6 +3,8 @@ moved."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,8 @@ from autoscale_env import config
 from autoscale_env.backends.sim import SimBackend
 from autoscale_env.errors import ConfigError
 from autoscale_env.estimates import (Address, build_world, classify, enumerate_estimates,
-                                     estimated_numbers, load_world, perturbed_documents)
+                                     estimated_numbers, from_provenance, load_world,
+                                     perturbed_documents)
 
 
 # -- interim reader of the free-text sources -------------------------------------------------
@@ -130,3 +133,53 @@ def test_perturbed_worlds_change_outcomes_and_reach_the_backend():
 def test_unknown_parameters_are_named():
     with pytest.raises(ConfigError, match="unknown estimate parameter 'nope'"):
         perturbed_documents({"nope": 1.0})
+
+
+# -- structured provenance (autoscale_env.provenance entries) -----------------------------------
+
+@dataclass(frozen=True)
+class FakeEntry:
+    """The shape of a provenance report entry."""
+
+    file: str
+    path: tuple
+    value: object
+    estimate: bool
+    source: str
+    range: object
+    explicit_range: bool
+
+    @property
+    def name(self):
+        return f"{self.file}:{'.'.join(self.path)}"
+
+    @property
+    def count(self):
+        return len(self.value) if isinstance(self.value, tuple) else 1
+
+
+def test_provenance_entries_become_one_parameter_each_with_their_ranges(monkeypatch):
+    entries = [
+        FakeEntry("devices/mi8pro.toml", ("processors", "cpu", "busy_power_w"), 3.5, True,
+                  "estimate: x", (1.75, 5.25), False),
+        FakeEntry("links.toml", ("wifi", "tx_power_multiplier"), (1.0, 1.29, 1.71, 2.29), True,
+                  "estimate: y", ((0.8, 1.2), (0.8, 1.4), (0.8, 1.7), (0.8, 2.3)), True),
+        FakeEntry("workloads.toml", ("networks", "sqz", "accuracy_int8"), 0.47, True,
+                  "estimate: z", (0.235, 0.705), False),
+        FakeEntry("devices/mi8pro.toml", ("base", "wifi_active_w"), 0.7, False, "PP-845", (0, 1), False),
+    ]
+    params = {p.name: p for p in from_provenance(entries)}
+    assert list(params) == [e.name for e in entries[:3]]
+    assert sum(p.count for p in params.values()) == 6
+    busy = params["devices/mi8pro.toml:processors.cpu.busy_power_w"]
+    tx = params["links.toml:wifi.tx_power_multiplier"]
+    assert (busy.mode, busy.low, busy.high, busy.nominal) == ("span", -1.0, 1.0, 0.0)
+    # an accuracy without a declared range varies its loss against FP32, not its value +-50 %
+    assert params["workloads.toml:networks.sqz.accuracy_int8"].mode == "loss"
+    # x = -1 / +1 reach each number's declared ends, item by item for a list
+    monkeypatch.setattr("autoscale_env.estimates.enumerate_estimates", lambda: tuple(params.values()))
+    lo = perturbed_documents({busy.name: -1.0, tx.name: 1.0})
+    mid = perturbed_documents({busy.name: 0.5})
+    assert lo["devices/mi8pro.toml"]["processors"]["cpu"]["busy_power_w"] == 1.75
+    assert lo["links.toml"]["wifi"]["tx_power_multiplier"] == [1.2, 1.4, 1.7, 2.3]
+    assert mid["devices/mi8pro.toml"]["processors"]["cpu"]["busy_power_w"] == pytest.approx(4.375)

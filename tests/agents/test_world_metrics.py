@@ -43,3 +43,12 @@ def test_oracle_totals_match_the_environments_own_evaluation():
     assert res.cpu_energy_mj == pytest.approx(s.cpu_energy_mj, rel=1e-12)
     assert res.cloud_energy_mj == pytest.approx(s.cloud_energy_mj, rel=1e-12)
     assert res.ceiling_matches == s.ceiling_matches
+
+
+def test_the_q_learners_near_optimal_rate_is_optional_and_learns():
+    cell = Cell("mi8pro", "translation", "static")
+    untrained = world_metrics(sim, [cell], episodes=1, qlearning_steps=1, qlearning_eval_requests=300)
+    trained = world_metrics(sim, [cell], episodes=1, qlearning_steps=3_000,
+                            qlearning_eval_requests=300)
+    assert "qlearning_near_optimal" not in world_metrics(sim, [cell], episodes=1)
+    assert 0.0 <= untrained["qlearning_near_optimal"] < trained["qlearning_near_optimal"] <= 1.0
