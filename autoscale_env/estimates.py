@@ -522,18 +522,29 @@ def load_world(overrides: Mapping[str, float], phones: tuple[str, ...]) -> Loade
             scenarios=config.load_scenarios.__wrapped__())
 
 
+_REUSED: dict[tuple[str, str, str], Any] = {}
+
+
 def build_world(overrides: Mapping[str, float], *, device: str, scenario: str, setting: str,
-                world: LoadedWorld | None = None):
+                world: LoadedWorld | None = None, reuse: bool = False):
     """A sim backend of one cell whose estimates take the values in ``overrides``.
 
     Adapter: today it builds a :class:`~autoscale_env.backends.sim.SimBackend` from the bundled
     data, swaps in the perturbed config objects and re-runs its per-(network, target)
     precomputation. Pass ``world`` (from :func:`load_world`) to reuse one parse across cells.
+    ``reuse=True`` re-targets this process's previous backend of the same cell instead of building
+    a new one (the previous world of that cell is gone then: for one world at a time, as the
+    sensitivity workers evaluate them).
     """
     from autoscale_env.backends.sim import SimBackend
 
     w = world if world is not None else load_world(overrides, (device,))
-    backend = SimBackend(device=device, scenario=scenario, setting=setting)
+    key = (device, scenario, setting)
+    backend = _REUSED.get(key) if reuse else None
+    if backend is None:
+        backend = SimBackend(device=device, scenario=scenario, setting=setting)
+        if reuse:
+            _REUSED[key] = backend
     phone = w.phones[device]
     backend.phone = phone
     backend.edge, backend.cloud = w.devices[phone.edge], w.devices[phone.cloud]

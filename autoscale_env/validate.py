@@ -227,10 +227,10 @@ def failures_text(failing: Sequence[Comparison]) -> str:
     out = []
     for file, cs in by_file.items():
         rows = ", ".join(str(c.m.line) for c in cs)
-        detail = "; ".join(f"line {c.m.line}: {c.m.device or 'catalog'} {c.m.network} {c.m.unit} "
+        detail = "\n".join(f"    line {c.m.line}: {c.m.device or 'catalog'} {c.m.network} {c.m.unit} "
                            f"sim {c.world:g} vs measured {c.m.value:g} ({c.m.published}), "
                            f"log2 error {c.log2_error:.2f}" for c in cs)
-        out.append(f"{file}: rows {rows}\n    {detail}")
+        out.append(f"{file}: rows {rows}\n{detail}")
     return "\n".join(out)
 
 

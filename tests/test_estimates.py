@@ -183,3 +183,15 @@ def test_provenance_entries_become_one_parameter_each_with_their_ranges(monkeypa
     assert lo["devices/mi8pro.toml"]["processors"]["cpu"]["busy_power_w"] == 1.75
     assert lo["links.toml"]["wifi"]["tx_power_multiplier"] == [1.2, 1.4, 1.7, 2.3]
     assert mid["devices/mi8pro.toml"]["processors"]["cpu"]["busy_power_w"] == pytest.approx(4.375)
+
+
+def test_a_reused_backend_gives_what_a_fresh_one_gives():
+    cell = dict(device="mi8pro", scenario="streaming", setting="dynamic")
+    moved = {"links: wifi.tx_power_multiplier": 1.4}
+    build_world({"mi8pro: processors.gpu.busy_power_w": 0.5}, reuse=True, **cell)  # another world
+    again = build_world(moved, reuse=True, **cell)
+    fresh = build_world(moved, **cell)
+    assert again is build_world({}, reuse=True, **cell)
+    build_world(moved, reuse=True, **cell)
+    for a, b in zip(_outcomes(again), _outcomes(fresh)):
+        assert np.array_equal(a, b)
