@@ -653,7 +653,7 @@ def list_parameters(estimates: Sequence[Estimate]) -> str:
 
 
 QUICK = dict(trajectories=4, samples=32, sobol_top=2, tornado_top=10, episodes=12)
-FULL = dict(trajectories=10, samples=128, sobol_top=3, tornado_top=10, episodes=30)
+FULL = dict(trajectories=10, samples=128, sobol_top=3, tornado_top=10, episodes=40)
 
 
 def _csv_list(text: str) -> list[str]:

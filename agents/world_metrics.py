@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from autoscale_env import config
+from autoscale_env.core import RequestBlock
 from autoscale_env.reward import oracle_actions, reward
 from autoscale_env.state import StateEncoder
 
@@ -88,7 +89,8 @@ class CellStats:
 
 def cell_stats(backend, *, episodes: int, seed: int, features: str | None = None,
                reward_preset: str = "energy") -> CellStats:
-    """Run ``episodes`` episodes (one block each) of ``backend`` from ``seed``; oracle totals."""
+    """Run ``episodes`` episodes (one block each, :func:`episode_blocks`) of ``backend`` from
+    ``seed``; oracle totals."""
     preset = config.get_reward_preset(reward_preset)
     names = [str(t) for t in backend.targets]
     cpu, cloud = names.index(MOBILE_CPU_TARGET), names.index(CLOUD_TARGET)
@@ -98,12 +100,9 @@ def cell_stats(backend, *, episodes: int, seed: int, features: str | None = None
     acc_target = np.array([w.accuracy["fp32"] - tol for w in workloads])
     reference = np.asarray(backend.reference_energy_mj, dtype=float)
     T = len(names)
-    rng = np.random.default_rng(seed)
     flat_states, oracles = [], []
     e_cpu = e_cloud = e_oracle = 0.0
-    for _ in range(episodes):
-        backend.reset(rng)
-        b = backend.next_block()
+    for b in [_concatenate(episode_blocks(backend, episodes, seed))]:
         net = b.network
         r, _, _ = reward(preset, latency_ms=b.latency_ms, energy_mj=b.energy_mj,
                          accuracy=b.accuracy, reference_energy_mj=reference[net][:, None],
@@ -124,6 +123,47 @@ def cell_stats(backend, *, episodes: int, seed: int, features: str | None = None
     return CellStats(requests=len(best), cpu_energy_mj=e_cpu, cloud_energy_mj=e_cloud,
                      oracle_energy_mj=e_oracle, ceiling_matches=int(table.max(axis=1).sum()),
                      oracle_counts={n: int(c) for n, c in zip(names, counts)})
+
+
+def episode_blocks(backend, episodes: int, seed: int) -> list[RequestBlock]:
+    """One block (one episode) per episode, episode ``e`` from its own generator
+    ``default_rng(SeedSequence([seed, e]))``.
+
+    With the sim's batched interface (``reset_worlds``, ``draw``, ``generate``, as the native vector
+    env uses it) all episodes come from one vectorised pass, returned as one concatenated block;
+    its numbers equal those of the protocol loop (``reset`` + ``next_block`` per episode) bit for
+    bit. Other backends take the loop.
+    """
+    rngs = [np.random.default_rng(np.random.SeedSequence([seed, e])) for e in range(episodes)]
+    if not all(hasattr(backend, a) for a in ("reset_worlds", "draw", "generate")):
+        blocks = []
+        for rng in rngs:
+            backend.reset(rng)
+            blocks.append(backend.next_block())
+        return blocks
+    from autoscale_env.backends.sim import SimState
+
+    state = SimState(episodes)
+    backend.reset_worlds(rngs, state, np.arange(episodes))
+    raw = np.stack([backend.draw(rng) for rng in rngs])
+    net, cpu, mem, wifi, p2p, latency, energy = backend.generate(raw, state, slice(0, episodes))
+    T = latency.shape[0]
+    network = net.reshape(-1)
+    return [RequestBlock(
+        network=network, co_cpu_pct=cpu.reshape(-1), co_mem_pct=mem.reshape(-1),
+        rssi_wifi_dbm=wifi.reshape(-1), rssi_p2p_dbm=p2p.reshape(-1),
+        latency_ms=latency.reshape(T, -1).T, energy_mj=energy.reshape(T, -1).T,
+        accuracy=backend.accuracy_table[network], energy_source=backend.energy_source)]
+
+
+def _concatenate(blocks: Sequence[RequestBlock]) -> RequestBlock:
+    """One block of every request (so totals do not depend on how the episodes were made)."""
+    if len(blocks) == 1:
+        return blocks[0]
+    cat = {k: np.concatenate([getattr(b, k) for b in blocks])
+           for k in ("network", "co_cpu_pct", "co_mem_pct", "rssi_wifi_dbm", "rssi_p2p_dbm",
+                     "latency_ms", "energy_mj", "accuracy")}
+    return RequestBlock(**cat, energy_source=blocks[0].energy_source)
 
 
 def summarize(stats: Sequence[CellStats], target_names: Sequence[str]) -> dict[str, float]:

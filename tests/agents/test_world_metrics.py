@@ -52,3 +52,26 @@ def test_the_q_learners_near_optimal_rate_is_optional_and_learns():
                             qlearning_eval_requests=300)
     assert "qlearning_near_optimal" not in world_metrics(sim, [cell], episodes=1)
     assert 0.0 <= untrained["qlearning_near_optimal"] < trained["qlearning_near_optimal"] <= 1.0
+
+
+class ProtocolOnly:
+    """A backend seen only through the Backend protocol (no batched interface)."""
+
+    def __init__(self, sim):
+        self._sim = sim
+        self.targets, self.workloads, self.scenario = sim.targets, sim.workloads, sim.scenario
+        self.reference_energy_mj = sim.reference_energy_mj
+
+    def reset(self, rng):
+        self._sim.reset(rng)
+
+    def next_block(self):
+        return self._sim.next_block()
+
+
+@pytest.mark.parametrize("setting", ["static", "dynamic"])
+def test_the_batched_pass_equals_the_protocol_loop_bit_for_bit(setting):
+    cell = Cell("galaxy_s10e", "streaming", setting)
+    fast = cell_stats(sim(cell), episodes=7, seed=3)
+    slow = cell_stats(ProtocolOnly(sim(cell)), episodes=7, seed=3)
+    assert fast == slow
