@@ -1,5 +1,5 @@
 """The ``autoscale`` command: ``benchmark``, ``train``, ``evaluate``, ``record``, ``serve``,
-``sweep``, ``provenance``, ``fit-bins``.
+``sweep``, ``provenance``, ``fit-bins``, ``fleet-benchmark``, ``validate``, ``sensitivity``.
 
 Each subcommand parses its options and calls the library; ``main(argv)`` returns an exit code, so
 the scripts in ``scripts/`` and the console script are thin wrappers around it.
@@ -272,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("provenance", "autoscale_env.provenance", "count the world's sourced vs estimated numbers"),
         ("fit-bins", "autoscale_env.fit_bins", "fit state bin edges for the highest state ceiling"),
         ("fleet-benchmark", "agents.fleet_benchmark", "many phones sharing one edge and one AP"),
+        ("validate", "autoscale_env.validate", "compare the world's numbers with public measurements"),
+        ("sensitivity", "agents.sensitivity", "global sensitivity of the results to the world's estimates"),
     ):
         s = sub.add_parser(name, help=help_text, add_help=False)
         s.set_defaults(delegate=module)
@@ -282,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``autoscale`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if argv and argv[0] in ("record", "serve", "sweep", "provenance", "fit-bins", "fleet-benchmark"):
+    if argv and argv[0] in ("record", "serve", "sweep", "provenance", "fit-bins", "fleet-benchmark",
+                            "validate", "sensitivity"):
         import importlib
         module = parser._subparsers._group_actions[0].choices[argv[0]].get_default("delegate")
         try:
