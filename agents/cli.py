@@ -1,4 +1,5 @@
-"""The ``autoscale`` command: ``benchmark``, ``train``, ``record``, ``serve``, ``sweep``.
+"""The ``autoscale`` command: ``benchmark``, ``train``, ``record``, ``serve``, ``sweep``,
+``calibrate``, ``gap``.
 
 Each subcommand parses its options and calls the library; ``main(argv)`` returns an exit code, so
 the scripts in ``scripts/`` and the console script are thin wrappers around it.
@@ -138,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("record", "autoscale_env.recording", "record a trace (see autoscale record --help)"),
         ("serve", "autoscale_env.backends.live.server", "run an edge/cloud inference server"),
         ("sweep", "agents.sweep", "the benchmark on a process pool or a Ray cluster"),
+        ("calibrate", "autoscale_env.calibrate", "fit a device profile from full traces"),
+        ("gap", "agents.gap", "sim-to-real gap of a profile against a trace"),
     ):
         s = sub.add_parser(name, help=help_text, add_help=False)
         s.set_defaults(delegate=module)
@@ -148,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``autoscale`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if argv and argv[0] in ("record", "serve", "sweep"):
+    if argv and argv[0] in ("record", "serve", "sweep", "calibrate", "gap"):
         import importlib
         module = parser._subparsers._group_actions[0].choices[argv[0]].get_default("delegate")
         return int(importlib.import_module(module).main(argv[1:]) or 0)
