@@ -100,7 +100,9 @@ class Estimate:
         u = f" {unit}" if unit else ""
         if not self.fitted:
             return f"{_g(self.value, digits)}{u} (kept: {self.note})"
-        return f"{_g(self.value, digits)}{u} [{_g(self.low, digits)}, {_g(self.high, digits)}]"
+        note = f" ({self.note})" if self.note else ""
+        return (f"{_g(self.value, digits)}{u} [{_g(self.low, digits)}, {_g(self.high, digits)}]"
+                f"{note}")
 
 
 def _g(x: float, digits: int = 3) -> str:
@@ -359,13 +361,71 @@ def calibrate(traces: Sequence[str | os.PathLike], *, base: str = "mi8pro", name
     rng = np.random.default_rng(seed)
     samples = [_block_bootstrap(data, rng, block_requests) for _ in range(int(bootstrap))]
 
-    _fit_local(cal, data, targets, base_profile, samples, progress)
+    power = _model_power_profile(loaded)
+    _fit_local(cal, data, targets, base_profile, samples, progress, power)
     _fit_remote(cal, data, targets, base_profile, samples)
     return cal
 
 
+def _model_power_profile(traces: Sequence[Trace]) -> config.DeviceProfile | None:
+    """The phone profile whose power model computed the traces' ``model`` energy, if named.
+
+    The live backend writes ``"energy": "model: <profile> power profile on measured times"``
+    into the header's provenance; its energy is then that profile's
+    :func:`~autoscale_env.backends.power.local_run` of the measured busy (CPU) time and wall
+    time, so the busy time can be read back exactly.
+    """
+    names = set()
+    for t in traces:
+        text = str(t.header.provenance.get("energy", ""))
+        if not text.startswith("model: ") or " power profile" not in text:
+            return None
+        names.add(text[len("model: "):text.index(" power profile")])
+    if len(names) != 1:
+        return None
+    try:
+        return config.load_device(names.pop())
+    except AutoScaleError:
+        return None
+
+
+def _busy_ms(data: _Data, j: int, proc: str, power: config.DeviceProfile | None) -> np.ndarray:
+    """Busy time of local target column ``j`` recovered from model energy (NaN where unknown).
+
+    ``energy = busy x P_busy + (latency - busy) x P_idle + latency x P_base`` (the live backend's
+    model of the measured CPU time), solved for ``busy``.
+    """
+    lat, e = data.latency[:, j], data.energy[:, j]
+    if power is None or proc not in power.processors:
+        return np.full(len(lat), np.nan)
+    p = power.processors[proc]
+    busy = (e - lat * (p.idle_power_w + power.base_power_w)) / (p.busy_power_w - p.idle_power_w)
+    ok = (data.source[:, j] == "model") & np.isfinite(busy) & (busy > 0)
+    return np.where(ok, np.minimum(busy, lat), np.nan)
+
+
+def _stretch_fit(log_stretch: np.ndarray, cpu: np.ndarray) -> float:
+    """``kc`` minimising ``sum |log(latency / busy) - log(1 + kc x co_cpu)|`` (no intercept: the
+    model has no stretch without co-running load)."""
+    ok = np.isfinite(log_stretch) & (cpu > 0)
+    x, c = log_stretch[ok], cpu[ok]
+    if not len(x):
+        return math.nan
+
+    def loss(kc: float) -> float:
+        return float(np.abs(x - np.log1p(kc * c)).sum())
+
+    best = min(np.linspace(0.0, 4 * MAX_INTERFERENCE, 81), key=loss)
+    step = 4 * MAX_INTERFERENCE / 80
+    for _ in range(12):
+        step /= 2
+        best = min((max(0.0, best - step), best, best + step), key=loss)
+    return float(best)
+
+
 def _fit_local(cal: Calibration, data: _Data, targets: list[Target],
-               base: config.DeviceProfile, samples: list[np.ndarray], progress: bool) -> None:
+               base: config.DeviceProfile, samples: list[np.ndarray], progress: bool,
+               power: config.DeviceProfile | None = None) -> None:
     local = [(j, t) for j, t in enumerate(targets) if t.is_local]
     networks = sorted(set(data.network.tolist()))
     cpu_ok = _spread(data.cpu) >= MIN_CONTEXT_SPREAD
@@ -390,10 +450,19 @@ def _fit_local(cal: Calibration, data: _Data, targets: list[Target],
             return (np.concatenate(y), np.concatenate(c), np.concatenate(m), np.concatenate(g))
 
         unit_of_group = np.array([[t.unit for _, t in cols].index(u) for _, u in keys])
+        # Busy time read back from model energy identifies the CPU interference directly: the
+        # model's latency is busy x (1 + kc x co_cpu), so latency / busy is the stretch.
+        log_stretch = np.column_stack([np.log(data.latency[:, j] / _busy_ms(data, j, proc, power))
+                                       for j, _ in cols])
+        by_busy = bool(np.isfinite(log_stretch).mean() > 0.9 and (data.cpu > 0).mean() > 0.5)
 
         def fit(rows: np.ndarray):
             y, c, m, g = stacked(rows)
-            f = _LocalFit(y, c, m, g, cpu_ok, mem_ok, base_proc.cpu_interference,
+            kc_fixed = base_proc.cpu_interference
+            if by_busy:
+                kc_fixed = _stretch_fit(log_stretch[rows].reshape(-1),
+                                        np.repeat(data.cpu[rows], len(cols)))
+            f = _LocalFit(y, c, m, g, cpu_ok and not by_busy, mem_ok, kc_fixed,
                           base_proc.mem_interference)
             kc, km, med = f.fit()
             base_ms = dict.fromkeys(range(len(keys)), math.nan)
@@ -423,7 +492,12 @@ def _fit_local(cal: Calibration, data: _Data, targets: list[Target],
         cal.interference[proc] = {}
         for k, (key, value) in enumerate((("cpu_interference", kc), ("mem_interference", km))):
             ok, why = spread_note[key]
-            if ok:
+            if key == "cpu_interference" and by_busy:
+                lo, hi = _ci([b[k] for b in boot])
+                cal.interference[proc][key] = Estimate(
+                    value, lo, hi, note=f"from the stretch latency / busy time, busy time read "
+                                        f"back from the {power.name} power model's energy")
+            elif ok:
                 lo, hi = _ci([b[k] for b in boot])
                 cal.interference[proc][key] = Estimate(value, lo, hi)
             else:

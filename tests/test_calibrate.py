@@ -110,3 +110,14 @@ def test_cli_refuses_with_a_message_and_exit_code_2(sim_trace, tmp_path, capsys)
     assert code == 2
     assert "400 requests; calibrate needs at least 1000" in capsys.readouterr().err
     assert not (tmp_path / "x.toml").exists()
+
+
+def test_model_energy_of_a_live_trace_identifies_cpu_interference_from_busy_time():
+    # The live backend's energy is the mi8pro power model of the measured CPU (busy) time and
+    # wall time, so latency / busy time, the stretch from co-running load, can be read back.
+    fitted = calibrate(["live-host-non_streaming-dynamic"], bootstrap=3)
+    e = fitted.interference["cpu"]["cpu_interference"]
+    assert e.fitted and "busy time read back from the mi8pro power model" in e.note
+    assert 0.0 < e.value <= 4 * cal_mod.MAX_INTERFERENCE and e.low <= e.high
+    power = fitted.power["cpu"]["busy_power_w"]
+    assert not power.fitted  # model energy still identifies no watts
