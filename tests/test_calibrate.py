@@ -115,7 +115,7 @@ def test_cli_refuses_with_a_message_and_exit_code_2(sim_trace, tmp_path, capsys)
 def test_model_energy_of_a_live_trace_identifies_cpu_interference_from_busy_time():
     # The live backend's energy is the mi8pro power model of the measured CPU (busy) time and
     # wall time, so latency / busy time, the stretch from co-running load, can be read back.
-    fitted = calibrate(["live-host-non_streaming-dynamic"], bootstrap=3)
+    fitted = calibrate(["live-host-non_streaming-dynamic"], bootstrap=3, min_per_network=5)
     e = fitted.interference["cpu"]["cpu_interference"]
     assert e.fitted and "busy time read back from the mi8pro power model" in e.note
     assert 0.0 < e.value <= 4 * cal_mod.MAX_INTERFERENCE and e.low <= e.high
