@@ -462,8 +462,8 @@ def _fit_local(cal: Calibration, data: _Data, targets: list[Target],
             if by_busy:
                 kc_fixed = _stretch_fit(log_stretch[rows].reshape(-1),
                                         np.repeat(data.cpu[rows], len(cols)))
-            f = _LocalFit(y, c, m, g, cpu_ok and not by_busy, mem_ok, kc_fixed,
-                          base_proc.mem_interference)
+            f = _LocalFit(y, c, m, g, free["cpu_interference"], free["mem_interference"],
+                          kc_fixed, base_proc.mem_interference)
             kc, km, med = f.fit()
             base_ms = dict.fromkeys(range(len(keys)), math.nan)
             centre = np.full(len(keys), math.nan)
@@ -476,11 +476,26 @@ def _fit_local(cal: Calibration, data: _Data, targets: list[Target],
                      else math.nan for u in range(len(cols))]
             return kc, km, base_ms, sigma, (y, c, m, g)
 
-        kc, km, base_ms, sigma, (y, c, m, g) = fit(np.arange(len(data.network)))
-        boot = []
-        for rows in tqdm(samples, desc=f"bootstrap {proc}", disable=not progress, unit="fit"):
-            kc_b, km_b, base_b, sigma_b, _ = fit(rows)
-            boot.append((kc_b, km_b, base_b, sigma_b))
+        free = {"cpu_interference": cpu_ok and not by_busy, "mem_interference": mem_ok}
+        unstable: dict[str, str] = {}
+        while True:
+            kc, km, base_ms, sigma, (y, c, m, g) = fit(np.arange(len(data.network)))
+            boot = []
+            for rows in tqdm(samples, desc=f"bootstrap {proc}", disable=not progress,
+                             unit="fit"):
+                kc_b, km_b, base_b, sigma_b, _ = fit(rows)
+                boot.append((kc_b, km_b, base_b, sigma_b))
+            # A factor whose interval spans more than 1 or reaches the search bound is not an
+            # estimate (other unmeasured load moves with it): keep the base value and refit.
+            newly = []
+            for k, key in enumerate(("cpu_interference", "mem_interference")):
+                lo, hi = _ci([b[k] for b in boot])
+                if free[key] and boot and (hi - lo > 1.0 or hi >= 0.95 * MAX_INTERFERENCE):
+                    free[key] = False
+                    unstable[key] = f"its bootstrap 95 % CI [{lo:.3g}, {hi:.3g}] is too wide"
+                    newly.append(key)
+            if not newly:  # each pass frees fewer factors, so this ends within three passes
+                break
 
         spread_note = {
             "cpu_interference": (cpu_ok, f"co-running CPU spans only {_spread(data.cpu) * 100:.1f} "
@@ -497,6 +512,11 @@ def _fit_local(cal: Calibration, data: _Data, targets: list[Target],
                 cal.interference[proc][key] = Estimate(
                     value, lo, hi, note=f"from the stretch latency / busy time, busy time read "
                                         f"back from the {power.name} power model's energy")
+            elif key in unstable:
+                cal.interference[proc][key] = Estimate(
+                    getattr(base_proc, key), fitted=False,
+                    note=f"not identifiable: {unstable[key]}; base profile {base.name}'s value")
+                cal.kept.append(f"processors.{proc}.{key}: {cal.interference[proc][key].note}")
             elif ok:
                 lo, hi = _ci([b[k] for b in boot])
                 cal.interference[proc][key] = Estimate(value, lo, hi)
