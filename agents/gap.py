@@ -225,7 +225,7 @@ def gap_report(traces: Sequence[str], profile: str, *, out: str | os.PathLike | 
         latency, energy, sim = sim_outcomes(str(profile), trace)
         label = Path(trace.path).name.split(".")[0]
         entry: dict[str, Any] = {
-            "path": trace.path, "requests": trace.n_requests, "setting": trace.header.setting,
+            "trace": str(name), "requests": trace.n_requests, "setting": trace.header.setting,
             "targets": target_errors(trace, latency, energy),
             "oracle": oracle_agreement(trace, latency, energy, sim.reference_energy_mj),
         }

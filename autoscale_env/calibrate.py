@@ -349,7 +349,7 @@ def calibrate(traces: Sequence[str | os.PathLike], *, base: str = "mi8pro", name
     label = " + ".join(Path(t.path).name.split(".")[0] for t in loaded)
     source = f"fitted from {label} ({n} requests)"
     cal = Calibration(
-        name=name, base=base_profile.name, traces=[t.path for t in loaded], n_requests=n,
+        name=name, base=base_profile.name, traces=[str(t) for t in traces], n_requests=n,
         source=source, targets=[str(t) for t in targets], scenario=first.header.scenario,
         settings=sorted({t.header.setting for t in loaded}), bootstrap=int(bootstrap),
         block_requests=int(block_requests),
