@@ -121,3 +121,19 @@ def test_model_energy_of_a_live_trace_identifies_cpu_interference_from_busy_time
     assert 0.0 < e.value <= 4 * cal_mod.MAX_INTERFERENCE and e.low <= e.high
     power = fitted.power["cpu"]["busy_power_w"]
     assert not power.fitted  # model energy still identifies no watts
+
+
+def test_bundled_host_profile_is_fitted_from_the_bundled_live_traces():
+    import gymnasium as gym
+
+    profile = config.load_device("host")
+    assert [str(t) for t in profile.targets] == [
+        "local/cpu/fp32", "local/cpu/int8", "edge/cpu/fp32", "cloud/cpu/fp32"]
+    text = open(profile.path).read()
+    assert "fitted from live-host-non_streaming-dynamic + live-host-non_streaming-static" in text
+    assert config.load_device(profile.edge).name == "host_edge"
+    env = gym.make("AutoScale-v0", device="host")  # the sim, on the fitted world
+    assert type(env.unwrapped.backend) is SimBackend
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(0)
+    assert info["latency_ms"] > 0 and info["energy_source"] == "model"

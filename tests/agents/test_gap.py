@@ -65,3 +65,14 @@ def test_report_trains_both_learners_and_writes_json_and_figure(sim_trace, tmp_p
     assert (tmp_path / "scatter-sim-mi8pro.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "gap.json").read_text())["traces"]["sim-mi8pro"]["requests"] == 300
     assert "sim-to-real regret" in gap.format_report(report)
+
+
+@pytest.mark.parametrize("name", ["live-host-non_streaming-dynamic",
+                                  "live-host-non_streaming-static"])
+def test_fitted_host_profile_is_closer_to_the_measurements_than_its_base(name):
+    trace = load_trace(name)
+    fitted = gap.target_errors(trace, *gap.sim_outcomes("host", trace)[:2])
+    base = gap.target_errors(trace, *gap.sim_outcomes("mi8pro", trace)[:2])
+    for target in ("local/cpu/fp32", "local/cpu/int8"):
+        assert fitted[target]["latency_median_abs_log"] < \
+            0.5 * base[target]["latency_median_abs_log"], target
