@@ -16,7 +16,9 @@ median outcome the profile predicts there), and compared with what was measured:
   sim and one trained on the trace itself (replay backend, shuffled), both evaluated greedily on
   the trace's requests in order; the regret is the energy per request the sim-trained policy
   spends beyond the trace-trained one (the latter is evaluated on the requests it trained on, so
-  it is the optimistic in-sample reference), with QoS violation rates beside it;
+  it is the optimistic in-sample reference), with QoS violation rates beside it, and the share of
+  the trace's requests whose state the sim showed the learner at least 20 times (a policy cannot
+  transfer to states its training world rarely produces);
 * a figure per trace: sim against measured latency and energy, one panel per target.
 """
 
@@ -158,16 +160,52 @@ def qlearning_regret(trace_path: str, profile: str, *, train_steps: int = 20_000
             eval_env.close()
         sim_env.close()
         real_env.close()
+        result["sim_state_coverage"] = _state_coverage(sim_agent, profile, trace_path, h,
+                                                       train_steps, seed)
         e_sim, e_real = result["sim_trained"]["energy_mj"], result["trace_trained"]["energy_mj"]
         result["regret_mj"] = e_sim - e_real
         result["regret"] = e_sim / e_real - 1.0
         rows.append(result)
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in ("regret_mj", "regret")}
+    mean = {k: float(np.mean([r[k] for r in rows]))
+            for k in ("regret_mj", "regret", "sim_state_coverage")}
     for label in ("sim_trained", "trace_trained"):
         mean[label] = {k: float(np.mean([r[label][k] for r in rows]))
                        for k in rows[0][label]}
     return {"train_steps": int(train_steps), "seeds": [int(s) for s in seeds], "mean": mean,
             "per_seed": rows}
+
+
+#: A state the sim showed at least this often in training counts as covered.
+COVERED_VISITS = 20
+
+
+def _state_coverage(agent, profile: str, trace_path: str, header, steps: int, seed: int) -> float:
+    """Share of the trace's requests whose observed state the sim showed at least
+    :data:`COVERED_VISITS` times in ``steps`` requests from ``reset(seed=seed)`` (the sim world
+    does not react to actions, so this replays what the sim-trained learner saw)."""
+    from collections import Counter
+
+    sim_env = gym.make("AutoScale-v0", backend="sim", device=profile, scenario=header.scenario,
+                       setting=header.setting)
+    seen: Counter = Counter()
+    obs, _ = sim_env.reset(seed=seed)
+    for _ in range(steps):
+        seen[agent.state_index(obs)] += 1
+        obs, _, terminated, truncated, _ = sim_env.step(0)
+        if terminated or truncated:
+            obs, _ = sim_env.reset()
+    sim_env.close()
+    real_env = gym.make("AutoScale-v0", backend="replay", trace=trace_path)
+    obs, _ = real_env.reset(seed=0)
+    n = real_env.unwrapped.backend.trace.n_requests
+    covered = 0
+    for _ in range(n):
+        covered += seen[agent.state_index(obs)] >= COVERED_VISITS
+        obs, _, terminated, truncated, _ = real_env.step(0)
+        if terminated or truncated:
+            obs, _ = real_env.reset()
+    real_env.close()
+    return covered / n
 
 
 def scatter_figure(trace: Trace, latency: np.ndarray, energy: np.ndarray, path: Path,
@@ -275,7 +313,9 @@ def format_report(report: dict[str, Any]) -> str:
                 f"| the trace (in-sample) | {r['energy_mj']:.1f} | {r['qos_violation_rate']:.3f} | "
                 f"{r['oracle_match']:.3f} | {r['energy_gap_to_oracle'] * 100:+.1f} % |",
                 "",
-                f"sim-to-real regret: {q['regret_mj']:+.1f} mJ/request ({q['regret'] * 100:+.1f} %)",
+                f"sim-to-real regret: {q['regret_mj']:+.1f} mJ/request ({q['regret'] * 100:+.1f} %); "
+                f"{q['sim_state_coverage'] * 100:.0f} % of the trace's requests are in states the "
+                f"sim showed >= {COVERED_VISITS} times in training",
             ]
     return "\n".join(lines)
 
