@@ -215,6 +215,7 @@ def scatter_figure(trace: Trace, latency: np.ndarray, energy: np.ndarray, path: 
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         logger.warning("matplotlib is not installed: no figure; pip install 'autoscale-env[plots]'")
         return None
@@ -234,6 +235,8 @@ def scatter_figure(trace: Trace, latency: np.ndarray, energy: np.ndarray, path: 
                 ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
             ax.set_xscale("log")
             ax.set_yscale("log")
+            for axis in (ax.xaxis, ax.yaxis):  # minor labels overlap on narrow decades
+                axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xlabel(f"measured {label}")
             ax.set_ylabel(f"sim {label}")
             if row == 0:
