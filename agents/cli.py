@@ -1,5 +1,6 @@
 """The ``autoscale`` command: ``benchmark``, ``train``, ``evaluate``, ``record``, ``serve``,
-``sweep``, ``provenance``, ``fit-bins``, ``fleet-benchmark``, ``validate``, ``sensitivity``.
+``sweep``, ``provenance``, ``fit-bins``, ``fleet-benchmark``, ``validate``, ``sensitivity``,
+``calibrate``, ``gap``.
 
 Each subcommand parses its options and calls the library; ``main(argv)`` returns an exit code, so
 the scripts in ``scripts/`` and the console script are thin wrappers around it.
@@ -274,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("fleet-benchmark", "agents.fleet_benchmark", "many phones sharing one edge and one AP"),
         ("validate", "autoscale_env.validate", "compare the world's numbers with public measurements"),
         ("sensitivity", "agents.sensitivity", "global sensitivity of the results to the world's estimates"),
+        ("calibrate", "autoscale_env.calibrate", "fit a device profile from full traces"),
+        ("gap", "agents.gap", "sim-to-real gap of a profile against a trace"),
     ):
         s = sub.add_parser(name, help=help_text, add_help=False)
         s.set_defaults(delegate=module)
@@ -285,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if argv and argv[0] in ("record", "serve", "sweep", "provenance", "fit-bins", "fleet-benchmark",
-                            "validate", "sensitivity"):
+                            "validate", "sensitivity", "calibrate", "gap"):
         import importlib
         module = parser._subparsers._group_actions[0].choices[argv[0]].get_default("delegate")
         try:

@@ -317,9 +317,19 @@ def load_device(name_or_path: str) -> DeviceProfile:
         base.done()
         edge, cloud = top.str("edge"), top.str("cloud")
         for field, value in (("edge", edge), ("cloud", cloud)):
-            if value not in device_names(field):
+            if value.endswith(".toml"):  # a profile file beside this one (autoscale calibrate)
+                server = path.parent / value
+                if _kind_of(server) != field:
+                    top.fail(field, f"names {value!r}, but {server} is not a readable {field} "
+                                    f"profile (kind = \"{field}\")")
+                if field == "edge":
+                    edge = str(server)
+                else:
+                    cloud = str(server)
+            elif value not in device_names(field):
                 top.fail(field, f"names {value!r}, not a bundled {field} profile; valid: "
-                                f"{', '.join(device_names(field))}")
+                                f"{', '.join(device_names(field))} or a .toml file beside "
+                                f"this profile")
         procs = top.table("processors")
         for proc in procs.data:
             if proc not in PROCESSORS:

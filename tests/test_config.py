@@ -99,3 +99,13 @@ def test_per_network_features_separate_every_network_with_distinct_layer_counts(
 def test_unknown_features_name_lists_the_bundled_sets():
     with pytest.raises(config.UnknownNameError, match="per_network"):
         config.load_features("coarse")
+
+
+def test_a_phone_profile_may_name_server_profiles_beside_it(tmp_path):
+    edge = (config.DEVICES_DIR / "galaxy_tab_s6.toml").read_text()
+    (tmp_path / "my_edge.toml").write_text(edge.replace('name = "galaxy_tab_s6"', 'name = "my_edge"'))
+    path = write(tmp_path, MI8PRO.replace('edge = "galaxy_tab_s6"', 'edge = "my_edge.toml"'))
+    assert config.load_device(path).edge == str(tmp_path / "my_edge.toml")
+    missing = write(tmp_path, MI8PRO.replace('edge = "galaxy_tab_s6"', 'edge = "gone.toml"'))
+    with pytest.raises(ConfigError, match=r"'edge'.*gone.toml.*not a readable edge profile"):
+        config.load_device(missing)

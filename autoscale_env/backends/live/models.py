@@ -1,10 +1,12 @@
-"""The catalog's networks as plain PyTorch modules, plus INT8 quantization and layer counting.
+"""The catalog's networks as PyTorch modules, plus INT8 quantization and layer counting.
 
-Every network of ``autoscale_env/data/workloads.toml`` is built here from scratch (torchvision is
-not a dependency), with the real architecture's layer structure, so that the live backend runs the
-same kind of computation the paper measured: depthwise-separable convolutions, inverted residuals,
-squeeze-excite, inception branches, bottlenecks, fire modules, a bottlenecked transformer encoder
-and a recurrent encoder-decoder. Weights are a fixed random initialisation
+**Architectures come from the library that owns them.** Every network torchvision has is built by
+``torchvision.models.<name>(weights=None)`` (``mnv2``, ``mnv3l``, ``mnv3s``, ``mnasnet``
+(``mnasnet1_0``, the B1 variant without squeeze-excite whose 52 conv layers the catalog counts),
+``incv1`` (``googlenet``), ``incv3``, ``rn50``, ``sqz`` (``squeezenet1_0``)), and its INT8
+variant from ``torchvision.models.quantization`` where torchvision provides one (see
+:func:`quantize_int8`). Only the three torchvision lacks are written here: MobileNet v1,
+MobileBERT and the LSTM translator. Weights are a fixed random initialisation
 (``torch.manual_seed(seed)``); nothing is downloaded. The models therefore compute the right
 *amount and shape* of work but are not trained: their outputs are meaningful only relative to each
 other (FP32 versus INT8 agreement), never as ImageNet predictions.
@@ -14,9 +16,7 @@ translator's embedding table as an FC layer but not MobileBERT's three embedding
 ``count_layers(..., embeddings_as_fc=True)`` reproduces the ``lstm_nmt`` row and the default the
 others.
 
-**Input resolution is the published one** (224x224, ``incv3`` 299x299): the slowest network,
-Inception v3, takes about 160 ms per FP32 inference on a 2-core x86 host, inside the ~300 ms
-budget, so no network needed a smaller input or a width multiplier.
+**Input resolution is the published one** (224x224, ``incv3`` 299x299).
 
 Deviations from the published models, each to keep the code honest about what it is or the
 latency fixed per request:
@@ -27,11 +27,10 @@ latency fixed per request:
   what trained networks achieve (see :func:`int8_agreement`).
 * **1000 classes**, not TensorFlow's 1001 (no background class): the class count changes the
   last layer's width by 0.1 %.
-* **Inception v1** uses batch norm after every convolution (as TF-slim's ``inception_v1``, whose
-  accuracy the catalog quotes, does) and 5x5 convolutions in the third branch as in the paper.
-  **Inception v3** omits the auxiliary classifier (not run at inference).
-* **MnasNet** is the B1 variant (torchvision's ``mnasnet1_0``: no squeeze-excite), whose 52 conv
-  layers the catalog counts.
+* **Inception v1** is torchvision's GoogLeNet: batch norm after every convolution (as TF-slim's
+  ``inception_v1``, whose accuracy the catalog quotes) and, as torchvision has it, 3x3 (not
+  5x5) convolutions in the third branch. Inception v1 and v3 are built without their auxiliary
+  classifiers (not run at inference) and without ``transform_input``.
 * **MobileBERT** keeps the full published shape (24 layers, hidden 512, bottleneck 128, 4 heads,
   4 feed-forward stacks, NoNorm, trigram input embedding, sequence 128) because it fits the budget;
   it ends in a SQuAD span head (start/end logits, output ``(batch, 2, 128)``). Token-type ids are
@@ -41,6 +40,8 @@ latency fixed per request:
   decoding of exactly 32 tokens (no early stop at end-of-sentence, so the work per request is
   fixed). Output: ``(batch, 32)`` int64 token ids.
 
+The in-house and the torchvision networks get the same seeded torchvision-style initialisation
+(:func:`_init_weights`), not torchvision's own per-architecture one.
 Randomly initialised batch-norm statistics would leave activations badly scaled, so after the
 seeded initialisation every network with batch norm has its running statistics re-estimated on a
 fixed, seeded batch of synthetic images (:func:`synthetic_input`) and is then put in eval mode.
@@ -78,12 +79,6 @@ NUM_CLASSES = 1000
 # --------------------------------------------------------------------------------------------
 
 
-def _divisible(value: float, divisor: int = 8) -> int:
-    """Round channels to a multiple of ``divisor``, losing at most 10 % (the MobileNet rule)."""
-    new = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    return new + divisor if new < 0.9 * value else new
-
-
 class ConvBNAct(nn.Sequential):
     """Convolution, batch norm (or a conv bias when ``bn=False``) and an optional activation."""
 
@@ -111,115 +106,17 @@ class ConvBNAct(nn.Sequential):
         super().__init__(*layers)
 
 
-class Branches(nn.Module):
-    """Parallel branches whose outputs are concatenated on the channel axis.
-
-    One class serves GoogLeNet and Inception v3 blocks (nested for v3's split 1x3/3x1 branches)
-    and SqueezeNet's fire-module expand stage.
-    """
-
-    def __init__(self, *branches: nn.Module):
-        super().__init__()
-        self.branches = nn.ModuleList(branches)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([b(x) for b in self.branches], 1)
-
-
-def _chain(cin: int, *convs: tuple) -> nn.Sequential:
-    """A branch of ConvBNAct layers; each tuple is ``(cout, kernel[, stride[, padding]])``."""
-    layers = []
-    for spec in convs:
-        layers.append(ConvBNAct(cin, *spec))
-        cin = spec[0]
-    return nn.Sequential(*layers)
-
-
-class SqueezeExcite(nn.Module):
-    """Squeeze-and-excitation with 1x1 convolutions (counted as conv layers, as in torchvision)."""
-
-    def __init__(self, channels: int, squeeze: int):
-        super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc1 = nn.Conv2d(channels, squeeze, 1)
-        self.act = nn.ReLU(inplace=True)
-        self.fc2 = nn.Conv2d(squeeze, channels, 1)
-        self.gate = nn.Hardsigmoid()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))
-
-
-class InvertedResidual(nn.Module):
-    """MobileNet v2/v3 and MnasNet inverted residual block.
-
-    1x1 expansion (skipped when there is none), depthwise kxk, optional squeeze-excite, linear 1x1
-    projection, and a residual connection when the shapes allow.
-    """
-
-    def __init__(
-        self,
-        cin: int,
-        expanded: int,
-        cout: int,
-        kernel: int = 3,
-        stride: int = 1,
-        act: Callable[..., nn.Module] = nn.ReLU6,
-        se: bool = False,
-    ):
-        super().__init__()
-        layers: list[nn.Module] = []
-        if expanded != cin:
-            layers.append(ConvBNAct(cin, expanded, 1, act=act))
-        layers.append(ConvBNAct(expanded, expanded, kernel, stride, groups=expanded, act=act))
-        if se:
-            layers.append(SqueezeExcite(expanded, _divisible(expanded // 4)))
-        layers.append(ConvBNAct(expanded, cout, 1, act=None))
-        self.block = nn.Sequential(*layers)
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.block(x)
-        return x + y if self.residual else y
-
-
-class Bottleneck(nn.Module):
-    """ResNet v1.5 bottleneck: 1x1 reduce, 3x3 (carries the stride), 1x1 expand x4, residual."""
-
-    def __init__(self, cin: int, mid: int, stride: int = 1):
-        super().__init__()
-        cout = mid * 4
-        self.block = nn.Sequential(
-            ConvBNAct(cin, mid, 1),
-            ConvBNAct(mid, mid, 3, stride),
-            ConvBNAct(mid, cout, 1, act=None),
-        )
-        self.shortcut = (
-            ConvBNAct(cin, cout, 1, stride, act=None)
-            if stride != 1 or cin != cout
-            else nn.Identity()
-        )
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.block(x) + self.shortcut(x))
-
-
 class ConvNet(nn.Module):
     """An image classifier: ``features`` -> global average pool -> flatten -> ``head``."""
 
-    def __init__(self, features: nn.Module, head: nn.Module, pool_first: bool = True):
+    def __init__(self, features: nn.Module, head: nn.Module):
         super().__init__()
         self.features = features
         self.head = head
-        self.pool_first = pool_first  # SqueezeNet classifies with a conv, then pools
         self.pool = nn.AdaptiveAvgPool2d(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
-        if self.pool_first:
-            return self.head(torch.flatten(self.pool(x), 1))
-        return torch.flatten(self.pool(self.head(x)), 1)
+        return self.head(torch.flatten(self.pool(self.features(x)), 1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,176 +136,90 @@ def _mobilenet_v1() -> nn.Module:
     return ConvNet(nn.Sequential(*layers), nn.Linear(1024, NUM_CLASSES))
 
 
-def _mobilenet_v2() -> nn.Module:
-    """MobileNet v2 1.0: 17 inverted residual blocks (t, c, n, s table of the paper), 52 conv."""
-    layers: list[nn.Module] = [ConvBNAct(3, 32, 3, 2, act=nn.ReLU6)]
-    cin = 32
-    for t, c, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-                       (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]:
-        for i in range(n):
-            layers.append(InvertedResidual(cin, cin * t, c, 3, s if i == 0 else 1))
-            cin = c
-    layers.append(ConvBNAct(cin, 1280, 1, act=nn.ReLU6))
-    return ConvNet(nn.Sequential(*layers), nn.Sequential(nn.Dropout(0.2),
-                                                         nn.Linear(1280, NUM_CLASSES)))
+# torchvision: every architecture it owns is built by torchvision itself (``weights=None``: the
+# same seeded initialisation as the in-house networks, nothing downloaded), so the live backend
+# runs the reference implementation rather than a copy. The quantizable twins (INT8) come from
+# ``torchvision.models.quantization`` where torchvision provides them (see :func:`quantize_int8`).
+
+_tv_library = None  # keeps the op schemas of :func:`_torchvision` registered
 
 
-# (kernel, expanded, out, squeeze-excite, hard-swish, stride) rows of the MobileNet v3 paper.
-_MNV3_LARGE = [
-    (3, 16, 16, False, False, 1), (3, 64, 24, False, False, 2), (3, 72, 24, False, False, 1),
-    (5, 72, 40, True, False, 2), (5, 120, 40, True, False, 1), (5, 120, 40, True, False, 1),
-    (3, 240, 80, False, True, 2), (3, 200, 80, False, True, 1), (3, 184, 80, False, True, 1),
-    (3, 184, 80, False, True, 1), (3, 480, 112, True, True, 1), (3, 672, 112, True, True, 1),
-    (5, 672, 160, True, True, 2), (5, 960, 160, True, True, 1), (5, 960, 160, True, True, 1),
-]
-_MNV3_SMALL = [
-    (3, 16, 16, True, False, 2), (3, 72, 24, False, False, 2), (3, 88, 24, False, False, 1),
-    (5, 96, 40, True, True, 2), (5, 240, 40, True, True, 1), (5, 240, 40, True, True, 1),
-    (5, 120, 48, True, True, 1), (5, 144, 48, True, True, 1), (5, 288, 96, True, True, 2),
-    (5, 576, 96, True, True, 1), (5, 576, 96, True, True, 1),
-]
+def _torchvision():
+    """Import torchvision, tolerating a build whose compiled ops do not load against this torch.
+
+    The torchvision wheel on PyPI is the CUDA build, linked against ``libtorch_cuda``; with the
+    pinned CPU torch its ``_C`` extension (detection ops, image decoding) cannot load, and
+    torchvision 0.28's unconditional ``register_fake("torchvision::nms")`` then aborts the
+    import. The classification architectures are pure Python and use none of those ops, so in
+    that case the two op *schemas* are declared (no kernel: calling ``torchvision.ops.nms``
+    still fails loudly) and the import is retried. With the ``+cpu`` wheel nothing is patched.
+    """
+    global _tv_library
+    import sys
+
+    try:
+        import torchvision
+    except RuntimeError as e:
+        if "torchvision::" not in str(e):
+            raise
+        for mod in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[mod]
+        _tv_library = torch.library.Library("torchvision", "DEF")  # noqa: PLW0603
+        for op in ("nms", "qnms"):
+            _tv_library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        import torchvision
+    import torchvision.models
+    import torchvision.models.quantization
+
+    return torchvision
 
 
-def _mobilenet_v3(rows: list[tuple], last: int, hidden: int) -> nn.Module:
-    """MobileNet v3 (large: 62 conv incl. SE convs + 2 FC; small: 52 conv + 2 FC)."""
-    layers: list[nn.Module] = [ConvBNAct(3, 16, 3, 2, act=nn.Hardswish)]
-    cin = 16
-    for k, exp, cout, se, hs, s in rows:
-        layers.append(InvertedResidual(cin, exp, cout, k, s, nn.Hardswish if hs else nn.ReLU, se))
-        cin = cout
-    layers.append(ConvBNAct(cin, last, 1, act=nn.Hardswish))
-    head = nn.Sequential(nn.Linear(last, hidden), nn.Hardswish(inplace=True), nn.Dropout(0.2),
-                         nn.Linear(hidden, NUM_CLASSES))
-    return ConvNet(nn.Sequential(*layers), head)
+def _tv(builder: str, quantizable: bool = False, **kwargs) -> Callable[[], nn.Module]:
+    """A builder calling ``torchvision.models[.quantization].<builder>(weights=None, ...)``."""
+
+    def build() -> nn.Module:
+        tv = _torchvision()
+        if quantizable:
+            return getattr(tv.models.quantization, builder)(weights=None, quantize=False,
+                                                            **kwargs)
+        return getattr(tv.models, builder)(weights=None, **kwargs)
+
+    build.__name__ = f"torchvision.models.{'quantization.' if quantizable else ''}{builder}"
+    return build
 
 
-def _mnasnet() -> nn.Module:
-    """MnasNet-B1 1.0: separable stem + 16 inverted residual blocks + 1x1 head (52 conv) + 1 FC."""
-    layers: list[nn.Module] = [
-        ConvBNAct(3, 32, 3, 2),
-        ConvBNAct(32, 32, 3, groups=32),
-        ConvBNAct(32, 16, 1, act=None),
-    ]
-    cin = 16
-    for t, k, s, n, c in [(3, 3, 2, 3, 24), (3, 5, 2, 3, 40), (6, 5, 2, 3, 80),
-                          (6, 3, 1, 2, 96), (6, 5, 2, 4, 192), (6, 3, 1, 1, 320)]:
-        for i in range(n):
-            layers.append(InvertedResidual(cin, cin * t, c, k, s if i == 0 else 1, nn.ReLU))
-            cin = c
-    layers.append(ConvBNAct(cin, 1280, 1))
-    return ConvNet(nn.Sequential(*layers), nn.Sequential(nn.Dropout(0.2),
-                                                         nn.Linear(1280, NUM_CLASSES)))
+def _mobilenet_v3_small_quantizable() -> nn.Module:
+    """torchvision's quantizable MobileNet v3 class with the small configuration.
 
-
-def _googlenet_block(cin: int, c1: int, c3r: int, c3: int, c5r: int, c5: int, pool: int):
-    """GoogLeNet inception module: 1x1 | 1x1->3x3 | 1x1->5x5 | maxpool->1x1 (6 conv)."""
-    return Branches(
-        _chain(cin, (c1, 1)),
-        _chain(cin, (c3r, 1), (c3, 3)),
-        _chain(cin, (c5r, 1), (c5, 5)),
-        nn.Sequential(nn.MaxPool2d(3, 1, 1, ceil_mode=True), ConvBNAct(cin, pool, 1)),
+    torchvision ships quantized weights (hence a builder) only for the large variant, but its
+    ``QuantizableMobileNetV3`` takes either configuration.
+    """
+    _torchvision()
+    from torchvision.models.mobilenetv3 import _mobilenet_v3_conf
+    from torchvision.models.quantization.mobilenetv3 import (
+        QuantizableInvertedResidual,
+        QuantizableMobileNetV3,
     )
 
-
-def _inception_v1() -> nn.Module:
-    """GoogLeNet: 3 stem conv + 9 inception modules x 6 = 57 conv, 1 FC (no auxiliary heads)."""
-    pool = nn.MaxPool2d(3, 2, ceil_mode=True)
-    features = nn.Sequential(
-        ConvBNAct(3, 64, 7, 2), pool,
-        ConvBNAct(64, 64, 1), ConvBNAct(64, 192, 3), nn.MaxPool2d(3, 2, ceil_mode=True),
-        _googlenet_block(192, 64, 96, 128, 16, 32, 32),
-        _googlenet_block(256, 128, 128, 192, 32, 96, 64),
-        nn.MaxPool2d(3, 2, ceil_mode=True),
-        _googlenet_block(480, 192, 96, 208, 16, 48, 64),
-        _googlenet_block(512, 160, 112, 224, 24, 64, 64),
-        _googlenet_block(512, 128, 128, 256, 24, 64, 64),
-        _googlenet_block(512, 112, 144, 288, 32, 64, 64),
-        _googlenet_block(528, 256, 160, 320, 32, 128, 128),
-        nn.MaxPool2d(2, 2, ceil_mode=True),
-        _googlenet_block(832, 256, 160, 320, 32, 128, 128),
-        _googlenet_block(832, 384, 192, 384, 48, 128, 128),
-    )
-    return ConvNet(features, nn.Sequential(nn.Dropout(0.2), nn.Linear(1024, NUM_CLASSES)))
+    setting, last_channel = _mobilenet_v3_conf("mobilenet_v3_small")
+    # as torchvision's own quantizable builder does for the large variant
+    return QuantizableMobileNetV3(setting, last_channel, block=QuantizableInvertedResidual)
 
 
-def _avgpool_branch(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.AvgPool2d(3, 1, 1), ConvBNAct(cin, cout, 1))
-
-
-def _inception_v3() -> nn.Module:
-    """Inception v3: 5 stem conv, 3xA (7), B (4), 4xC (10), D (6), 2xE (9) = 94 conv, 1 FC."""
-
-    def block_a(cin: int, pool: int) -> Branches:
-        return Branches(_chain(cin, (64, 1)), _chain(cin, (48, 1), (64, 5)),
-                        _chain(cin, (64, 1), (96, 3), (96, 3)), _avgpool_branch(cin, pool))
-
-    def block_c(c7: int) -> Branches:
-        return Branches(
-            _chain(768, (192, 1)),
-            _chain(768, (c7, 1), (c7, (1, 7)), (192, (7, 1))),
-            _chain(768, (c7, 1), (c7, (7, 1)), (c7, (1, 7)), (c7, (7, 1)), (192, (1, 7))),
-            _avgpool_branch(768, 192),
-        )
-
-    def split(cin: int) -> Branches:  # Inception-E's parallel 1x3 / 3x1 pair
-        return Branches(ConvBNAct(cin, 384, (1, 3)), ConvBNAct(cin, 384, (3, 1)))
-
-    def block_e(cin: int) -> Branches:
-        return Branches(
-            _chain(cin, (320, 1)),
-            nn.Sequential(ConvBNAct(cin, 384, 1), split(384)),
-            nn.Sequential(ConvBNAct(cin, 448, 1), ConvBNAct(448, 384, 3), split(384)),
-            _avgpool_branch(cin, 192),
-        )
-
-    features = nn.Sequential(
-        ConvBNAct(3, 32, 3, 2, padding=0), ConvBNAct(32, 32, 3, padding=0), ConvBNAct(32, 64, 3),
-        nn.MaxPool2d(3, 2), ConvBNAct(64, 80, 1), ConvBNAct(80, 192, 3, padding=0),
-        nn.MaxPool2d(3, 2),
-        block_a(192, 32), block_a(256, 64), block_a(288, 64),
-        Branches(_chain(288, (384, 3, 2, 0)), _chain(288, (64, 1), (96, 3), (96, 3, 2, 0)),
-                 nn.MaxPool2d(3, 2)),
-        block_c(128), block_c(160), block_c(160), block_c(192),
-        Branches(_chain(768, (192, 1), (320, 3, 2, 0)),
-                 _chain(768, (192, 1), (192, (1, 7)), (192, (7, 1)), (192, 3, 2, 0)),
-                 nn.MaxPool2d(3, 2)),
-        block_e(1280), block_e(2048),
-    )
-    return ConvNet(features, nn.Sequential(nn.Dropout(0.5), nn.Linear(2048, NUM_CLASSES)))
-
-
-def _resnet50() -> nn.Module:
-    """ResNet-50: 7x7 stem + 16 bottlenecks (48 conv) + 4 projection shortcuts = 53 conv, 1 FC."""
-    layers: list[nn.Module] = [ConvBNAct(3, 64, 7, 2), nn.MaxPool2d(3, 2, 1)]
-    cin = 64
-    for mid, n, stride in [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)]:
-        for i in range(n):
-            layers.append(Bottleneck(cin, mid, stride if i == 0 else 1))
-            cin = mid * 4
-    return ConvNet(nn.Sequential(*layers), nn.Linear(2048, NUM_CLASSES))
-
-
-def _fire(cin: int, squeeze: int, expand: int) -> nn.Sequential:
-    """SqueezeNet fire module: 1x1 squeeze, then 1x1 and 3x3 expands concatenated (3 conv)."""
-    return nn.Sequential(
-        ConvBNAct(cin, squeeze, 1, bn=False),
-        Branches(ConvBNAct(squeeze, expand, 1, bn=False), ConvBNAct(squeeze, expand, 3, bn=False)),
-    )
-
-
-def _squeezenet() -> nn.Module:
-    """SqueezeNet 1.0: conv1 + 8 fire modules (24) + conv10 classifier = 26 conv, no FC."""
-    pool = nn.MaxPool2d(3, 2, ceil_mode=True)
-    features = nn.Sequential(
-        ConvBNAct(3, 96, 7, 2, padding=0, bn=False), pool,
-        _fire(96, 16, 64), _fire(128, 16, 64), _fire(128, 32, 128),
-        nn.MaxPool2d(3, 2, ceil_mode=True),
-        _fire(256, 32, 128), _fire(256, 48, 192), _fire(384, 48, 192), _fire(384, 64, 256),
-        nn.MaxPool2d(3, 2, ceil_mode=True),
-        _fire(512, 64, 256),
-    )
-    head = nn.Sequential(nn.Dropout(0.5), ConvBNAct(512, NUM_CLASSES, 1, bn=False))
-    return ConvNet(features, head, pool_first=False)
+#: torchvision builders per catalog network: (FP32 model, quantizable twin or None).
+#: Inception v1 and v3 are built without auxiliary classifiers (not run at inference) and without
+#: ``transform_input`` (inputs are already normalised).
+_GOOGLENET = {"aux_logits": False, "transform_input": False, "init_weights": False}
+TORCHVISION_BUILDERS: dict[str, tuple[Callable[[], nn.Module], Callable[[], nn.Module] | None]] = {
+    "mnv2": (_tv("mobilenet_v2"), _tv("mobilenet_v2", True)),
+    "mnv3l": (_tv("mobilenet_v3_large"), _tv("mobilenet_v3_large", True)),
+    "mnv3s": (_tv("mobilenet_v3_small"), _mobilenet_v3_small_quantizable),
+    "mnasnet": (_tv("mnasnet1_0"), None),
+    "incv1": (_tv("googlenet", **_GOOGLENET), _tv("googlenet", True, **_GOOGLENET)),
+    "incv3": (_tv("inception_v3", **_GOOGLENET), _tv("inception_v3", True, **_GOOGLENET)),
+    "rn50": (_tv("resnet50"), _tv("resnet50", True)),
+    "sqz": (_tv("squeezenet1_0"), None),
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -585,14 +396,14 @@ SPECS: dict[str, ModelSpec] = {
     s.name: s
     for s in (
         _image("mnv1", _mobilenet_v1),
-        _image("mnv2", _mobilenet_v2),
-        _image("mnv3l", lambda: _mobilenet_v3(_MNV3_LARGE, 960, 1280)),
-        _image("mnv3s", lambda: _mobilenet_v3(_MNV3_SMALL, 576, 1024)),
-        _image("mnasnet", _mnasnet),
-        _image("incv1", _inception_v1),
-        _image("incv3", _inception_v3, 299),
-        _image("rn50", _resnet50),
-        _image("sqz", _squeezenet),
+        _image("mnv2", TORCHVISION_BUILDERS["mnv2"][0]),
+        _image("mnv3l", TORCHVISION_BUILDERS["mnv3l"][0]),
+        _image("mnv3s", TORCHVISION_BUILDERS["mnv3s"][0]),
+        _image("mnasnet", TORCHVISION_BUILDERS["mnasnet"][0]),
+        _image("incv1", TORCHVISION_BUILDERS["incv1"][0]),
+        _image("incv3", TORCHVISION_BUILDERS["incv3"][0], 299),
+        _image("rn50", TORCHVISION_BUILDERS["rn50"][0]),
+        _image("sqz", TORCHVISION_BUILDERS["sqz"][0]),
         ModelSpec("mbert", MobileBert, (128,), torch.int64, vocab_size=30522,
                   note="full MobileBERT shape, SQuAD span head"),
         ModelSpec("lstm_nmt", LstmTranslator, (32,), torch.int64, vocab_size=16000,
@@ -787,13 +598,19 @@ def count_layers(model: nn.Module, embeddings_as_fc: bool = False) -> tuple[int,
 def quantize_int8(model: nn.Module, name: str) -> nn.Module:
     """An INT8 copy of ``model`` (the original is left untouched), for CPU execution.
 
-    Method, per network kind (all PyTorch's own ``torch.ao.quantization``, engine ``x86``):
+    Method, per network kind (all PyTorch's own ``torch.ao.quantization``, engine ``x86``,
+    static post-training quantization with per-channel symmetric INT8 weights and per-tensor
+    affine UINT8 activations from histogram observers, calibrated on a fixed seeded batch of 8
+    synthetic images, :func:`synthetic_input` seed 20000):
 
-    * convolutional networks: **FX graph-mode static post-training quantization** with the
-      default x86 qconfig mapping (per-channel symmetric INT8 weights, per-tensor affine UINT8
-      activations from histogram observers; conv+bn(+relu) folded), calibrated on a fixed
-      seeded batch of 8 synthetic images (:func:`synthetic_input`, seed 20000), so conv, linear,
-      add, mul, concat, pooling and hard-swish all run as quantized kernels;
+    * networks torchvision ships a quantizable twin of (``mnv2``, ``mnv3l``, ``mnv3s``,
+      ``incv1``, ``incv3``, ``rn50``): **eager mode, torchvision's recipe**: the twin from
+      ``torchvision.models.quantization`` gets ``model``'s weights, ``fuse_model()`` folds
+      conv+bn(+relu), then ``prepare``, calibration and ``convert``; its quant/dequant stubs
+      and ``FloatFunctional`` adds are where torchvision put them;
+    * the other convolutional networks (``mnv1``, ``mnasnet``, ``sqz``): **FX graph mode** with
+      the default x86 qconfig mapping (conv+bn(+relu) folded), so conv, linear, add, concat and
+      pooling all run as quantized kernels;
     * ``mbert`` and ``lstm_nmt``: **dynamic quantization** (INT8 weights, activations quantized
       on the fly) of every ``nn.Linear`` and ``nn.LSTM``; embeddings, attention softmax and
       NoNorm stay FP32, as in PyTorch's BERT/LSTM quantization recipes.
@@ -805,7 +622,13 @@ def quantize_int8(model: nn.Module, name: str) -> nn.Module:
     Returns:
         The quantized model in eval mode (CPU only: quantized kernels have no CUDA backend).
     """
-    from torch.ao.quantization import get_default_qconfig_mapping, quantize_dynamic
+    from torch.ao.quantization import (
+        convert,
+        get_default_qconfig,
+        get_default_qconfig_mapping,
+        prepare,
+        quantize_dynamic,
+    )
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     spec = _spec(name)
@@ -821,6 +644,17 @@ def quantize_int8(model: nn.Module, name: str) -> nn.Module:
             return quantize_dynamic(model, {nn.Linear, nn.LSTM, nn.LSTMCell},
                                     dtype=torch.qint8).eval()
         calibration = synthetic_input(name, batch=8, seed=20_000)
+        twin_builder = TORCHVISION_BUILDERS.get(name, (None, None))[1]
+        if twin_builder is not None:
+            twin = twin_builder()
+            twin.load_state_dict(model.state_dict())  # strict: same architecture, same weights
+            twin.eval()
+            twin.fuse_model(is_qat=False)
+            twin.qconfig = get_default_qconfig("x86")
+            prepare(twin, inplace=True)
+            with torch.no_grad():
+                twin(calibration)
+            return convert(twin, inplace=True).eval()
         prepared = prepare_fx(model, get_default_qconfig_mapping("x86"),
                               example_inputs=(calibration[:1],))
         with torch.no_grad():

@@ -79,7 +79,7 @@ def test_build_is_deterministic_and_leaves_the_global_rng_alone():
     sa, sb = a.state_dict(), b.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     c = models.build_model("mnv3s", seed=4)
-    assert not torch.equal(c.state_dict()["head.0.weight"], sa["head.0.weight"])
+    assert not torch.equal(c.state_dict()["classifier.0.weight"], sa["classifier.0.weight"])
     x = models.example_input("mnv3s", seed=7)
     assert torch.equal(models.example_input("mnv3s", seed=7), x)
     with torch.no_grad():
@@ -120,3 +120,18 @@ def test_int8_keeps_structure_and_output_contract(name):
 def test_int8_agreement_is_a_fraction(name):
     agreement = models.int8_agreement(name, n_inputs=4)
     assert isinstance(agreement, float) and 0.0 <= agreement <= 1.0
+
+
+@pytest.mark.parametrize("name", sorted(models.TORCHVISION_BUILDERS))
+def test_torchvision_owns_the_architectures_it_has(name):
+    # FP32 from torchvision.models, INT8 from its quantizable twin where torchvision ships one.
+    model = models.SPECS[name].builder()
+    assert type(model).__module__.startswith("torchvision.models.")
+    twin = models.TORCHVISION_BUILDERS[name][1]
+    if twin is not None:
+        assert type(twin()).__module__.startswith("torchvision.models.quantization.")
+
+
+def test_only_what_torchvision_lacks_is_in_house():
+    in_house = {n for n in models.SPECS if n not in models.TORCHVISION_BUILDERS}
+    assert in_house == {"mnv1", "mbert", "lstm_nmt"}

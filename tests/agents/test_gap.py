@@ -1,0 +1,82 @@
+"""autoscale gap: a profile replayed at a trace's contexts, against what the trace measured."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from agents import gap
+from autoscale_env.backends.sim import SimBackend
+from autoscale_env.recording import record
+from autoscale_env.traces import load_trace
+
+
+@pytest.fixture(scope="module")
+def sim_trace(tmp_path_factory):
+    out = tmp_path_factory.mktemp("trace") / "sim-mi8pro.csv.gz"
+    record(SimBackend("mi8pro", "non_streaming", "dynamic"), 300, out, seed=1, progress=False)
+    return str(out)
+
+
+def test_the_true_profile_has_only_the_noise_as_local_error(sim_trace):
+    trace = load_trace(sim_trace)
+    latency, energy, _ = gap.sim_outcomes("mi8pro", trace)
+    errors = gap.target_errors(trace, latency, energy)
+    for target, row in errors.items():
+        if target.startswith("local/"):
+            # lognormal noise of sigma 0.05: median |log| = 0.674 x 0.05 = 0.034
+            assert 0.015 < row["latency_median_abs_log"] < 0.06, target
+            assert row["latency_p90_abs_log"] > row["latency_median_abs_log"]
+
+
+def test_a_wrong_profile_shows_a_large_gap(sim_trace):
+    trace = load_trace(sim_trace)
+    right = gap.target_errors(trace, *gap.sim_outcomes("mi8pro", trace)[:2])
+    wrong = gap.target_errors(trace, *gap.sim_outcomes("galaxy_s10e", trace)[:2])
+    assert wrong["local/cpu/fp32"]["latency_median_abs_log"] > \
+        3 * right["local/cpu/fp32"]["latency_median_abs_log"]
+
+
+def test_oracle_agreement_of_the_true_profile_is_high(sim_trace):
+    trace = load_trace(sim_trace)
+    latency, energy, sim = gap.sim_outcomes("mi8pro", trace)
+    o = gap.oracle_agreement(trace, latency, energy, sim.reference_energy_mj)
+    assert o["agreement"] > 0.9
+    assert o["sim_oracle_energy_on_trace_mj"] >= o["oracle_energy_mj"]  # the oracle is optimal
+
+
+def test_profile_without_a_trace_target_is_refused(sim_trace):
+    trace = load_trace(sim_trace)
+    with pytest.raises(Exception, match="no target.*local/dsp/int8"):
+        gap.sim_outcomes("moto_x_force", trace)  # the Moto has no DSP target
+
+
+def test_report_trains_both_learners_and_writes_json_and_figure(sim_trace, tmp_path):
+    pytest.importorskip("matplotlib")
+    report = gap.gap_report([sim_trace], "mi8pro", out=tmp_path, train_steps=500, seeds=[0])
+    entry = report["traces"]["sim-mi8pro"]
+    q = entry["qlearning"]["mean"]
+    for side in ("sim_trained", "trace_trained"):
+        assert np.isfinite(q[side]["energy_mj"]) and q[side]["energy_mj"] > 0
+    assert q["regret_mj"] == pytest.approx(q["sim_trained"]["energy_mj"]
+                                           - q["trace_trained"]["energy_mj"])
+    assert (tmp_path / "scatter-sim-mi8pro.png").stat().st_size > 10_000
+    assert json.loads((tmp_path / "gap.json").read_text())["traces"]["sim-mi8pro"]["requests"] == 300
+    assert "sim-to-real regret" in gap.format_report(report)
+
+
+@pytest.mark.parametrize("name", ["live-host-non_streaming-dynamic",
+                                  "live-host-non_streaming-static"])
+def test_fitted_host_profile_is_closer_to_the_measurements_than_its_base(name):
+    trace = load_trace(name)
+    fitted = gap.target_errors(trace, *gap.sim_outcomes("host", trace)[:2])
+    base = gap.target_errors(trace, *gap.sim_outcomes("mi8pro", trace)[:2])
+    for target in ("local/cpu/fp32", "local/cpu/int8"):
+        # closer, not close: on this saturated host the dynamic trace's own load generators
+        # slow inference in a way co-running CPU (pinned near 100 %) does not show (README)
+        assert fitted[target]["latency_median_abs_log"] < \
+            base[target]["latency_median_abs_log"], target
+        assert fitted[target]["energy_median_abs_log"] < \
+            base[target]["energy_median_abs_log"], target
