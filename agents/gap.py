@@ -40,7 +40,8 @@ import numpy as np
 import autoscale_env  # noqa: F401  (registers AutoScale-v0)
 from autoscale_env import config
 from autoscale_env.errors import AutoScaleError, ConfigError
-from autoscale_env.reward import oracle_actions, reward
+from autoscale_env.reward import reward
+from autoscale_env.rules import oracle_actions
 from autoscale_env.traces import Trace, load_trace
 
 __all__ = ["gap_report", "main", "oracle_agreement", "qlearning_regret", "sim_outcomes",
@@ -116,7 +117,7 @@ def oracle_agreement(trace: Trace, latency: np.ndarray, energy: np.ndarray,
         r, _, _ = reward(preset, latency_ms=lat, energy_mj=en, accuracy=trace.accuracy,
                          reference_energy_mj=ref, qos_ms=scenario.qos_ms,
                          accuracy_target=target)
-        return oracle_actions(r)
+        return oracle_actions(np.ascontiguousarray(r.T))  # rules: target axis first
 
     real, sim = best(trace.latency_ms, trace.energy_mj), best(latency, energy)
     rows = np.arange(trace.n_requests)
