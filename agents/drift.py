@@ -285,6 +285,7 @@ def run_suite(agents: Sequence[str], shifts: Sequence[str], seeds: int, cfg: Dri
     shift_at, after = cfg.resolved()
     _, catalog = load_drift()
     rows: list[dict[str, Any]] = []
+    lo = max(shift_at - cfg.pre_window, cfg.window - 1)  # curves start at the first full window
     curves: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
     runs = [(s, a, seed) for s in shifts for a in agents for seed in range(seeds)]
     with tqdm(total=len(runs), disable=not progress, desc="drift", unit="run") as bar:
@@ -294,7 +295,6 @@ def run_suite(agents: Sequence[str], shifts: Sequence[str], seeds: int, cfg: Dri
             rows.append({"agent": agent, "shift": shift, "seed": seed, "device": cfg.device,
                          "scenario": catalog[shift].scenario, "shift_at": shift_at,
                          **metrics(trace, shift_at, cfg)})
-            lo = shift_at - cfg.pre_window
             curves[(shift, agent)].append(windowed(trace.near_optimal, cfg.window)[lo:])
             bar.update(1)
     probe = []
@@ -303,7 +303,7 @@ def run_suite(agents: Sequence[str], shifts: Sequence[str], seeds: int, cfg: Dri
             probe += thermal_probe(shift, cfg)
     _write_csv(out / "drift.csv", RESULT_COLUMNS, rows)
     step = 50
-    curve_rows = [{"shift": s, "agent": a, "offset": int(k) - cfg.pre_window,
+    curve_rows = [{"shift": s, "agent": a, "offset": lo + int(k) - shift_at,
                    "near_optimal_rate": float(np.nanmean([c[k] for c in cs]))}
                   for (s, a), cs in curves.items() for k in range(0, len(cs[0]), step)]
     _write_csv(out / "curves.csv", ["shift", "agent", "offset", "near_optimal_rate"], curve_rows)
