@@ -39,7 +39,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.bandits import _check_range, _OnlineAgent
-from autoscale_env.errors import ModelFileError
+from autoscale_env.errors import DependencyMissing, ModelFileError
 
 #: RSSI hinge points (dBm) of the link features.
 HINGES_DBM = np.array([-50.0, -60.0, -65.0, -70.0, -75.0, -80.0, -85.0, -90.0])
@@ -213,7 +213,10 @@ class PredictorAgent(_OnlineAgent):
 
     def fit(self) -> None:
         """Fit the per-target regressions on the collected samples (needs every target sampled)."""
-        from sklearn.linear_model import RidgeCV
+        try:
+            from sklearn.linear_model import RidgeCV
+        except ImportError:
+            raise DependencyMissing("scikit-learn", "baselines", "the predictor agent") from None
 
         if not self._samples:
             raise RuntimeError("predictor has no samples to fit")
