@@ -52,7 +52,8 @@ THERMAL_PROBE_TARGETS = ("local/cpu/fp32", "local/gpu/fp16")
 RESULT_COLUMNS = ["agent", "shift", "seed", "device", "scenario", "shift_at", "pre_rate",
                   "post_rate_1000", "final_rate", "regret_1000", "regret_1000_pre", "recovery",
                   "energy_mj_pre", "energy_mj_post", "qos_violation_pre", "qos_violation_post",
-                  "local_share_pre", "local_share_post"]
+                  "local_share_pre", "local_share_post", "max_temperature_c", "throttled_share_post",
+                  "slowdown_post"]
 PROBE_COLUMNS = ["shift", "target", "window_start", "window_end", "latency_ms", "energy_mj",
                  "qos_violation_rate", "temperature_c", "slowdown"]
 
@@ -230,6 +231,11 @@ def metrics(trace: Trace, shift_at: int, cfg: DriftConfig) -> dict[str, Any]:
         "qos_violation_post": float(1.0 - trace.qos_met[shift_at:].mean()),
         "local_share_pre": float(trace.local[pre].mean()),
         "local_share_post": float(trace.local[shift_at:].mean()),
+        # thermal only (empty otherwise): how hot the agent's own choices made the phone
+        "max_temperature_c": "" if trace.temperature_c is None else float(trace.temperature_c.max()),
+        "throttled_share_post": "" if trace.slowdown is None
+        else float((trace.slowdown[shift_at:] > 1.0).mean()),
+        "slowdown_post": "" if trace.slowdown is None else float(trace.slowdown[shift_at:].mean()),
     }
 
 
@@ -351,6 +357,17 @@ def summarize(rows: Sequence[dict[str, Any]], probe: Sequence[dict[str, Any]], c
             f"{mean['regret_1000_pre']:.0f} | {mean['regret_1000']:.0f} | {rec_text} | "
             f"{100 * mean['qos_violation_post']:.1f} | "
             f"{100 * mean['local_share_pre']:.0f}/{100 * mean['local_share_post']:.0f} |")
+    thermal = [(k, rs) for k, rs in groups.items() if rs[0]["max_temperature_c"] != ""]
+    if thermal:
+        lines += ["", "Heat the agents' own choices caused (thermal shifts; means over seeds):", "",
+                  "| shift | agent | max. temperature (C) | requests after the shift run throttled (%) "
+                  "| mean CPU/GPU slowdown after (x) |", "|---|---|---|---|---|"]
+        for (shift, agent), rs in thermal:
+            lines.append(
+                f"| {shift} | {agent} | "
+                f"{statistics.fmean(float(r['max_temperature_c']) for r in rs):.1f} | "
+                f"{100 * statistics.fmean(float(r['throttled_share_post']) for r in rs):.0f} | "
+                f"{statistics.fmean(float(r['slowdown_post']) for r in rs):.2f} |")
     lines += ["", "Shifts:", ""]
     for shift in dict.fromkeys(r["shift"] for r in rows):
         s = catalog[shift]
