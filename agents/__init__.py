@@ -1,8 +1,11 @@
 """Agents for AutoScale-v0: the paper's Q-learner, deep-RL learners and baselines, one interface.
 
 ``make_agent(name, env, seed)`` builds any of them by name: ``qlearning``, ``oracle``, ``random``,
-``fixed:<target>`` (e.g. ``fixed:local/cpu/fp32``), and with the ``[sb3]`` extra ``dqn``, ``ppo``,
-``a2c``. This package imports ``autoscale_env``; the environment never imports it.
+``fixed:<target>`` (e.g. ``fixed:local/cpu/fp32``), the contextual bandits ``tabular-bandit``,
+``linucb``, ``thompson``, ``linucb-raw``, ``thompson-raw`` (:mod:`agents.bandits`), the
+Neurosurgeon-style ``predictor`` (:mod:`agents.predictor`, ``[baselines]`` extra), and with the
+``[sb3]`` extra ``dqn``, ``ppo``, ``a2c``. An agent class may name ``env_kwargs`` (e.g.
+``{"obs_mode": "extended"}``) that the harness uses when it makes the agent's envs. This package imports ``autoscale_env``; the environment never imports it.
 
 Note: an unrelated old PyPI package is also called ``agents``; do not install both in one env.
 """
@@ -20,6 +23,12 @@ AGENTS = {
     "qlearning": "agents.qlearning:QLearningAgent",
     "oracle": "agents.baselines:OracleAgent",
     "random": "agents.baselines:RandomAgent",
+    "tabular-bandit": "agents.bandits:TabularBanditAgent",
+    "linucb": "agents.bandits:LinUCBAgent",
+    "thompson": "agents.bandits:ThompsonAgent",
+    "linucb-raw": "agents.bandits:LinUCBRawAgent",
+    "thompson-raw": "agents.bandits:ThompsonRawAgent",
+    "predictor": "agents.predictor:PredictorAgent",
     "dqn": "agents.sb3:DQNAgent",
     "ppo": "agents.sb3:PPOAgent",
     "a2c": "agents.sb3:A2CAgent",

@@ -87,7 +87,9 @@ def run_task(task: Task, cfg: BenchmarkConfig, out: Path | None, *,
     """Train (if the agent learns) and evaluate; returns the rows for every output table.
 
     ``progress`` shows a progress bar while a slow (SB3) learner trains."""
-    make = dict(device=task.device, scenario=task.scenario, setting=task.setting, **cfg.env_kwargs)
+    # an agent class may need its envs made differently (e.g. obs_mode="extended" for raw context)
+    make = dict(device=task.device, scenario=task.scenario, setting=task.setting,
+                **{**getattr(agent_class(task.agent), "env_kwargs", {}), **cfg.env_kwargs})
     learns = getattr(agent_class(task.agent), "learns", True)
     writer = ScalarWriter(out / "tb" / run_name(*task.key)) if out is not None else None
     train_seconds, curve = 0.0, []

@@ -1,6 +1,6 @@
-"""The ``autoscale`` command: ``benchmark``, ``train``, ``evaluate``, ``record``, ``serve``,
-``sweep``, ``provenance``, ``fit-bins``, ``fleet-benchmark``, ``validate``, ``sensitivity``,
-``calibrate``, ``gap``.
+"""The ``autoscale`` command: ``benchmark``, ``train``, ``evaluate``, ``drift``, ``record``,
+``serve``, ``sweep``, ``provenance``, ``fit-bins``, ``fleet-benchmark``, ``validate``,
+``sensitivity``, ``calibrate``, ``gap``.
 
 Each subcommand parses its options and calls the library; ``main(argv)`` returns an exit code, so
 the scripts in ``scripts/`` and the console script are thin wrappers around it.
@@ -203,6 +203,31 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_drift(args) -> int:
+    from agents import agent_class
+    from agents.drift import DriftConfig, run_suite
+    from autoscale_env.backends.drift import shift_names
+    valid = shift_names()
+    shifts = valid if args.shifts == "all" else _csv(args.shifts)
+    for s in shifts:
+        if s not in valid:
+            from autoscale_env.errors import UnknownNameError
+            raise UnknownNameError("drift shift", s, valid)
+    for a in _csv(args.agents):
+        agent_class(a)
+    cfg = DriftConfig(device=args.device, shift_at=args.shift_at, after=args.after,
+                      window=args.window, hyperparameters=_hp(args.hp))
+    try:
+        cfg.resolved()
+    except ValueError as e:
+        print(f"autoscale drift: error: {e}", file=sys.stderr)
+        return 2
+    print(run_suite(_csv(args.agents), shifts, args.seeds, cfg, args.out, force=args.force,
+                    progress=not args.quiet, figures=not args.no_figures))
+    print(f"results: {Path(args.out) / 'drift.csv'}   figure: {Path(args.out) / 'drift.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autoscale", formatter_class=FORMATTER,
@@ -265,6 +290,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"state bins: auto (the bundled set matching the model), {names['features']}")
     e.add_argument("--reward", default="energy", help=f"reward preset: {names['rewards']}")
     e.set_defaults(func=cmd_evaluate)
+
+    d = sub.add_parser("drift", help="run agents through shifts of the world (drift.toml) and "
+                       "report regret and recovery per shift",
+                       formatter_class=FORMATTER)
+    d.add_argument("--agents", default="qlearning,linucb,predictor",
+                   help="comma-separated agent names (as for benchmark)")
+    d.add_argument("--shifts", default="all",
+                   help="comma-separated shifts of autoscale_env/data/drift.toml, or all")
+    d.add_argument("--device", default="mi8pro", help=f"phone: {names['devices']}")
+    d.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per (agent, shift)")
+    d.add_argument("--shift-at", type=int, default=None,
+                   help="request index of the shift (default: drift.toml [run] shift_at)")
+    d.add_argument("--after", type=int, default=None,
+                   help="requests run after the shift (default: drift.toml [run] after)")
+    d.add_argument("--window", type=int, default=500, help="requests per near-optimal-rate window")
+    d.add_argument("--hp", action="append", default=[], metavar="AGENT.NAME=VALUE",
+                   help="override a hyperparameter, e.g. --hp linucb.alpha=0.5")
+    d.add_argument("--out", default="runs/drift", help="output directory")
+    d.add_argument("--force", action="store_true", help="overwrite existing results in --out")
+    d.add_argument("--no-figures", action="store_true", help="skip drift.png")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(func=cmd_drift)
 
     for name, module, help_text in (
         ("record", "autoscale_env.recording", "record a trace (see autoscale record --help)"),

@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 
 import autoscale_env
-from agents import make_agent
+from agents import agent_class, make_agent
 from agents.evaluation import TrainingMonitor
 from agents.tracking import ScalarWriter, run_name
 
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 def model_filename(agent: str) -> str:
     """Where ``train`` saves each kind of agent."""
-    if agent == "qlearning":
+    if agent == "qlearning" or agent_class(agent).__module__ in ("agents.bandits", "agents.predictor"):
         return "model.npz"
     if agent in ("dqn", "ppo", "a2c"):
         return "model.zip"
@@ -49,7 +49,7 @@ def train(*, agent: str = "qlearning", device: str = "mi8pro", scenario: str = "
         raise FileExistsError(f"{model_path} already exists; pass --force to overwrite or --resume")
     out.mkdir(parents=True, exist_ok=True)
     env = gym.make("AutoScale-v0", device=device, scenario=scenario, setting=setting,
-                   features=features)
+                   features=features, **getattr(agent_class(agent), "env_kwargs", {}))
     learner = make_agent(agent, env, seed=seed, **(hyperparameters or {}))
     ckpt_dir = out / "checkpoints"
     sb3 = agent in ("dqn", "ppo", "a2c")

@@ -35,6 +35,8 @@ class AutoScaleEnv(gym.Env):
 
     The world lives behind a backend: ``sim`` (calibrated analytical model, default), ``replay``
     (recorded traces) or ``live`` (real inference on this host and on loopback servers).
+    A backend may also define ``observe_action(block, index, action)``: the env then calls it after
+    every step (the ``drift`` backend's thermal model, where running locally heats the phone).
 
     ## Action Space
 
@@ -175,6 +177,10 @@ class AutoScaleEnv(gym.Env):
         self._workload_raw = np.array([[w.conv, w.fc, w.rc] for w in self.workloads], dtype=float)
         self._block: RequestBlock | None = None
         self._i = 0
+        # Optional backend hook: ``observe_action(block, index, action)`` is called after each step
+        # with the request just executed, for worlds where an action affects later requests (the
+        # drift backend's thermal model). Backends without it cost one ``is None`` test per step.
+        self._observe_action = getattr(b, "observe_action", None)
 
     # -----------------------------------------------------------------------------------------
     # Gymnasium API
@@ -223,6 +229,8 @@ class AutoScaleEnv(gym.Env):
                     r = -self.reward_preset.violation_penalty
         else:
             latency, energy, accuracy, r, qos, acc_met, source, error = self._execute(i, a)
+        if self._observe_action is not None:
+            self._observe_action(self._block, i, a)
         network, cpu, mem = self._net[i], self._cpu[i], self._mem[i]
         wifi, p2p = self._wifi[i], self._p2p[i]
         i += 1

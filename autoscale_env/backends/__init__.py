@@ -16,6 +16,7 @@ BACKENDS = {
     "sim": "autoscale_env.backends.sim:SimBackend",
     "replay": "autoscale_env.backends.replay:ReplayBackend",
     "live": "autoscale_env.backends.live.backend:LiveBackend",
+    "drift": "autoscale_env.backends.drift:DriftBackend",
 }
 
 
