@@ -72,17 +72,13 @@ def expected_outcomes(sim: SimBackend, network: np.ndarray, co_cpu_pct: np.ndarr
                       rssi_p2p_dbm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Noise-free ``(latency_ms, energy_mj)``, each ``(n, n_targets)``, of ``n`` requests.
 
-    THE adapter between drift and the simulator: everything else here uses only the sim's public
-    surface. (Today it calls ``SimBackend._outcomes`` with unit noise, as ``SimBackend.expected``
-    does for one request; a new rules API replaces this body.)
+    THE adapter between drift and the world's rules: ``sim.model`` is the sim's
+    :class:`autoscale_env.rules.OutcomeModel`, whose results are target-major.
     """
-    n = len(network)
-    rssi = np.stack([np.asarray(rssi_wifi_dbm, float), np.asarray(rssi_p2p_dbm, float)])[:, None]
-    n_noise = sim._n_local + sim._n_remote + 2
-    latency, energy = sim._outcomes(np.asarray(network)[None], np.asarray(co_cpu_pct, float)[None],
-                                    np.asarray(co_mem_pct, float)[None], rssi,
-                                    np.ones((1, n_noise, n)))
-    return latency[:, 0].T.copy(), energy[:, 0].T.copy()
+    latency, energy = sim.model.outcomes(
+        np.asarray(network), np.asarray(co_cpu_pct, float), np.asarray(co_mem_pct, float),
+        np.asarray(rssi_wifi_dbm, float), np.asarray(rssi_p2p_dbm, float))
+    return latency.T.copy(), energy.T.copy()
 
 
 # ----------------------------------------------------------------------------------------------

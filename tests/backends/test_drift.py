@@ -52,7 +52,8 @@ def test_edge_gone_times_out_every_edge_request_after_the_shift():
     edge = targets_where(backend, lambda t: t.location == "edge")
     timeout = load_links()["p2p"].timeout_ms
     assert np.all(b[1].latency_ms[49:, edge] == timeout) and np.all(b[2].rssi_p2p_dbm == -120.0)
-    assert np.all(b[1].latency_ms[:49, edge] < timeout)
+    # before the shift the edge link is the sim's own (which may itself drop out now and then)
+    np.testing.assert_array_equal(b[1].latency_ms[:49, edge], sim_blocks(3)[1].latency_ms[:49, edge])
 
 
 def test_cloud_slow_adds_the_mm1_wait_to_cloud_requests():
