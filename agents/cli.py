@@ -90,9 +90,9 @@ def _tasks_and_config(args):
 def cmd_benchmark(args) -> int:
     from agents.benchmark import ResultStore, finish, run
     tasks, cfg = _tasks_and_config(args)
-    store = ResultStore(args.out, force=args.force, resume=args.resume)
-    run(tasks, cfg, store, progress=not args.quiet)
-    print(finish(store, figures=not args.no_figures))
+    with ResultStore(args.out, force=args.force, resume=args.resume, config=cfg) as store:
+        run(tasks, cfg, store, progress=not args.quiet)
+        print(finish(store, figures=not args.no_figures))
     print(f"results: {Path(args.out) / 'results.csv'}   TensorBoard: tensorboard --logdir {Path(args.out) / 'tb'}")
     return 0
 

@@ -31,10 +31,8 @@ def write_figures(store: Any) -> list[Path]:
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
+    from autoscale_env.files import atomic_write
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
 
 
 def _efficiency(plt, rows, path: Path) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from tqdm.auto import tqdm
 
 import autoscale_env
 from autoscale_env.errors import ModelFileError
+from autoscale_env.files import atomic_write
 
 FORMAT = "autoscale-qtable/1"
 
@@ -203,19 +203,8 @@ class QLearningAgent:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write ``q`` and JSON metadata to an ``.npz`` atomically (temp file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = json.dumps(self.metadata())
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, q=self.q, meta=np.array(meta))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda f: np.savez(f, q=self.q, meta=np.array(meta)))
 
     @classmethod
     def load(cls, path: str | os.PathLike, env: gym.Env, **kwargs: Any) -> QLearningAgent:
@@ -271,9 +260,7 @@ class QLearningAgent:
             "policy": {str(s): (self.target_names[int(best[s])] if visited[s] else None)
                        for s in range(len(best))},
         }
-        tmp = Path(f"{path}.tmp")
-        tmp.write_text(json.dumps(doc, indent=1))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(doc, indent=1))
 
 
 def read_model_file(path: str) -> tuple[np.ndarray, dict[str, Any]]:

@@ -17,6 +17,7 @@ import autoscale_env
 from agents import make_agent
 from agents.evaluation import TrainingMonitor
 from agents.tracking import ScalarWriter, run_name
+from autoscale_env.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -107,13 +108,7 @@ def write_checkpoint(learner: Any, env: gym.Env, path: Path) -> None:
     state = learner.checkpoint_state()
     state["env_rng"] = env.unwrapped.np_random.bit_generator.state
     state["package_version"] = autoscale_env.__version__
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, q=learner.q, state=np.array(json.dumps(state)))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.savez(f, q=learner.q, state=np.array(json.dumps(state))))
 
 
 def latest_checkpoint(directory: Path) -> Path | None:

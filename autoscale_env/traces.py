@@ -35,7 +35,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
@@ -50,6 +49,7 @@ import numpy as np
 from autoscale_env import config
 from autoscale_env.core import ENERGY_SOURCES, Target, Workload
 from autoscale_env.errors import DependencyMissing, TraceFormatError, UnknownNameError
+from autoscale_env.files import atomic_writer
 
 #: Value of the header's ``format`` field, and the marker after ``#`` on a CSV's first line.
 FORMAT = "autoscale-trace"
@@ -904,23 +904,17 @@ def write_trace(trace: Trace, path: str | os.PathLike, *, header: TraceHeader | 
     suffix = next((s for s in SUFFIXES if path.name.endswith(s)), None)
     if suffix is None:
         raise ValueError(f"{path}: a trace file name must end in {', '.join(SUFFIXES)}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix)
-    os.close(fd)
-    try:
+    with atomic_writer(path, suffix=".tmp" + suffix) as f:
         if suffix == ".parquet":
-            _write_parquet(trace, header, Path(tmp))
-        else:
-            with TraceWriter(tmp, header, workloads=trace.workloads, force=True) as w:
+            _write_parquet(trace, header, f)
+        else:  # TraceWriter appends to the temp file by name (its own handle)
+            with TraceWriter(f.name, header, workloads=trace.workloads, force=True) as w:
                 w.write_requests(
                     request=trace.request, timestamp_s=trace.timestamp_s, network=trace.network,
                     co_cpu_pct=trace.co_cpu_pct, co_mem_pct=trace.co_mem_pct,
                     rssi_wifi_dbm=trace.rssi_wifi_dbm, rssi_p2p_dbm=trace.rssi_p2p_dbm,
                     latency_ms=trace.latency_ms, energy_mj=trace.energy_mj,
                     accuracy=trace.accuracy, energy_source=trace.energy_source)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -929,7 +923,7 @@ def _replace_targets(header: TraceHeader, targets: Sequence[str]) -> TraceHeader
     return replace(header, targets=tuple(targets))
 
 
-def _write_parquet(trace: Trace, header: TraceHeader, path: Path) -> None:
+def _write_parquet(trace: Trace, header: TraceHeader, path: Path | Any) -> None:
     pa, pq = _import_pyarrow()
     known = np.argwhere(np.isfinite(trace.latency_ms))  # (request, target) pairs, request-major
     i, k = known[:, 0], known[:, 1]
