@@ -22,7 +22,8 @@ from typing import IO, Self
 
 from autoscale_env.errors import AutoScaleError
 
-__all__ = ["OutputLocked", "PathLock", "atomic_write", "atomic_writer"]
+__all__ = ["MAX_NPZ_BYTES", "OutputLocked", "PathLock", "atomic_write", "atomic_writer",
+           "check_regular_file", "load_npz"]
 
 
 class OutputLocked(AutoScaleError, RuntimeError):
@@ -190,3 +191,96 @@ class PathLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+# --------------------------------------------------------------------------------------------
+# Bounded reads
+
+#: Largest model/checkpoint ``.npz`` read by default (file size and declared expanded size).
+MAX_NPZ_BYTES = 64 * 1024 * 1024
+#: Most arrays one ``.npz`` may hold.
+MAX_NPZ_MEMBERS = 64
+
+
+def check_regular_file(path: str | os.PathLike, max_bytes: int, error: type[Exception],
+                       what: str = "file") -> int:
+    """Stat ``path`` without opening it: it must be a regular file of at most ``max_bytes``.
+
+    A FIFO would block a reader forever and ``/dev/zero`` never ends, so both are refused here,
+    before any read. Returns the size; raises ``error`` naming the file and the limit.
+    """
+    import stat
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what}") from None
+    except OSError as e:
+        raise error(f"{path}: cannot be read: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{path}: is a directory, not a {what}")
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{path}: not a regular file (a device, FIFO or socket); a {what} must be "
+                    f"a regular file")
+    if st.st_size > max_bytes:
+        raise error(f"{path}: {st.st_size} bytes exceeds the limit of {max_bytes} bytes for a "
+                    f"{what}")
+    return st.st_size
+
+
+def load_npz(path: str | os.PathLike, error: type[Exception], *,
+             max_bytes: int = MAX_NPZ_BYTES, max_members: int = MAX_NPZ_MEMBERS) -> dict:
+    """Read every array of an ``.npz`` without pickle, checking sizes before allocating.
+
+    The file size, the member count, each member's declared (uncompressed) size and each array's
+    declared shape are checked against ``max_bytes`` / ``max_members`` before the data is read,
+    so a deflate bomb or a header announcing a huge shape costs no memory. Object arrays are
+    refused. Any problem raises ``error`` naming the file (and the limit, where one is hit).
+    """
+    import zipfile
+    import zlib
+
+    import numpy as np
+    from numpy.lib import format as npy
+
+    check_regular_file(path, max_bytes, error, "model file")
+    arrays = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = z.infolist()
+            if len(members) > max_members:
+                raise error(f"{path}: {len(members)} arrays exceeds the limit of {max_members}")
+            declared = sum(m.file_size for m in members)
+            if declared > max_bytes:
+                raise error(f"{path}: declares {declared} uncompressed bytes, over the limit of "
+                            f"{max_bytes} bytes")
+            for m in members:
+                if not m.filename.endswith(".npy"):
+                    raise error(f"{path}: member {m.filename!r} is not a .npy array")
+                with z.open(m) as f:
+                    version = npy.read_magic(f)
+                    if version not in ((1, 0), (2, 0)):
+                        raise error(f"{path}: {m.filename}: unsupported .npy version {version}")
+                    reader = npy.read_array_header_1_0 if version == (1, 0) else \
+                        npy.read_array_header_2_0
+                    shape, fortran, dtype = reader(f, max_header_size=10_000)
+                    if dtype.hasobject:
+                        raise error(f"{path}: {m.filename}: object arrays are refused (they "
+                                    f"would need pickle)")
+                    if any(d < 0 for d in shape):
+                        raise error(f"{path}: {m.filename}: negative shape {shape}")
+                    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                    if nbytes > m.file_size:  # the header promises more data than the member
+                        raise error(f"{path}: {m.filename}: shape {shape} of {dtype} needs "
+                                    f"{nbytes} bytes, the member holds {m.file_size}")
+                    data = f.read(nbytes)
+                    if len(data) != nbytes:
+                        raise error(f"{path}: {m.filename}: truncated array data")
+                order = "F" if fortran else "C"
+                arrays[m.filename[:-4]] = np.frombuffer(data, dtype=dtype).reshape(
+                    shape, order=order).copy()
+    except error:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError,
+            UnicodeDecodeError, RuntimeError) as e:
+        raise error(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+    return arrays
