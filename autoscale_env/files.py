@@ -74,7 +74,9 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb", *,
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() honours umask
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
+        os.close(fd)
+        # reopened by name, so ``f.name`` is the temp file's path (for writers that want one)
+        with open(tmp, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

@@ -345,10 +345,27 @@ def resolve_trace(trace: str | os.PathLike) -> str:
                            bundled_traces() + ["<path to a .csv, .csv.gz or .parquet trace>"])
 
 
+#: Largest trace read, bytes: the file itself and, for ``.csv.gz``, what it expands to; a Parquet
+#: file's declared uncompressed size too. Checked before the bulk read or the decompression gets
+#: there, so a decompression bomb costs at most this much memory. (A 2,000-request bundled
+#: trace expands to 2.7 MB; raise it for longer recordings.)
+MAX_TRACE_BYTES = 128 * 1024 * 1024
+_CHUNK = 1 << 20
+
+
 def _read_bytes(trace: str | os.PathLike) -> tuple[str, bytes]:
     path = Path(trace)
-    if path.is_file():
-        return str(path), path.read_bytes()
+    if path.is_file():  # is_file: a FIFO or /dev/zero is not one (and falls through to a name)
+        size = path.stat().st_size
+        if size > MAX_TRACE_BYTES:
+            _fail(f"{path}: {size} bytes exceeds the limit of {MAX_TRACE_BYTES} bytes for a "
+                  f"trace (autoscale_env.traces.MAX_TRACE_BYTES)", path=str(path))
+        with open(path, "rb") as f:
+            data = f.read(MAX_TRACE_BYTES + 1)
+        if len(data) > MAX_TRACE_BYTES:
+            _fail(f"{path}: exceeds the limit of {MAX_TRACE_BYTES} bytes for a trace",
+                  path=str(path))
+        return str(path), data
     entry = _bundled_entry(str(trace))
     if entry is not None:  # read through importlib.resources: works from wheels and zips too
         return str(entry), entry.read_bytes()
@@ -406,18 +423,36 @@ def load_trace(trace: str | os.PathLike, *, workloads: dict[str, Workload] | Non
 
 
 def _gunzip(data: bytes, path: str) -> bytes:
-    """Decompress every gzip member; a last member cut short yields what it holds."""
-    out, view, pos = [], memoryview(data), 0
+    """Decompress every gzip member; a last member cut short yields what it holds.
+
+    Output is produced in 1 MiB steps and counted, so an input expanding past
+    :data:`MAX_TRACE_BYTES` is refused when it gets there, not after it filled memory.
+    """
+    out, view, pos, total = [], memoryview(data), 0, 0
+
+    def take(chunk: bytes) -> None:
+        nonlocal total
+        total += len(chunk)
+        if total > MAX_TRACE_BYTES:
+            _fail(f"{path}: the gzip data expands to more than {MAX_TRACE_BYTES} bytes, the limit "
+                  f"for a trace (autoscale_env.traces.MAX_TRACE_BYTES)", path=path)
+        out.append(chunk)
+
     while pos < len(data):
         d = zlib.decompressobj(wbits=31)  # 31: one gzip member (header and CRC checked)
+        pending = view[pos:]
         try:
-            out.append(d.decompress(view[pos:]))
-            if not d.eof:  # the stream stops inside this member: a killed recording
-                out.append(d.flush())
-                warnings.warn(f"{path}: the gzip stream ends inside a member at byte {len(data)} "
-                              f"(a cut recording?); loading the complete lines before the cut",
-                              TraceCutWarning, stacklevel=3)
-                return b"".join(out)
+            while not d.eof:
+                chunk = d.decompress(pending, _CHUNK)
+                take(chunk)
+                if not chunk and len(d.unconsumed_tail) == len(pending):
+                    # no input left to use and no output: the stream stops inside this member
+                    take(d.flush())
+                    warnings.warn(f"{path}: the gzip stream ends inside a member at byte "
+                                  f"{len(data)} (a cut recording?); loading the complete lines "
+                                  f"before the cut", TraceCutWarning, stacklevel=3)
+                    return b"".join(out)
+                pending = d.unconsumed_tail
         except zlib.error as e:
             _fail(f"{path}: byte {pos}: not a valid gzip member ({e})", path=path)
         pos = len(data) - len(d.unused_data)
@@ -534,6 +569,14 @@ def _import_pyarrow():
 
 def _parquet_columns(data: bytes, path: str):
     pa, pq = _import_pyarrow()
+    try:  # the footer declares every row group's uncompressed size: check it before reading
+        meta = pq.ParquetFile(io.BytesIO(data)).metadata
+        declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    except (pa.ArrowException, OSError, ValueError) as e:
+        _fail(f"{path}: not a readable Parquet file ({e})", path=path)
+    if declared > MAX_TRACE_BYTES:
+        _fail(f"{path}: the Parquet data declares {declared} uncompressed bytes, over the limit "
+              f"of {MAX_TRACE_BYTES} bytes for a trace", path=path)
     try:
         table = pq.read_table(io.BytesIO(data))
     except (pa.ArrowException, OSError, ValueError) as e:
