@@ -132,3 +132,29 @@ def test_dynamic_setting_varies_conditions_within_an_episode():
     infos = [env.step(0)[4] for _ in range(99)]
     assert len({i["rssi_wifi_dbm"] for i in infos}) > 50
     assert len({i["co_cpu_pct"] for i in infos}) > 1
+
+
+# ---- reset options and a closed env -------------------------------------------------------
+
+
+def test_reset_refuses_unknown_options_naming_the_valid_keys():
+    env = gym.make("AutoScale-v0")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['sead'\]; valid keys: none"):
+        env.reset(seed=0, options={"sead": 1})
+    env.reset(seed=0, options={})  # empty is fine
+    env.reset(seed=0, options=None)
+
+
+@pytest.mark.parametrize("backend", ["sim", "replay"])
+def test_a_closed_env_raises_a_clear_error_on_step_and_reset(backend):
+    kwargs = {"trace": "sim-galaxy_s10e-non_streaming-dynamic"} if backend == "replay" else {}
+    if backend == "replay":
+        kwargs.update(device=None, scenario=None, setting=None)
+    env = gym.make("AutoScale-v0", backend=backend, **kwargs)
+    env.reset(seed=0)
+    env.step(0)
+    env.close()
+    with pytest.raises(gym.error.ClosedEnvironmentError, match="closed"):
+        env.step(0)
+    with pytest.raises(gym.error.ClosedEnvironmentError, match="closed"):
+        env.reset(seed=0)
