@@ -106,11 +106,17 @@ def run_ray(tasks: Sequence[Task], cfg: BenchmarkConfig, store: ResultStore, *,
     started = False
     if not ray.is_initialized():
         kwargs = {"include_dashboard": False, "log_to_driver": False}
+        main_thread = threading.current_thread() is threading.main_thread()
+        ours = signal.getsignal(signal.SIGTERM) if main_thread else None
         if address:
             ray.init(address=address, **kwargs)
         else:
             ray.init(num_cpus=workers or os.cpu_count(), **kwargs)
         started = True
+        if main_thread and ours is not None:
+            # ray.init replaces the SIGTERM handler (with sys.exit, behind a C++ stack dump):
+            # put ours back, so SIGTERM stops the sweep like Ctrl-C does
+            signal.signal(signal.SIGTERM, ours)
     try:
         remote = ray.remote(num_cpus=1)(run_task)
 
@@ -175,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                     progress=not args.quiet)
         print(finish(store, figures=not args.no_figures))
     except KeyboardInterrupt as e:
-        done = len(store.done) if store is not None else 0
+        done = len(store.read("results")) if store is not None else 0
         print(f"autoscale sweep: interrupted; {done} finished task(s) are saved in "
               f"{Path(args.out) / 'results.csv'}; rerun the same command to run the rest",
               file=sys.stderr)

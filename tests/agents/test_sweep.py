@@ -100,12 +100,19 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("sig, to_group, code", [(signal.SIGINT, True, 130),
-                                                 (signal.SIGTERM, False, 143)])
-def test_first_signal_stops_the_sweep_keeps_results_and_leaves_no_worker(tmp_path, sig, to_group,
-                                                                         code):
+@pytest.mark.parametrize("engine, sig, to_group, code", [
+    ("local", signal.SIGINT, True, 130),
+    ("local", signal.SIGTERM, False, 143),
+    pytest.param("ray", signal.SIGINT, True, 130, marks=pytest.mark.distributed),
+    pytest.param("ray", signal.SIGTERM, False, 143, marks=pytest.mark.distributed),
+])
+def test_first_signal_stops_the_sweep_keeps_results_and_leaves_no_worker(tmp_path, engine, sig,
+                                                                         to_group, code):
+    if engine == "ray":
+        pytest.importorskip("ray")
     out = tmp_path / "sweep"
-    proc = subprocess.Popen([sys.executable, "-m", "agents.cli", "sweep", *SLOW, "--out", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "agents.cli", "sweep", *SLOW, "--out", str(out),
+                             "--engine", engine],
                             cwd=ROOT, start_new_session=True, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -126,7 +133,8 @@ def test_first_signal_stops_the_sweep_keeps_results_and_leaves_no_worker(tmp_pat
             proc.wait()
     assert rc == code, err
     assert stopped_s < 5, f"took {stopped_s:.1f} s to stop"
-    assert "interrupted" in err and "Traceback" not in err
+    assert "interrupted" in err and "Traceback" not in err and "SIGTERM received" not in err
+    assert f"{len(_result_rows(out))} finished task(s) are saved" in err
     deadline = time.monotonic() + 5
     while _group_alive(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
