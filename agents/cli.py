@@ -105,7 +105,7 @@ def cmd_train(args) -> int:
                  checkpoint_every=args.checkpoint_every, resume=args.resume, force=args.force,
                  progress=not args.quiet,
                  features=args.features)
-    print(f"saved {path}")
+    print(f"model: {path}")
     return 0
 
 
