@@ -347,23 +347,35 @@ def resolve_trace(trace: str | os.PathLike) -> str:
 
 #: Largest trace read, bytes: the file itself and, for ``.csv.gz``, what it expands to; a Parquet
 #: file's declared uncompressed size too. Checked before the bulk read or the decompression gets
-#: there, so a decompression bomb costs at most this much memory. (A 2,000-request bundled
-#: trace expands to 2.7 MB; raise it for longer recordings.)
+#: there, so a decompression bomb costs at most this much memory. A recorded request takes
+#: about 1.4 KB of CSV (the 2,000-request bundled traces expand to 2.7 MB), so the default
+#: admits about 90,000 requests; set ``AUTOSCALE_MAX_TRACE_MB`` to read longer recordings.
 MAX_TRACE_BYTES = 128 * 1024 * 1024
+_LIMIT_HINT = "set AUTOSCALE_MAX_TRACE_MB to read a larger trace you trust"
+
+
+def _max_trace_bytes() -> int:
+    raw = os.environ.get("AUTOSCALE_MAX_TRACE_MB")
+    if raw:
+        try:
+            return int(float(raw) * 1024 * 1024)
+        except ValueError:
+            raise TraceFormatError(f"AUTOSCALE_MAX_TRACE_MB={raw!r} is not a number") from None
+    return MAX_TRACE_BYTES
 _CHUNK = 1 << 20
 
 
 def _read_bytes(trace: str | os.PathLike) -> tuple[str, bytes]:
     path = Path(trace)
     if path.is_file():  # is_file: a FIFO or /dev/zero is not one (and falls through to a name)
-        size = path.stat().st_size
-        if size > MAX_TRACE_BYTES:
-            _fail(f"{path}: {size} bytes exceeds the limit of {MAX_TRACE_BYTES} bytes for a "
-                  f"trace (autoscale_env.traces.MAX_TRACE_BYTES)", path=str(path))
+        size, limit = path.stat().st_size, _max_trace_bytes()
+        if size > limit:
+            _fail(f"{path}: {size} bytes exceeds the limit of {limit} bytes for a trace "
+                  f"({_LIMIT_HINT})", path=str(path))
         with open(path, "rb") as f:
-            data = f.read(MAX_TRACE_BYTES + 1)
-        if len(data) > MAX_TRACE_BYTES:
-            _fail(f"{path}: exceeds the limit of {MAX_TRACE_BYTES} bytes for a trace",
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            _fail(f"{path}: exceeds the limit of {limit} bytes for a trace ({_LIMIT_HINT})",
                   path=str(path))
         return str(path), data
     entry = _bundled_entry(str(trace))
@@ -428,14 +440,14 @@ def _gunzip(data: bytes, path: str) -> bytes:
     Output is produced in 1 MiB steps and counted, so an input expanding past
     :data:`MAX_TRACE_BYTES` is refused when it gets there, not after it filled memory.
     """
-    out, view, pos, total = [], memoryview(data), 0, 0
+    out, view, pos, total, limit = [], memoryview(data), 0, 0, _max_trace_bytes()
 
     def take(chunk: bytes) -> None:
         nonlocal total
         total += len(chunk)
-        if total > MAX_TRACE_BYTES:
-            _fail(f"{path}: the gzip data expands to more than {MAX_TRACE_BYTES} bytes, the limit "
-                  f"for a trace (autoscale_env.traces.MAX_TRACE_BYTES)", path=path)
+        if total > limit:
+            _fail(f"{path}: the gzip data expands to more than {limit} bytes, the limit for a "
+                  f"trace ({_LIMIT_HINT})", path=path)
         out.append(chunk)
 
     while pos < len(data):
@@ -574,9 +586,9 @@ def _parquet_columns(data: bytes, path: str):
         declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
     except (pa.ArrowException, OSError, ValueError) as e:
         _fail(f"{path}: not a readable Parquet file ({e})", path=path)
-    if declared > MAX_TRACE_BYTES:
+    if declared > _max_trace_bytes():
         _fail(f"{path}: the Parquet data declares {declared} uncompressed bytes, over the limit "
-              f"of {MAX_TRACE_BYTES} bytes for a trace", path=path)
+              f"of {_max_trace_bytes()} bytes for a trace ({_LIMIT_HINT})", path=path)
     try:
         table = pq.read_table(io.BytesIO(data))
     except (pa.ArrowException, OSError, ValueError) as e:

@@ -186,3 +186,15 @@ def test_oversized_toml_is_refused_before_reading(tmp_path):
         f.truncate(config.MAX_TOML_BYTES + 1)  # sparse: no disk used
     with pytest.raises(ConfigError, match=rf"{path}: {config.MAX_TOML_BYTES + 1} bytes exceeds"):
         config.load_device(str(path))
+
+
+def test_the_trace_limit_can_be_raised_for_a_long_recording(tmp_path, monkeypatch):
+    from autoscale_env import traces
+    from autoscale_env.errors import TraceFormatError
+    trace = traces.load_trace(next(t for t in traces.bundled_traces() if t.startswith("sim-")))
+    path = traces.write_trace(trace, tmp_path / "t.csv.gz")
+    monkeypatch.setattr(traces, "MAX_TRACE_BYTES", 1 << 20)  # the trace expands to 2.7 MB
+    with pytest.raises(TraceFormatError, match="set AUTOSCALE_MAX_TRACE_MB"):
+        traces.load_trace(path)
+    monkeypatch.setenv("AUTOSCALE_MAX_TRACE_MB", "8")
+    assert traces.load_trace(path).n_requests == trace.n_requests
