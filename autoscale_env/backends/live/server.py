@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 
 #: Server roles: which scaled-out device this process stands in for.
 ROLES = ("edge", "cloud")
+#: Connections one client address may hold at once unless told otherwise.
+DEFAULT_MAX_PER_PEER = 16
 #: Environment variable holding the shared token (server: ``--token`` default; client too).
 TOKEN_ENV = "AUTOSCALE_SERVER_TOKEN"
 
@@ -173,7 +175,8 @@ class InferenceServer(socketserver.ThreadingTCPServer):
         idle_timeout_s: how long an idle connection is kept open between requests.
         write_timeout_s: deadline for sending one response.
         max_connections: connections served at once.
-        max_per_peer: connections one peer address may hold at once.
+        max_per_peer: connections one peer address may hold at once (default: 16, or
+            ``max_connections`` if smaller).
         first_byte_timeout_s: how long a new connection may wait before its first request.
         models: network names this server will build and run (None: every catalog network);
             a request for another is answered ``UNKNOWN_MODEL``.
@@ -208,7 +211,7 @@ class InferenceServer(socketserver.ThreadingTCPServer):
         self.idle_timeout_s = idle_timeout_s
         self.write_timeout_s = write_timeout_s
         self.max_connections = max_connections
-        self.max_per_peer = max_per_peer or max_connections
+        self.max_per_peer = max_per_peer or min(DEFAULT_MAX_PER_PEER, max_connections)
         self.first_byte_timeout_s = first_byte_timeout_s
         self.models = None if models is None else frozenset(models)
         self.token = token.encode("utf-8") if token else None
@@ -516,7 +519,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--idle-timeout-s", type=float, default=60.0)
     p.add_argument("--max-connections", type=int, default=32)
     p.add_argument("--max-per-peer", type=int, default=None,
-                   help="connections one client address may hold (default: --max-connections)")
+                   help="connections one client address may hold (default: 16, or "
+                        "--max-connections if smaller)")
     p.add_argument("--first-byte-timeout-s", type=float, default=5.0,
                    help="how long a new connection may stay silent before its first request")
     p.add_argument("--models", default=None,
