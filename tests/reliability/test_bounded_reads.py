@@ -2,7 +2,7 @@
 the module's own error naming the file and the limit, in bounded memory and time.
 
 Each hostile file is read in a fresh subprocess that reports its peak RSS
-(``resource.getrusage``), so a read that fills memory before failing is caught, not only one
+(``VmHWM`` from ``/proc/self/status``), so a read that fills memory before failing is caught, not only one
 that raises the wrong error.
 """
 
@@ -22,13 +22,29 @@ ROOT = Path(__file__).resolve().parents[2]
 MAX_RSS_MB = 300
 
 
+# VmHWM: this process's own peak RSS since its exec. (getrusage's ru_maxrss would be no good
+# here: Linux carries it across fork + exec, so a child of a big pytest process inherits its size.)
+PEAK_MB = """
+def _peak_mb():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+"""
+
+
 def read_in_subprocess(code: str, timeout_s: float = 120) -> tuple[str, float]:
     """Run ``code`` (which sets ``result``) in a fresh interpreter; returns (result, peak MB)."""
-    script = ("import resource, traceback\nresult = 'no error'\ntry:\n" +
+    script = (PEAK_MB + "result = 'no error'\ntry:\n" +
               "".join(f"    {line}\n" for line in code.strip().splitlines()) +
               "except Exception as e:\n    result = f'{type(e).__name__}: {e}'\n"
               "print(result)\n"
-              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n")
+              "print(_peak_mb())\n")
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout_s)
     assert done.returncode == 0, done.stderr[-2000:]
