@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 
 from autoscale_env.errors import BackendUnavailable, ModelFileError
+from autoscale_env.files import atomic_write
 
 
 class _NonLearning:
@@ -27,8 +28,7 @@ class _NonLearning:
 
     def save(self, path: str) -> None:
         """Write a small JSON description (there are no parameters)."""
-        with open(path, "w") as f:
-            json.dump({"agent": self.name, **self._config()}, f)
+        atomic_write(path, json.dumps({"agent": self.name, **self._config()}))
 
     def _config(self) -> dict[str, Any]:
         return {}

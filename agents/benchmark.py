@@ -8,12 +8,15 @@ order, which is what lets the sweep engines (local pool, Ray) reproduce a sequen
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import io
 import math
 import os
 import shutil
 import statistics
 import time
+import tomllib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,6 +30,8 @@ import autoscale_env  # noqa: F401  (registers AutoScale-v0)
 from agents import CLOUD, MOBILE_CPU, agent_class, make_agent
 from agents.evaluation import TrainingMonitor, evaluate
 from agents.tracking import ScalarWriter, log_evaluation, run_name, task_hparams
+from autoscale_env.errors import AutoScaleError
+from autoscale_env.files import PathLock, atomic_write
 
 #: Offset between a task's training seed and its evaluation seed, so evaluation sees fresh requests.
 EVAL_SEED_OFFSET = 10_000
@@ -73,6 +78,27 @@ class BenchmarkConfig:
     """Per-agent overrides, e.g. ``{"qlearning": {"epsilon": 0.05}}``."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra ``gym.make`` arguments (e.g. ``reward``)."""
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that shapes a row, as JSON data: recorded in ``config.json`` of the output
+        directory, and compared on ``--resume`` / sweep reruns (see :class:`ResultStore`).
+
+        Every field of the config is in it (a new option is recorded without further code), plus
+        the package version and the content hash of a features file given by path.
+        """
+        import autoscale_env
+        doc = json.loads(json.dumps(asdict(self), sort_keys=True, default=str))
+        features = self.env_kwargs.get("features")
+        if features:
+            from autoscale_env import config
+            path = config.resolve_features_path(features)
+            if features not in config.FEATURE_SETS and path.is_file():
+                doc["features_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        # the defaults the options fall back on, so a changed default is a changed config
+        doc["env_defaults"] = {"reward": "energy", "features": "paper", "obs_mode": "paper"}
+        doc["default_hyperparameters"] = _default_hyperparameters()
+        doc["package_version"] = autoscale_env.__version__
+        return doc
 
 
 def grid(agents: Iterable[str], devices: Iterable[str], scenarios: Iterable[str],
@@ -143,17 +169,38 @@ def run_task(task: Task, cfg: BenchmarkConfig, out: Path | None, *,
 # Output files
 
 
+class ConfigMismatch(AutoScaleError, ValueError):
+    """``--resume`` (or a sweep rerun) into results made with another configuration."""
+
+
 class ResultStore:
     """The output directory: append-only CSVs (flushed per task), then summary and figures.
 
     Refuses to touch a directory that already holds results unless ``force`` (wipe and start
-    over) or ``resume`` (keep finished tasks, run only the missing ones).
+    over) or ``resume`` (keep finished tasks, run only the missing ones). With ``config``, the
+    run's :meth:`BenchmarkConfig.fingerprint` is written to ``config.json`` and a resume into
+    results made with another one is refused with :class:`ConfigMismatch` naming the fields, so
+    different configurations never share a summary line.
+
+    The directory is locked (:class:`~autoscale_env.files.PathLock`) while the store is open: a
+    second concurrent run into it fails at once, naming the holder's PID. On resume, side-table
+    rows (``per_network``, ``curves``) of tasks without a ``results`` row (a kill between the
+    appends) are dropped, so a rerun never duplicates them.
     """
 
     TABLES = {"results": RESULT_COLUMNS, "per_network": NETWORK_COLUMNS, "curves": CURVE_COLUMNS}
 
-    def __init__(self, out: str | Path, *, force: bool = False, resume: bool = False):
+    def __init__(self, out: str | Path, *, force: bool = False, resume: bool = False,
+                 config: BenchmarkConfig | None = None):
         self.out = Path(out)
+        self._lock = PathLock(self.out, inside=True).acquire()  # before looking at anything
+        try:
+            self._open(force, resume, config)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, force: bool, resume: bool, config: BenchmarkConfig | None) -> None:
         existing = self.out / "results.csv"
         if existing.exists() and not (force or resume):
             raise FileExistsError(
@@ -166,7 +213,69 @@ class ResultStore:
             for png in self.out.glob("*.png"):
                 png.unlink()
         self.out.mkdir(parents=True, exist_ok=True)
+        self._bound: dict[str, Any] | None = None
+        if config is not None:
+            self.bind(config)
         self.done = {self._key(r) for r in self.read("results")} if resume else set()
+        if resume:
+            self._drop_orphans()
+
+    def bind(self, config: BenchmarkConfig) -> None:
+        """Record ``config`` in ``config.json``, or refuse (:class:`ConfigMismatch`) if the
+        directory holds results of another one. Every runner calls it before its first task."""
+        mine = config.fingerprint()
+        if self._bound is not None:
+            if self._bound != mine:
+                raise ConfigMismatch(f"{self.out}: one store, two configurations: "
+                                     f"{'; '.join(_differences(self._bound, mine))}")
+            return
+        self._check_config(mine, has_results=(self.out / "results.csv").exists())
+        self._bound = mine
+
+    def _check_config(self, mine: dict[str, Any], has_results: bool) -> None:
+        path = self.out / "config.json"
+        if path.exists():
+            try:
+                theirs = json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                raise ConfigMismatch(f"{path}: unreadable ({e}); pass --force to start over") \
+                    from None
+            diffs = _differences(theirs, mine)
+            if diffs:
+                raise ConfigMismatch(
+                    f"{self.out} holds results of another configuration; differing fields "
+                    f"(recorded -> this run): {'; '.join(diffs)}. Use another --out, or --force "
+                    f"to discard those results")
+            return
+        if has_results and self.read("results"):
+            raise ConfigMismatch(
+                f"{self.out} holds results without a config.json (made by an older version), so "
+                f"they cannot be checked against this run; use another --out, or --force")
+        atomic_write(path, json.dumps(mine, indent=1, sort_keys=True) + "\n")
+
+    def _drop_orphans(self) -> None:
+        """Rewrite the side tables without rows of tasks that have no results row."""
+        for table in ("per_network", "curves"):
+            path = self.out / f"{table}.csv"
+            rows = self.read(table)
+            keep = [r for r in rows if self._key(r) in self.done]
+            if len(keep) == len(rows):
+                continue
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=self.TABLES[table], extrasaction="ignore")
+            w.writeheader()
+            w.writerows(keep)
+            atomic_write(path, buf.getvalue())
+
+    def close(self) -> None:
+        """Release the directory lock (also released when the process ends)."""
+        self._lock.release()
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @staticmethod
     def _key(row: dict[str, Any]) -> tuple:
@@ -209,6 +318,31 @@ class ResultStore:
                 f.truncate(data.rfind(b"\n") + 1)
 
 
+def _default_hyperparameters() -> dict[str, Any]:
+    from agents.qlearning import QLearningConfig
+    from agents.sb3 import HYPERPARAMS_FILE
+    with open(HYPERPARAMS_FILE, "rb") as f:
+        sb3 = tomllib.load(f)
+    return {"qlearning": asdict(QLearningConfig()), **sb3}
+
+
+_ABSENT = object()
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted fields where two JSON documents differ, as ``field: old -> new``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            out += _differences(old.get(k, _ABSENT), new.get(k, _ABSENT),
+                                f"{prefix}.{k}" if prefix else str(k))
+        return out
+
+    def show(v: Any) -> str:
+        return "(absent)" if v is _ABSENT else json.dumps(v)
+    return [] if old == new else [f"{prefix or 'config'}: {show(old)} -> {show(new)}"]
+
+
 def _format(row: dict[str, Any]) -> dict[str, Any]:
     # repr() keeps every float bit for bit, so reruns and other engines compare exactly
     return {k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()}
@@ -223,6 +357,7 @@ def _markdown_table(values: dict[str, Any]) -> str:
 def run(tasks: Sequence[Task], cfg: BenchmarkConfig, store: ResultStore, *,
         progress: bool = True) -> None:
     """Run the tasks not yet in ``store`` one after another (see ``agents.sweep`` for parallel)."""
+    store.bind(cfg)
     todo = [t for t in tasks if t.key not in store.done]
     with tqdm(total=len(todo), disable=not progress, desc="benchmark", unit="task") as bar:
         for task in todo:
@@ -316,9 +451,7 @@ def finish(store: ResultStore, *, figures: bool = True) -> str:
     """Write ``summary.md`` (and figures) from everything in the store; returns the summary."""
     rows = store.read("results")
     text = "# Benchmark summary\n\nMean ± 95 % interval over seeds.\n\n" + summarize(rows)
-    tmp = store.out / "summary.md.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, store.out / "summary.md")
+    atomic_write(store.out / "summary.md", text)
     if figures:
         from agents.figures import write_figures
         write_figures(store)

@@ -131,9 +131,9 @@ def _tasks_and_config(args):
 def cmd_benchmark(args) -> int:
     from agents.benchmark import ResultStore, finish, run
     tasks, cfg = _tasks_and_config(args)
-    store = ResultStore(args.out, force=args.force, resume=args.resume)
-    run(tasks, cfg, store, progress=not args.quiet)
-    print(finish(store, figures=not args.no_figures))
+    with ResultStore(args.out, force=args.force, resume=args.resume, config=cfg) as store:
+        run(tasks, cfg, store, progress=not args.quiet)
+        print(finish(store, figures=not args.no_figures))
     print(output_listing(args.out))
     return 0
 
@@ -178,7 +178,7 @@ def cmd_train(args) -> int:
                  checkpoint_every=args.checkpoint_every, resume=args.resume, force=args.force,
                  progress=not args.quiet,
                  features=args.features)
-    print(f"saved {path}")
+    print(f"model: {path}")  # saved, or a finished model kept (see train --resume)
     if args.eval_steps > 0:
         from agents.saved import evaluate_saved
         rows = evaluate_saved(path, devices=[args.device], scenarios=[args.scenario],

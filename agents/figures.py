@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -123,10 +122,8 @@ def _layout(fig) -> None:
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
+    from autoscale_env.files import atomic_write
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
 
 
 def _seeds_note(counts: set[int]) -> str:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from tqdm.auto import tqdm
 
 import autoscale_env
 from autoscale_env.errors import ModelFileError
+from autoscale_env.files import atomic_write, load_npz
 
 FORMAT = "autoscale-qtable/1"
 
@@ -203,19 +202,8 @@ class QLearningAgent:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write ``q`` and JSON metadata to an ``.npz`` atomically (temp file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = json.dumps(self.metadata())
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, q=self.q, meta=np.array(meta))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda f: np.savez(f, q=self.q, meta=np.array(meta)))
 
     @classmethod
     def load(cls, path: str | os.PathLike, env: gym.Env, **kwargs: Any) -> QLearningAgent:
@@ -271,25 +259,43 @@ class QLearningAgent:
             "policy": {str(s): (self.target_names[int(best[s])] if visited[s] else None)
                        for s in range(len(best))},
         }
-        tmp = Path(f"{path}.tmp")
-        tmp.write_text(json.dumps(doc, indent=1))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(doc, indent=1))
+
+
+#: Deepest nesting accepted in a model's JSON metadata (the real one is 3 levels deep).
+MAX_JSON_DEPTH = 32
+
+
+def _json_metadata(array: np.ndarray, path: str, name: str) -> Any:
+    """Parse a 0-d string array as JSON, refusing deep nesting before the parser recurses."""
+    if array.ndim != 0 or array.dtype.kind != "U":
+        raise ModelFileError(f"{path}: '{name}' must be a JSON string, got {array.dtype} "
+                             f"{array.shape}")
+    text = str(array)
+    depth = deepest = 0
+    for ch in text:  # brackets inside strings only over-count, which errs on the safe side
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    if deepest > MAX_JSON_DEPTH:
+        raise ModelFileError(f"{path}: '{name}' JSON is nested {deepest} levels deep, over the "
+                             f"limit of {MAX_JSON_DEPTH}")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise ModelFileError(f"{path}: '{name}' is not valid JSON ({type(e).__name__}: {e})") \
+            from None
 
 
 def read_model_file(path: str) -> tuple[np.ndarray, dict[str, Any]]:
     """Read a saved Q-table and its metadata; any malformed file raises ``ModelFileError``."""
-    if not os.path.isfile(path):
-        raise ModelFileError(f"{path}: no such model file")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if "q" not in data or "meta" not in data:
-                raise ModelFileError(f"{path}: not an autoscale Q-table (needs arrays 'q' and 'meta')")
-            q = np.array(data["q"])
-            meta = json.loads(str(data["meta"]))
-    except ModelFileError:
-        raise
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{path}: not a readable .npz model file ({type(e).__name__}: {e})") from None
+    data = load_npz(path, ModelFileError)  # sizes and shapes checked before any allocation
+    if "q" not in data or "meta" not in data:
+        raise ModelFileError(f"{path}: not an autoscale Q-table (needs arrays 'q' and 'meta')")
+    q = data["q"]
+    meta = _json_metadata(data["meta"], path, "meta")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{path}: metadata format is not {FORMAT!r}")
     if q.ndim != 2 or q.dtype.kind != "f" or not np.all(np.isfinite(q)):

@@ -14,7 +14,6 @@ against another device's action space is refused before SB3 is asked to read the
 from __future__ import annotations
 
 import json
-import os
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from autoscale_env.errors import DependencyMissing, ModelFileError
+from autoscale_env.files import atomic_write, load_npz
 
 HYPERPARAMS_FILE = Path(str(resources.files("agents") / "data" / "hyperparams.toml"))
 
@@ -133,15 +133,20 @@ class _SB3Agent:
         u = self.env.unwrapped
         return {"agent": self.name, "targets": [str(t) for t in u.targets],
                 "nvec": u.encoder.nvec.tolist(), "obs_mode": u.obs_mode,
-                "hyperparameters": self.hparams, "seed": self.seed}
+                "hyperparameters": self.hparams, "seed": self.seed,
+                "num_timesteps": self.num_timesteps}
 
     def save(self, path: str) -> None:
-        """SB3's zip plus a JSON side file describing the env it was trained for."""
+        """SB3's zip plus a JSON side file describing the env it was trained for.
+
+        Both are written atomically (temp file, then rename), the zip first: a kill leaves the
+        old pair, or a new zip beside the old description, never a torn file.
+        """
         if self.model is None:
             self._build()
         path = str(path)
-        self.model.save(path)
-        Path(path + ".meta.json").write_text(json.dumps(self._meta()))
+        atomic_write(path, lambda f: self.model.save(f))
+        atomic_write(path + ".meta.json", json.dumps(self._meta()))
 
     @classmethod
     def load(cls, path: str, env: gym.Env, **kwargs: Any):
@@ -176,29 +181,64 @@ class _SB3Agent:
         return agent
 
 
+#: The replay-buffer arrays a checkpoint keeps (dict observations: one array per key).
+_BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+
+
+def _buffer_arrays(buffer) -> dict[str, np.ndarray]:
+    out = {}
+    for name in _BUFFER_ARRAYS:
+        value = getattr(buffer, name, None)
+        if isinstance(value, dict):
+            out.update({f"{name}.{k}": v for k, v in value.items()})
+        elif value is not None:
+            out[name] = value
+    return out
+
+
 def write_sb3_checkpoint(agent: _SB3Agent, path: Path) -> None:
     """SB3 checkpoint: the model zip plus, for off-policy learners, the replay buffer.
 
-    SB3 writes the replay buffer with pickle; a checkpoint is only ever read back by the run that
-    wrote it (``--resume``), never from elsewhere. Resuming continues training from the saved
-    weights and buffer; unlike the Q-learner it is not bit-identical to an uninterrupted run
-    (SB3 re-creates its environment wrapper and random streams on load).
+    The replay buffer is written without pickle, as plain arrays in ``<path>.buffer.npz`` (its
+    observations, actions, rewards, done flags and position), and read back with
+    ``allow_pickle=False`` after checking every array's shape and dtype against the fresh
+    buffer. Resuming continues training from the saved weights and buffer; unlike the
+    Q-learner it is not bit-identical to an uninterrupted run (SB3 re-creates its environment
+    wrapper and random streams on load). Each file is written atomically; the zip is written
+    last, so a checkpoint that is found (by its zip) is complete.
     """
-    tmp = path.with_name(path.name + ".tmp")
-    agent.save(str(tmp) + ".zip")
-    if hasattr(agent.model, "save_replay_buffer"):
-        agent.model.save_replay_buffer(str(tmp) + ".buffer.pkl")
-        os.replace(str(tmp) + ".buffer.pkl", str(path) + ".buffer.pkl")
-    os.replace(str(tmp) + ".zip.meta.json", str(path) + ".zip.meta.json")
-    os.replace(str(tmp) + ".zip", str(path) + ".zip")
+    buffer = getattr(agent.model, "replay_buffer", None) if agent.model is not None else None
+    if buffer is not None:
+        arrays = _buffer_arrays(buffer)
+        arrays["pos"] = np.array(buffer.pos, dtype=np.int64)
+        arrays["full"] = np.array(buffer.full, dtype=np.bool_)
+        atomic_write(str(path) + ".buffer.npz", lambda f: np.savez_compressed(f, **arrays))
+    agent.save(str(path) + ".zip")
 
 
 def restore_sb3_checkpoint(cls: type, path: Path, env: gym.Env) -> _SB3Agent:
     """Load a checkpoint written by :func:`write_sb3_checkpoint` (see its caveats)."""
     agent = cls.load(str(path) + ".zip", env=env)
-    buffer = Path(str(path) + ".buffer.pkl")
-    if buffer.exists() and hasattr(agent.model, "load_replay_buffer"):
-        agent.model.load_replay_buffer(str(buffer))
+    buffer = getattr(agent.model, "replay_buffer", None)
+    saved = Path(str(path) + ".buffer.npz")
+    if buffer is None or not saved.exists():
+        return agent
+    fresh = _buffer_arrays(buffer)
+    limit = sum(a.nbytes for a in fresh.values()) + 4096
+    data = load_npz(saved, ModelFileError, max_bytes=max(limit, 1 << 20))
+    for name, array in fresh.items():
+        got = data.get(name)
+        if got is None or got.shape != array.shape or got.dtype != array.dtype:
+            raise ModelFileError(
+                f"{saved}: array {name!r} is "
+                f"{'missing' if got is None else f'{got.dtype} {got.shape}'}, expected "
+                f"{array.dtype} {array.shape}")
+    pos, full = data.get("pos"), data.get("full")
+    if pos is None or full is None or pos.shape != () or not 0 <= int(pos) <= buffer.buffer_size:
+        raise ModelFileError(f"{saved}: 'pos'/'full' missing or out of range")
+    for name, array in fresh.items():
+        array[...] = data[name]  # in place: dict observations share these arrays
+    buffer.pos, buffer.full = int(pos), bool(full)
     return agent
 
 

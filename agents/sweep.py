@@ -10,15 +10,23 @@ Ray is optional (``pip install -c constraints.txt 'autoscale-env[distributed]'``
 ``ray start --head`` on one machine, ``ray start --address HEAD:6379`` on the others, then
 ``autoscale sweep --engine ray --address HEAD:6379 --out /shared/dir ...`` (``--out`` must be on
 storage every node can write, for the TensorBoard runs).
+
+Stopping: the first Ctrl-C (SIGINT) or SIGTERM cancels the queued tasks, terminates the running
+ones (local workers are killed; Ray tasks are force-cancelled) and exits (130 / 143) within
+seconds, keeping every finished result; the same command then completes only the missing tasks.
+Workers ignore SIGINT themselves (the parent stops them) and die with their parent even if it is
+SIGKILLed (Linux). A rerun with another configuration is refused (see ``ResultStore``).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -33,15 +41,33 @@ def _pending(tasks: Sequence[Task], store: ResultStore) -> list[Task]:
     return [t for t in tasks if t.key not in store.done]
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, turned into an exception in the main thread so the sweep stops cleanly."""
+
+    exit_code = 143
+
+
 def run_local(tasks: Sequence[Task], cfg: BenchmarkConfig, store: ResultStore, *,
               workers: int | None = None, progress: bool = True) -> None:
-    """Run the missing tasks on a process pool (``workers`` processes, default: the cores)."""
+    """Run the missing tasks on a process pool (``workers`` processes, default: the cores).
+
+    On any exception in the parent (Ctrl-C, :class:`Interrupted`, a failed task) the pool is
+    terminated: no queued task starts and no worker process is left behind.
+    """
+    store.bind(cfg)
     todo = _pending(tasks, store)
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
-    _drain(todo, store, progress, lambda submit_all: _pool(todo, cfg, store.out, workers, submit_all))
+    _drain(todo, store, progress, lambda on_done: _pool(todo, cfg, store.out, workers, on_done))
 
 
-def _one_thread() -> None:
+def _worker_init() -> None:
+    # The parent handles Ctrl-C and stops the pool; a worker's own KeyboardInterrupt would only
+    # print tracebacks. And a worker must not outlive a SIGKILLed parent.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     # One task per core: torch's own thread pool would oversubscribe the cores and spin.
     os.environ["OMP_NUM_THREADS"] = "1"
     try:
@@ -51,14 +77,21 @@ def _one_thread() -> None:
         pass
 
 
+def _run_packed(args: tuple) -> dict[str, list[dict]]:
+    return run_task(*args)
+
+
 def _pool(todo, cfg, out, workers, on_done: Callable) -> None:
-    with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread) as pool:
-        futures = {pool.submit(run_task, t, cfg, out): t for t in todo}
-        while futures:
-            finished, _ = wait(futures, return_when=FIRST_COMPLETED)
-            for f in finished:
-                futures.pop(f)
-                on_done(f.result())
+    pool = multiprocessing.Pool(workers, initializer=_worker_init)
+    try:
+        for rows in pool.imap_unordered(_run_packed, [(t, cfg, out) for t in todo]):
+            on_done(rows)
+        pool.close()
+    except BaseException:
+        pool.terminate()  # SIGTERM to every worker: in-flight tasks are dropped, rerun later
+        raise
+    finally:
+        pool.join()
 
 
 def run_ray(tasks: Sequence[Task], cfg: BenchmarkConfig, store: ResultStore, *,
@@ -68,23 +101,38 @@ def run_ray(tasks: Sequence[Task], cfg: BenchmarkConfig, store: ResultStore, *,
         import ray
     except ImportError:
         raise DependencyMissing("ray", "distributed", "--engine ray") from None
+    store.bind(cfg)
     todo = _pending(tasks, store)
     started = False
     if not ray.is_initialized():
         kwargs = {"include_dashboard": False, "log_to_driver": False}
+        main_thread = threading.current_thread() is threading.main_thread()
+        ours = signal.getsignal(signal.SIGTERM) if main_thread else None
         if address:
             ray.init(address=address, **kwargs)
         else:
             ray.init(num_cpus=workers or os.cpu_count(), **kwargs)
         started = True
+        if main_thread and ours is not None:
+            # ray.init replaces the SIGTERM handler (with sys.exit, behind a C++ stack dump):
+            # put ours back, so SIGTERM stops the sweep like Ctrl-C does
+            signal.signal(signal.SIGTERM, ours)
     try:
         remote = ray.remote(num_cpus=1)(run_task)
 
         def go(on_done: Callable) -> None:
             refs = [remote.remote(t, cfg, store.out) for t in todo]
-            while refs:
-                ready, refs = ray.wait(refs, num_returns=1)
-                on_done(ray.get(ready[0]))
+            try:
+                while refs:
+                    ready, refs = ray.wait(refs, num_returns=1)
+                    on_done(ray.get(ready[0]))
+            except BaseException:
+                for ref in refs:  # queued ones never start; running ones are killed
+                    try:
+                        ray.cancel(ref, force=True)
+                    except Exception:  # noqa: BLE001 (already finished or gone)
+                        pass
+                raise
 
         _drain(todo, store, progress, go)
     finally:
@@ -100,6 +148,17 @@ def _drain(todo, store: ResultStore, progress: bool, engine: Callable[[Callable]
         engine(on_done)
 
 
+def _raise_on_sigterm():
+    """SIGTERM -> :class:`Interrupted` in the main thread; returns the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop is enough
+        raise Interrupted()
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``autoscale sweep`` / ``python scripts/sweep.py``."""
     from agents.cli import FORMATTER, _tasks_and_config, add_grid_arguments, output_listing
@@ -111,18 +170,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: start Ray here)")
     args = parser.parse_args(argv)
+    store = None
+    previous = _raise_on_sigterm()
     try:
         tasks, cfg = _tasks_and_config(args)
         # a sweep resumes by default: rerunning it completes only the missing tasks
-        store = ResultStore(args.out, force=args.force, resume=not args.force)
+        store = ResultStore(args.out, force=args.force, resume=not args.force, config=cfg)
         if args.engine == "local":
             run_local(tasks, cfg, store, workers=args.workers, progress=not args.quiet)
         else:
             run_ray(tasks, cfg, store, address=args.address, workers=args.workers,
                     progress=not args.quiet)
         print(finish(store, figures=not args.no_figures))
+    except KeyboardInterrupt as e:
+        done = len(store.read("results")) if store is not None else 0
+        print(f"autoscale sweep: interrupted; {done} finished task(s) are saved in "
+              f"{Path(args.out) / 'results.csv'}; rerun the same command to run the rest",
+              file=sys.stderr)
+        return getattr(e, "exit_code", 130)
     except (AutoScaleError, FileExistsError) as e:
         print(f"autoscale sweep: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if store is not None:
+            store.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     print(output_listing(args.out))
     return 0

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
+import hashlib
 import re
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ import autoscale_env
 from agents import agent_class, make_agent
 from agents.evaluation import TrainingMonitor
 from agents.tracking import ScalarWriter, run_name
+from autoscale_env.config import FEATURE_SETS, resolve_features_path
+from autoscale_env.errors import AutoScaleError
+from autoscale_env.files import atomic_write, load_npz
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +46,12 @@ def train(*, agent: str = "qlearning", device: str = "mi8pro", scenario: str = "
     state is its random generator). ``resume`` continues from the newest checkpoint and ends with
     exactly the model an uninterrupted run would have produced. ``features`` picks the state
     definition (``paper``, ``per_network`` or a path; see ``AutoScaleEnv``).
+
+    What shapes the run (agent, device, scenario, setting, seed, features, resolved
+    hyperparameters) is written to ``run.json`` in ``out``; without ``force``, a run into a
+    directory made with another of them is refused (:class:`RunMismatch`, naming the fields), and
+    so is replacing a model trained for more steps than ``steps``. ``resume`` with a finished
+    model of exactly ``steps`` returns it untouched.
     """
     out = Path(out)
     model_path = out / model_filename(agent)
@@ -53,6 +63,16 @@ def train(*, agent: str = "qlearning", device: str = "mi8pro", scenario: str = "
     learner = make_agent(agent, env, seed=seed, **(hyperparameters or {}))
     ckpt_dir = out / "checkpoints"
     sb3 = agent in ("dqn", "ppo", "a2c")
+    identity = run_identity(learner, agent=agent, device=device, scenario=scenario,
+                            setting=setting, seed=seed, features=features)
+    if not force:
+        finished = _check_previous(out, model_path, ckpt_dir, identity, steps, resume, sb3)
+        if finished:
+            env.close()
+            return model_path
+    else:
+        (out / RUN_FILE).unlink(missing_ok=True)
+    atomic_write(out / RUN_FILE, json.dumps(identity, indent=1, sort_keys=True) + "\n")
     if resume:
         if sb3:
             newest_sb3 = latest_sb3_checkpoint(ckpt_dir)
@@ -97,6 +117,91 @@ def train(*, agent: str = "qlearning", device: str = "mi8pro", scenario: str = "
     return model_path
 
 
+# ---- what a run is, and what a rerun may touch ------------------------------------------------
+
+#: The run description beside the model and checkpoints.
+RUN_FILE = "run.json"
+
+
+class RunMismatch(AutoScaleError, ValueError):
+    """``train`` into a directory holding another run's model or checkpoints."""
+
+
+def run_identity(learner: Any, *, agent: str, device: str, scenario: str, setting: str,
+                 seed: int, features: str | None) -> dict[str, Any]:
+    """Everything that makes two training runs the same run (JSON data)."""
+    if hasattr(learner, "config") and is_dataclass(learner.config):
+        hp = asdict(learner.config)
+    else:
+        hp = dict(getattr(learner, "hparams", {}) or {})
+    feats: dict[str, Any] = {"name": features or "paper"}
+    if features and features not in FEATURE_SETS:
+        path = resolve_features_path(features)
+        feats = {"path": str(path.resolve()),
+                 "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return json.loads(json.dumps({
+        "agent": agent, "device": device, "scenario": scenario, "setting": setting,
+        "seed": int(seed), "features": feats, "hyperparameters": hp,
+        "package_version": autoscale_env.__version__}, default=str))
+
+
+def model_steps(path: Path) -> int | None:
+    """Training steps recorded in a saved model (None when the file does not say)."""
+    try:
+        if path.suffix == ".npz":
+            from agents.qlearning import read_model_file
+            steps = read_model_file(str(path))[1].get("num_timesteps")
+        elif path.suffix == ".zip":
+            steps = json.loads(Path(f"{path}.meta.json").read_text()).get("num_timesteps")
+        else:
+            return 0  # baselines do not train
+    except (OSError, ValueError, AutoScaleError):
+        return None
+    return steps if isinstance(steps, int) and not isinstance(steps, bool) else None
+
+
+def _check_previous(out: Path, model_path: Path, ckpt_dir: Path, identity: dict[str, Any],
+                    steps: int, resume: bool, sb3: bool) -> bool:
+    """Refuse to mix this run with another one in ``out``; True if the model is already done."""
+    run_file = out / RUN_FILE
+    newest = latest_sb3_checkpoint(ckpt_dir) if sb3 else latest_checkpoint(ckpt_dir)
+    if run_file.exists():
+        from agents.benchmark import _differences
+        try:
+            theirs = json.loads(run_file.read_text())
+        except (OSError, ValueError) as e:
+            raise RunMismatch(f"{run_file}: unreadable ({e}); pass --force to start over") \
+                from None
+        diffs = _differences(theirs, identity)
+        if diffs:
+            raise RunMismatch(
+                f"{out} holds a run with another configuration; differing fields (recorded -> "
+                f"this run): {'; '.join(diffs)}. Use another --out, or --force to replace it")
+    elif newest is not None or model_path.exists():
+        raise RunMismatch(f"{out} holds a model or checkpoints without {RUN_FILE} (an older "
+                          f"version), so they cannot be checked against this run; use another "
+                          f"--out, or --force to replace them")
+    if newest is not None:
+        at = int(newest.name.split("-")[1].split(".")[0])
+        if at > steps:
+            raise RunMismatch(f"{newest}: a checkpoint at step {at}, beyond --steps {steps}; "
+                              f"pass a larger --steps, or --force to start over")
+    if resume and model_path.exists():
+        have = model_steps(model_path)
+        if have is None or have > steps:
+            raise RunMismatch(f"{model_path} holds a model trained for "
+                              f"{'an unknown number of' if have is None else have} steps, more "
+                              f"than --steps {steps}; pass --force to replace it")
+        if have == steps:
+            logger.warning("%s is already trained for %d steps; nothing to do", model_path, steps)
+            return True
+        if newest is None:
+            raise RunMismatch(f"{model_path} holds a model trained for {have} steps and there is "
+                              f"no checkpoint to continue from; pass --force to retrain it from "
+                              f"scratch")
+    return False
+
+
 # ---- checkpoints (Q-learner) ---------------------------------------------------------------
 
 
@@ -109,13 +214,7 @@ def write_checkpoint(learner: Any, env: gym.Env, path: Path) -> None:
     state = learner.checkpoint_state()
     state["env_rng"] = env.unwrapped.np_random.bit_generator.state
     state["package_version"] = autoscale_env.__version__
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, q=learner.q, state=np.array(json.dumps(state)))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.savez(f, q=learner.q, state=np.array(json.dumps(state))))
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
@@ -135,13 +234,15 @@ def latest_sb3_checkpoint(directory: Path) -> Path | None:
 
 def restore_checkpoint(learner: Any, env: gym.Env, path: Path) -> None:
     """Load a checkpoint written by :func:`write_checkpoint` into ``learner`` and ``env``."""
+    from agents.qlearning import _json_metadata
     from autoscale_env.errors import ModelFileError
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            q = np.array(data["q"])
-            state = json.loads(str(data["state"]))
-    except Exception as e:  # any unreadable checkpoint is reported the same way
-        raise ModelFileError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+    data = load_npz(path, ModelFileError)  # sizes and shapes checked before any allocation
+    if "q" not in data or "state" not in data:
+        raise ModelFileError(f"{path}: unreadable checkpoint (needs arrays 'q' and 'state')")
+    q = data["q"]
+    state = _json_metadata(data["state"], str(path), "state")
+    if not isinstance(state, dict):
+        raise ModelFileError(f"{path}: checkpoint 'state' must be a JSON object")
     if q.shape != learner.q.shape:
         raise ModelFileError(f"{path}: q shape {q.shape} does not match {learner.q.shape}")
     learner.q[...] = q

@@ -9,6 +9,7 @@ Everything is TOML inside ``autoscale_env/data``; a user adds a phone by writing
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -167,10 +168,51 @@ def _is_span(span: Any) -> bool:
                     for x in span) and span[0] <= span[1])
 
 
+#: Largest TOML file (profile, features, catalog) read, bytes: the bundled ones are under 20 KB.
+MAX_TOML_BYTES = 1024 * 1024
+#: Deepest nesting of arrays/tables accepted in a TOML file (the bundled ones use 3).
+MAX_TOML_DEPTH = 32
+
+
+def _toml_depth(text: str) -> int:
+    """Deepest bracket/brace nesting (brackets inside strings over-count: errs on the safe side)."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
-    try:
+    import stat
+    try:  # stat first: a FIFO would block open() forever, /dev/zero would never end
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path}: not a regular file (a device, FIFO or socket); a TOML "
+                              f"file must be a regular file")
+        if st.st_size > MAX_TOML_BYTES:
+            raise ConfigError(f"{path}: {st.st_size} bytes exceeds the limit of "
+                              f"{MAX_TOML_BYTES} bytes for a TOML file")
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            raw = f.read(MAX_TOML_BYTES + 1)
+        if len(raw) > MAX_TOML_BYTES:  # it grew after the stat
+            raise ConfigError(f"{path}: exceeds the limit of {MAX_TOML_BYTES} bytes for a TOML "
+                              f"file")
+        text = raw.decode("utf-8")
+        depth = _toml_depth(text)
+        if depth > MAX_TOML_DEPTH:
+            raise ConfigError(f"{path}: nested {depth} levels deep, over the limit of "
+                              f"{MAX_TOML_DEPTH} for a TOML file")
+        return tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to parse (limit {MAX_TOML_DEPTH})") \
+            from None
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except tomllib.TOMLDecodeError as e:

@@ -185,8 +185,21 @@ class AutoScaleEnv(gym.Env):
     # -----------------------------------------------------------------------------------------
     # Gymnasium API
 
+    #: Keys ``reset(options=...)`` understands (none yet); any other key is refused.
+    RESET_OPTIONS: tuple[str, ...] = ()
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        """Start an episode; ``seed`` fixes the whole trajectory on deterministic backends."""
+        """Start an episode; ``seed`` fixes the whole trajectory on deterministic backends.
+
+        ``options`` keys outside :attr:`RESET_OPTIONS` raise ``ValueError`` (a typo must not be
+        ignored); a closed env raises ``gymnasium.error.ClosedEnvironmentError``.
+        """
+        unknown = sorted(set(options or ()) - set(self.RESET_OPTIONS))
+        if unknown:
+            raise ValueError(f"reset(options=...): unknown key(s) {unknown}; valid keys: "
+                             f"{', '.join(self.RESET_OPTIONS) or 'none (this env takes no options)'}")
+        if getattr(self, "_closed", False):
+            raise gym.error.ClosedEnvironmentError("reset() on a closed AutoScale env; make a new one")
         super().reset(seed=seed)
         self.backend.reset(self.np_random)
         self._load_block()
@@ -211,6 +224,9 @@ class AutoScaleEnv(gym.Env):
                 f"0..{self._n_actions - 1} ({', '.join(self._target_names)})")
         i = self._i
         if self._block is None:
+            if getattr(self, "_closed", False):
+                raise gym.error.ClosedEnvironmentError(
+                    "step() on a closed AutoScale env (close() released its backend); make a new one")
             raise gym.error.ResetNeeded("call reset() before step()")
         if self._known:
             k = a * self._n + i
@@ -273,8 +289,10 @@ class AutoScaleEnv(gym.Env):
                 f"reward {reward_value:.3f}{error}")
 
     def close(self) -> None:
-        """Release the backend's processes and sockets."""
+        """Release the backend's processes and sockets; later ``step``/``reset`` calls raise."""
         self.backend.close()
+        self._closed = True
+        self._block = None  # step() checks it anyway, so a closed env costs the hot path nothing
 
     # -----------------------------------------------------------------------------------------
     # Structure exposed to agents and tools

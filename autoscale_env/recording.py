@@ -42,6 +42,7 @@ from gymnasium.utils import seeding
 from autoscale_env import MAX_EPISODE_STEPS, __version__, config, traces
 from autoscale_env.core import Backend, RequestBlock
 from autoscale_env.errors import AutoScaleError, BackendUnavailable
+from autoscale_env.files import PathLock
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,8 @@ def record(backend: Backend, n_requests: int, out: str | os.PathLike, *, seed: i
         n_requests: how many requests to write.
         out: ``.csv``, ``.csv.gz`` or ``.parquet``. Parquet cannot be appended to, so it is
             recorded to ``<out>.partial.csv.gz`` first and converted at the end (a killed
-            recording leaves that file, which loads).
+            recording leaves that file, which loads; the next recording into ``out`` keeps it
+            as ``<out>.interrupted-<UTC time>.csv.gz`` and starts afresh).
         seed: seeds the generator exactly as ``env.reset(seed=seed)`` does.
         force: replace an existing ``out``.
         batch_size: requests per flush + fsync.
@@ -76,6 +78,7 @@ def record(backend: Backend, n_requests: int, out: str | os.PathLike, *, seed: i
 
     Raises:
         FileExistsError: ``out`` exists and ``force`` is false.
+        OutputLocked: another process is recording into ``out`` (its PID is named).
     """
     out = Path(out)
     n_requests = int(n_requests)
@@ -86,13 +89,35 @@ def record(backend: Backend, n_requests: int, out: str | os.PathLike, *, seed: i
     episode = int(episode_requests or 0) or None
     if not out.name.endswith(traces.SUFFIXES):
         raise ValueError(f"{out}: the output must end in {', '.join(traces.SUFFIXES)}")
+    # One writer per trace: a second recording into the same file (even with --force) fails
+    # here, naming the first one's PID, instead of truncating the file under it.
+    with PathLock(out, what="trace"):
+        return _record(backend, n_requests, out, seed=seed, force=force, batch_size=batch_size,
+                       episode=episode, progress=progress, provenance=provenance)
+
+
+def partial_path(out: str | os.PathLike) -> Path:
+    """Where a Parquet recording streams its rows until it is converted at the end."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial.csv.gz")
+
+
+def _record(backend: Backend, n_requests: int, out: Path, *, seed: int, force: bool,
+            batch_size: int, episode: int | None, progress: bool,
+            provenance: dict[str, Any] | None) -> Path:
     if out.exists() and not force:
         raise FileExistsError(f"{out} already exists; refusing to overwrite a recording "
                               f"(pass force=True / --force to replace it)")
     parquet = out.name.endswith(".parquet")
-    stream = out.with_name(out.name + ".partial.csv.gz") if parquet else out
+    stream = partial_path(out) if parquet else out
     if parquet:
         traces._import_pyarrow()  # fail before recording, not after
+        if stream.exists():  # an interrupted run's rows (we hold the lock: nobody is writing)
+            kept = out.with_name(f"{out.name}.interrupted-"
+                                 f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.csv.gz")
+            os.replace(stream, kept)
+            log.warning("%s was left by an interrupted recording; kept as %s (it loads as a "
+                        "trace) and recording afresh", stream, kept)
 
     rng, _ = seeding.np_random(int(seed))  # the generator env.reset(seed=seed) creates
     header = describe(backend, seed=int(seed), episode_requests=episode, n_requests=n_requests,
@@ -345,8 +370,14 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             backend.close()
     except KeyboardInterrupt:
-        print(f"autoscale record: interrupted; {args.out} holds the requests flushed so far",
-              file=sys.stderr)
+        if args.out.endswith(".parquet"):  # Parquet is written whole at the end: not yet
+            partial = partial_path(args.out)
+            where = (f"{args.out} was not written; the requests flushed so far are in "
+                     f"{partial} (it loads as a trace; a rerun keeps it under a new name and "
+                     f"records afresh)") if partial.exists() else f"{args.out} was not written"
+        else:
+            where = f"{args.out} holds the requests flushed so far"
+        print(f"autoscale record: interrupted; {where}", file=sys.stderr)
         return 130
     except (AutoScaleError, FileExistsError, ValueError, OSError) as e:
         print(f"autoscale record: error: {e}", file=sys.stderr)

@@ -35,7 +35,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
@@ -50,6 +49,7 @@ import numpy as np
 from autoscale_env import config
 from autoscale_env.core import ENERGY_SOURCES, Target, Workload
 from autoscale_env.errors import DependencyMissing, TraceFormatError, UnknownNameError
+from autoscale_env.files import atomic_writer
 
 #: Value of the header's ``format`` field, and the marker after ``#`` on a CSV's first line.
 FORMAT = "autoscale-trace"
@@ -345,10 +345,39 @@ def resolve_trace(trace: str | os.PathLike) -> str:
                            bundled_traces() + ["<path to a .csv, .csv.gz or .parquet trace>"])
 
 
+#: Largest trace read, bytes: the file itself and, for ``.csv.gz``, what it expands to; a Parquet
+#: file's declared uncompressed size too. Checked before the bulk read or the decompression gets
+#: there, so a decompression bomb costs at most this much memory. A recorded request takes
+#: about 1.4 KB of CSV (the 2,000-request bundled traces expand to 2.7 MB), so the default
+#: admits about 90,000 requests; set ``AUTOSCALE_MAX_TRACE_MB`` to read longer recordings.
+MAX_TRACE_BYTES = 128 * 1024 * 1024
+_LIMIT_HINT = "set AUTOSCALE_MAX_TRACE_MB to read a larger trace you trust"
+
+
+def _max_trace_bytes() -> int:
+    raw = os.environ.get("AUTOSCALE_MAX_TRACE_MB")
+    if raw:
+        try:
+            return int(float(raw) * 1024 * 1024)
+        except ValueError:
+            raise TraceFormatError(f"AUTOSCALE_MAX_TRACE_MB={raw!r} is not a number") from None
+    return MAX_TRACE_BYTES
+_CHUNK = 1 << 20
+
+
 def _read_bytes(trace: str | os.PathLike) -> tuple[str, bytes]:
     path = Path(trace)
-    if path.is_file():
-        return str(path), path.read_bytes()
+    if path.is_file():  # is_file: a FIFO or /dev/zero is not one (and falls through to a name)
+        size, limit = path.stat().st_size, _max_trace_bytes()
+        if size > limit:
+            _fail(f"{path}: {size} bytes exceeds the limit of {limit} bytes for a trace "
+                  f"({_LIMIT_HINT})", path=str(path))
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            _fail(f"{path}: exceeds the limit of {limit} bytes for a trace ({_LIMIT_HINT})",
+                  path=str(path))
+        return str(path), data
     entry = _bundled_entry(str(trace))
     if entry is not None:  # read through importlib.resources: works from wheels and zips too
         return str(entry), entry.read_bytes()
@@ -406,18 +435,36 @@ def load_trace(trace: str | os.PathLike, *, workloads: dict[str, Workload] | Non
 
 
 def _gunzip(data: bytes, path: str) -> bytes:
-    """Decompress every gzip member; a last member cut short yields what it holds."""
-    out, view, pos = [], memoryview(data), 0
+    """Decompress every gzip member; a last member cut short yields what it holds.
+
+    Output is produced in 1 MiB steps and counted, so an input expanding past
+    :data:`MAX_TRACE_BYTES` is refused when it gets there, not after it filled memory.
+    """
+    out, view, pos, total, limit = [], memoryview(data), 0, 0, _max_trace_bytes()
+
+    def take(chunk: bytes) -> None:
+        nonlocal total
+        total += len(chunk)
+        if total > limit:
+            _fail(f"{path}: the gzip data expands to more than {limit} bytes, the limit for a "
+                  f"trace ({_LIMIT_HINT})", path=path)
+        out.append(chunk)
+
     while pos < len(data):
         d = zlib.decompressobj(wbits=31)  # 31: one gzip member (header and CRC checked)
+        pending = view[pos:]
         try:
-            out.append(d.decompress(view[pos:]))
-            if not d.eof:  # the stream stops inside this member: a killed recording
-                out.append(d.flush())
-                warnings.warn(f"{path}: the gzip stream ends inside a member at byte {len(data)} "
-                              f"(a cut recording?); loading the complete lines before the cut",
-                              TraceCutWarning, stacklevel=3)
-                return b"".join(out)
+            while not d.eof:
+                chunk = d.decompress(pending, _CHUNK)
+                take(chunk)
+                if not chunk and len(d.unconsumed_tail) == len(pending):
+                    # no input left to use and no output: the stream stops inside this member
+                    take(d.flush())
+                    warnings.warn(f"{path}: the gzip stream ends inside a member at byte "
+                                  f"{len(data)} (a cut recording?); loading the complete lines "
+                                  f"before the cut", TraceCutWarning, stacklevel=3)
+                    return b"".join(out)
+                pending = d.unconsumed_tail
         except zlib.error as e:
             _fail(f"{path}: byte {pos}: not a valid gzip member ({e})", path=path)
         pos = len(data) - len(d.unused_data)
@@ -534,6 +581,14 @@ def _import_pyarrow():
 
 def _parquet_columns(data: bytes, path: str):
     pa, pq = _import_pyarrow()
+    try:  # the footer declares every row group's uncompressed size: check it before reading
+        meta = pq.ParquetFile(io.BytesIO(data)).metadata
+        declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    except (pa.ArrowException, OSError, ValueError) as e:
+        _fail(f"{path}: not a readable Parquet file ({e})", path=path)
+    if declared > _max_trace_bytes():
+        _fail(f"{path}: the Parquet data declares {declared} uncompressed bytes, over the limit "
+              f"of {_max_trace_bytes()} bytes for a trace ({_LIMIT_HINT})", path=path)
     try:
         table = pq.read_table(io.BytesIO(data))
     except (pa.ArrowException, OSError, ValueError) as e:
@@ -904,23 +959,17 @@ def write_trace(trace: Trace, path: str | os.PathLike, *, header: TraceHeader | 
     suffix = next((s for s in SUFFIXES if path.name.endswith(s)), None)
     if suffix is None:
         raise ValueError(f"{path}: a trace file name must end in {', '.join(SUFFIXES)}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix)
-    os.close(fd)
-    try:
+    with atomic_writer(path, suffix=".tmp" + suffix) as f:
         if suffix == ".parquet":
-            _write_parquet(trace, header, Path(tmp))
-        else:
-            with TraceWriter(tmp, header, workloads=trace.workloads, force=True) as w:
+            _write_parquet(trace, header, f)
+        else:  # TraceWriter appends to the temp file by name (its own handle)
+            with TraceWriter(f.name, header, workloads=trace.workloads, force=True) as w:
                 w.write_requests(
                     request=trace.request, timestamp_s=trace.timestamp_s, network=trace.network,
                     co_cpu_pct=trace.co_cpu_pct, co_mem_pct=trace.co_mem_pct,
                     rssi_wifi_dbm=trace.rssi_wifi_dbm, rssi_p2p_dbm=trace.rssi_p2p_dbm,
                     latency_ms=trace.latency_ms, energy_mj=trace.energy_mj,
                     accuracy=trace.accuracy, energy_source=trace.energy_source)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -929,7 +978,7 @@ def _replace_targets(header: TraceHeader, targets: Sequence[str]) -> TraceHeader
     return replace(header, targets=tuple(targets))
 
 
-def _write_parquet(trace: Trace, header: TraceHeader, path: Path) -> None:
+def _write_parquet(trace: Trace, header: TraceHeader, path: Path | Any) -> None:
     pa, pq = _import_pyarrow()
     known = np.argwhere(np.isfinite(trace.latency_ms))  # (request, target) pairs, request-major
     i, k = known[:, 0], known[:, 1]

@@ -151,3 +151,29 @@ def test_counterfactuals_are_the_pending_requests_outcomes(env):
     _, r, _, _, info = env.step(a)
     assert (info["latency_ms"], info["energy_mj"], r) == (cf["latency_ms"][a], cf["energy_mj"][a],
                                                            cf["reward"][a])
+
+
+# ---- reset options and a closed env -------------------------------------------------------
+
+
+def test_reset_refuses_unknown_options_naming_the_valid_keys():
+    env = gym.make("AutoScale-v0")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['sead'\]; valid keys: none"):
+        env.reset(seed=0, options={"sead": 1})
+    env.reset(seed=0, options={})  # empty is fine
+    env.reset(seed=0, options=None)
+
+
+@pytest.mark.parametrize("backend", ["sim", "replay"])
+def test_a_closed_env_raises_a_clear_error_on_step_and_reset(backend):
+    kwargs = {"trace": "sim-galaxy_s10e-non_streaming-dynamic"} if backend == "replay" else {}
+    if backend == "replay":
+        kwargs.update(device=None, scenario=None, setting=None)
+    env = gym.make("AutoScale-v0", backend=backend, **kwargs)
+    env.reset(seed=0)
+    env.step(0)
+    env.close()
+    with pytest.raises(gym.error.ClosedEnvironmentError, match="closed"):
+        env.step(0)
+    with pytest.raises(gym.error.ClosedEnvironmentError, match="closed"):
+        env.reset(seed=0)

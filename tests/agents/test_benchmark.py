@@ -114,3 +114,72 @@ def test_zero_eval_steps_is_a_clear_usage_error(tmp_path, capsys):
     assert stop.value.code == 2
     assert "--eval-steps: must be an integer >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "results.csv").exists()
+
+
+# ---- configuration recorded and checked; side files; one run per directory ----
+
+import json  # noqa: E402
+
+from agents.benchmark import ConfigMismatch  # noqa: E402
+from autoscale_env.files import OutputLocked, PathLock  # noqa: E402
+
+ONE = grid(["qlearning"], ["mi8pro"], ["translation"], ["static"], 1)
+
+
+def test_resume_with_another_configuration_is_refused_naming_the_fields(tmp_path, capsys):
+    base = ["benchmark", "--agents", "qlearning", "--device", "mi8pro", "--scenario",
+            "translation", "--setting", "static", "--eval-steps", "200", "--quiet",
+            "--no-figures", "--out", str(tmp_path)]
+    assert main([*base, "--seeds", "1", "--train-steps", "300"]) == 0
+    recorded = json.loads((tmp_path / "config.json").read_text())
+    assert recorded["train_steps"] == 300 and recorded["package_version"]
+    before = (tmp_path / "results.csv").read_text()
+    rc = main([*base, "--seeds", "2", "--train-steps", "2000", "--reward", "soft",
+                   "--hp", "qlearning.epsilon=0.2", "--resume"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "train_steps: 300 -> 2000" in err and 'env_kwargs.reward: (absent) -> "soft"' in err
+    assert "hyperparameters.qlearning" in err
+    assert (tmp_path / "results.csv").read_text() == before  # nothing mixed in
+    # the same configuration resumes
+    assert main([*base, "--seeds", "2", "--train-steps", "300", "--resume"]) == 0
+    assert len(ResultStore(tmp_path, resume=True).read("results")) == 2
+
+
+def test_a_kill_between_side_and_result_appends_leaves_no_duplicate_on_resume(tmp_path):
+    cfg = BenchmarkConfig(train_steps=500, eval_steps=200, log_interval=100)
+    rows = run_task(ONE[0], cfg, None)
+    with ResultStore(tmp_path) as store:
+        store.bind(cfg)
+        for table in ("per_network", "curves"):  # killed before the results append
+            path = tmp_path / f"{table}.csv"
+            with open(path, "a", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=store.TABLES[table], extrasaction="ignore")
+                w.writeheader()
+                w.writerows(rows[table])
+    with ResultStore(tmp_path, resume=True) as store:
+        run(ONE, cfg, store, progress=False)
+        assert len(store.read("per_network")) == len(rows["per_network"])
+        assert len(store.read("curves")) == len(rows["curves"])
+        assert len(store.read("results")) == 1
+
+
+def test_a_second_concurrent_run_into_one_directory_is_refused_naming_the_holder(tmp_path):
+    import subprocess
+    import sys
+    import time
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from agents.benchmark import ResultStore; "
+         f"s = ResultStore({str(tmp_path)!r}); print('held', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputLocked, match=rf"process {holder.pid}\b"):
+            ResultStore(tmp_path, resume=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    t0 = time.monotonic()
+    ResultStore(tmp_path, resume=True).close()  # a killed holder leaves no stale lock
+    assert time.monotonic() - t0 < 1
+    assert not PathLock(tmp_path, inside=True).path.exists()

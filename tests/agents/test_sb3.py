@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
 import pytest
 
@@ -55,3 +57,27 @@ def test_sb3_runs_share_the_oracle_match_tag_with_the_q_learner(tmp_path):
         assert {"autoscale/oracle_match", "eval/oracle_match"} <= tags[agent]
     sb3_runs = list((tmp_path / "tb").glob("*ppo*/ppo_*"))
     assert sb3_runs, "SB3's own training scalars are written beside ours"
+
+
+def test_an_interrupted_save_keeps_the_previous_model(tmp_path):
+    pytest.importorskip("stable_baselines3")
+    import gymnasium as gym
+
+    from agents.sb3 import PPOAgent
+    agent = PPOAgent(gym.make("AutoScale-v0"), seed=0)
+    path = tmp_path / "model.zip"
+    agent.save(str(path))
+    before = path.read_bytes(), (tmp_path / "model.zip.meta.json").read_bytes()
+
+    def killed_midway(target, *args, **kwargs):  # SB3 wrote part of its zip, then Ctrl-C
+        if isinstance(target, (str, os.PathLike)):
+            with open(target, "wb") as f:
+                f.write(b"PK\x03\x04 torn")
+        else:
+            target.write(b"PK\x03\x04 torn")
+        raise KeyboardInterrupt
+    agent.model.save = killed_midway
+    with pytest.raises(KeyboardInterrupt):
+        agent.save(str(path))
+    assert (path.read_bytes(), (tmp_path / "model.zip.meta.json").read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.zip", "model.zip.meta.json"]

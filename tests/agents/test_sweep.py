@@ -68,3 +68,83 @@ def test_ray_missing_names_the_extra(monkeypatch, tmp_path):
     from autoscale_env.errors import DependencyMissing
     with pytest.raises(DependencyMissing, match=r"autoscale-env\[distributed\]"):
         run_ray(TASKS, CFG, ResultStore(tmp_path), progress=False)
+
+
+# ---- stopping: the first Ctrl-C or SIGTERM stops the sweep, keeps results, leaves no worker ----
+
+import json  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+SLOW = ["--agents", "qlearning", "--device", "mi8pro", "--scenario", "translation", "--setting",
+        "static", "--seeds", "6", "--train-steps", "30000", "--eval-steps", "300", "--quiet",
+        "--no-figures", "--workers", "2"]
+
+
+def _result_rows(out: Path) -> list[dict]:
+    if not (out / "results.csv").exists():
+        return []
+    with open(out / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("engine, sig, to_group, code", [
+    ("local", signal.SIGINT, True, 130),
+    ("local", signal.SIGTERM, False, 143),
+    pytest.param("ray", signal.SIGINT, True, 130, marks=pytest.mark.distributed),
+    pytest.param("ray", signal.SIGTERM, False, 143, marks=pytest.mark.distributed),
+])
+def test_first_signal_stops_the_sweep_keeps_results_and_leaves_no_worker(tmp_path, engine, sig,
+                                                                         to_group, code):
+    if engine == "ray":
+        pytest.importorskip("ray")
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "agents.cli", "sweep", *SLOW, "--out", str(out),
+                             "--engine", engine],
+                            cwd=ROOT, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _result_rows(out) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert _result_rows(out), "no task finished in time"
+        t0 = time.monotonic()
+        if to_group:  # a terminal's Ctrl-C reaches the whole process group
+            os.killpg(proc.pid, sig)
+        else:  # a service manager's SIGTERM reaches the parent only
+            proc.send_signal(sig)
+        rc = proc.wait(timeout=30)
+        stopped_s = time.monotonic() - t0
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert rc == code, err
+    assert stopped_s < 5, f"took {stopped_s:.1f} s to stop"
+    assert "interrupted" in err and "Traceback" not in err and "SIGTERM received" not in err
+    assert f"{len(_result_rows(out))} finished task(s) are saved" in err
+    deadline = time.monotonic() + 5
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _group_alive(proc.pid), "a worker process outlived the sweep"
+    kept = _result_rows(out)
+    assert 1 <= len(kept) < 6  # stopped early, and what finished is saved
+    # the same command finishes only the missing tasks
+    assert main([*SLOW, "--out", str(out)]) == 0
+    after = _result_rows(out)
+    assert after[: len(kept)] == kept and len(after) == 6
+    assert len({r["seed"] for r in after}) == 6
+    assert json.loads((out / "config.json").read_text())["train_steps"] == 30000

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.train import latest_checkpoint, train
+import re
+
+from agents.train import latest_checkpoint, model_steps, train
 
 
 def q_of(path):
@@ -45,7 +47,7 @@ def test_sb3_agent_checkpoints_and_resumes(tmp_path):
           hyperparameters={"learning_starts": 100}, progress=False)
     newest = latest_sb3_checkpoint(tmp_path / "checkpoints")
     assert newest.name == "ckpt-000000000600"
-    assert (tmp_path / "checkpoints" / "ckpt-000000000600.buffer.pkl").exists()
+    assert (tmp_path / "checkpoints" / "ckpt-000000000600.buffer.npz").exists()
     (tmp_path / "model.zip").unlink()
     path = train(agent="dqn", steps=1200, out=tmp_path, checkpoint_every=300, resume=True,
                  hyperparameters={"learning_starts": 100}, progress=False)
@@ -53,3 +55,72 @@ def test_sb3_agent_checkpoints_and_resumes(tmp_path):
     import gymnasium as gym
     loaded = DQNAgent.load(str(path), env=gym.make("AutoScale-v0"))
     assert loaded.num_timesteps == 1200
+
+
+# ---- resume refuses another run, and never shortens a finished model ----
+
+from agents.train import RunMismatch  # noqa: E402
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"seed": 5}, "seed: 1 -> 5"),
+    ({"device": "galaxy_s10e"}, 'device: "mi8pro" -> "galaxy_s10e"'),
+    ({"scenario": "streaming"}, 'scenario: "non_streaming" -> "streaming"'),
+    ({"setting": "static"}, 'setting: "dynamic" -> "static"'),
+    ({"hyperparameters": {"epsilon": 0.3}}, "hyperparameters.epsilon: 0.1 -> 0.3"),
+    ({"features": "per_network"}, 'features.name: "paper" -> "per_network"'),
+])
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, change, field):
+    base = dict(agent="qlearning", steps=700, seed=1, out=tmp_path, checkpoint_every=300,
+                progress=False)
+    train(**base)
+    (tmp_path / "model.npz").unlink()  # as if killed after a checkpoint
+    before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    with pytest.raises(RunMismatch, match=re.escape(field)):
+        train(**{**base, "steps": 1400, **change}, resume=True)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
+    assert not (tmp_path / "model.npz").exists()
+
+
+def test_resume_never_replaces_a_longer_trained_model(tmp_path):
+    model = train(steps=1_200, seed=3, out=tmp_path, checkpoint_every=500, progress=False)
+    saved = model.read_bytes()
+    with pytest.raises(RunMismatch, match=r"trained for 1200 steps, more than --steps 1000"):
+        train(steps=1_000, seed=3, out=tmp_path, checkpoint_every=500, resume=True,
+              progress=False)
+    assert model.read_bytes() == saved
+    # the same length: already done, untouched
+    assert train(steps=1_200, seed=3, out=tmp_path, checkpoint_every=500, resume=True,
+                 progress=False) == model
+    assert model.read_bytes() == saved
+    # --force is the way to replace it
+    train(steps=1_000, seed=3, out=tmp_path, force=True, progress=False)
+    assert model_steps(model) == 1_000
+
+
+def test_resume_without_checkpoints_keeps_a_finished_model(tmp_path):
+    model = train(steps=2_000, seed=4, out=tmp_path, progress=False)
+    saved = model.read_bytes()
+    for steps in (1_000, 3_000):  # shorter, or longer with nothing to continue from
+        with pytest.raises(RunMismatch):
+            train(steps=steps, seed=4, out=tmp_path, resume=True, progress=False)
+        assert model.read_bytes() == saved
+
+
+def test_sb3_checkpoint_keeps_the_replay_buffer_without_pickle(tmp_path):
+    pytest.importorskip("stable_baselines3")
+    import gymnasium as gym
+
+    from agents.sb3 import DQNAgent, restore_sb3_checkpoint, write_sb3_checkpoint
+    env = gym.make("AutoScale-v0")
+    agent = DQNAgent(env, seed=0, learning_starts=50, buffer_size=1_000)
+    agent.learn(300)
+    write_sb3_checkpoint(agent, tmp_path / "ckpt-300")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["ckpt-300.buffer.npz", "ckpt-300.zip", "ckpt-300.zip.meta.json"]
+    with np.load(tmp_path / "ckpt-300.buffer.npz", allow_pickle=False) as d:  # no pickle inside
+        assert int(d["pos"]) == 300
+    restored = restore_sb3_checkpoint(DQNAgent, tmp_path / "ckpt-300", gym.make("AutoScale-v0"))
+    a, b = agent.model.replay_buffer, restored.model.replay_buffer
+    assert b.pos == a.pos == 300 and b.full == a.full
+    assert np.array_equal(a.observations, b.observations) and np.array_equal(a.rewards, b.rewards)

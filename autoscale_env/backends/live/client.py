@@ -20,6 +20,7 @@ raises :class:`RemoteError` (an :class:`OSError`) within the timeout; the client
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -102,13 +103,18 @@ class RemoteClient:
         max_response_bytes: the largest response accepted.
         max_idle_s: reconnect instead of reusing a connection idle this long (keep it below the
             server's idle timeout, 60 s by default).
+        token: the server's shared token, sent first on every connection (default: the
+            ``AUTOSCALE_SERVER_TOKEN`` environment variable; none if unset).
     """
 
     def __init__(self, address: tuple[str, int] | str, timeout_s: float = 10.0, *,
-                 max_response_bytes: int = wire.DEFAULT_MAX_BYTES, max_idle_s: float = 30.0):
+                 max_response_bytes: int = wire.DEFAULT_MAX_BYTES, max_idle_s: float = 30.0,
+                 token: str | None = None):
         if isinstance(address, str):
             host, _, port = address.rpartition(":")
-            address = (host or "127.0.0.1", int(port))
+            address = (host.strip("[]") or "127.0.0.1", int(port))
+        token = token if token is not None else os.environ.get("AUTOSCALE_SERVER_TOKEN")
+        self._hello = wire.encode_hello(token) if token else None
         self.address = (address[0], int(address[1]))
         self.timeout_s = timeout_s
         self.max_response_bytes = max_response_bytes
@@ -125,6 +131,20 @@ class RemoteClient:
             raise TimeoutError("no time left to connect")
         sock = socket.create_connection(self.address, timeout=remaining)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._hello is not None:
+            try:
+                sock.settimeout(max(1e-3, deadline - time.monotonic()))
+                sock.sendall(self._hello)
+                data = wire._read_message(sock, self.max_response_bytes, deadline,
+                                          self.timeout_s, deadline)
+                response = wire.decode_response(data) if data is not None else None
+            except BaseException:
+                sock.close()
+                raise
+            if response is None or not response.ok:
+                sock.close()
+                raise ServerError(response.status if response else Status.UNAUTHORIZED,
+                                  response.error if response else "closed after the token")
         return sock
 
     def close(self) -> None:
@@ -175,7 +195,7 @@ class RemoteClient:
         raw_wall_ms = (time.perf_counter() - t0) * 1e3
         try:
             response = wire.decode_response(data)
-        except wire.WireError as e:
+        except Exception as e:  # noqa: BLE001 (whatever a garbled reply raises, the run goes on)
             self.close()
             raise RemoteError(f"malformed response from {self._where()}: {e}") from None
         if not response.ok:
@@ -219,6 +239,9 @@ class RemoteClient:
                     raise ConnectionResetError("server closed the connection without answering")
                 self._last_used = time.monotonic()
                 return data
+            except ServerError:  # the token was refused: not a transport failure
+                self.close()
+                raise
             except (ConnectionError, wire.WireError) as e:
                 # A keep-alive connection the server already closed fails like this before any
                 # answer: reconnect and resend once (inference is idempotent).

@@ -148,7 +148,8 @@ class InferenceEngine:
         self.warmup = warmup
         self._models: dict[tuple[str, str, str], torch.nn.Module] = {}
         self._fp32: dict[str, torch.nn.Module] = {}
-        self._load_lock = threading.Lock()
+        self._load_lock = threading.Lock()  # guards the dicts, never held while building
+        self._building: dict[str, threading.Lock] = {}
         self._run_lock = threading.Lock()
 
     def placement(self, unit: str) -> Placement:
@@ -169,14 +170,22 @@ class InferenceEngine:
         """
         placement = self.placement(unit)
         key = (name, placement.device, placement.precision)
+        model = self._models.get(key)
+        if model is not None:  # the common case takes no lock at all
+            return model, placement
+        # Build under a per-network lock, not a global one: a request for a model that is
+        # still loading waits, requests for loaded models run meanwhile.
         with self._load_lock:
+            building = self._building.setdefault(name, threading.Lock())
+        with building:
             model = self._models.get(key)
             if model is None:
                 model = self._build(name, placement)
-                self._models[key] = model
                 if self.warmup:
                     with self._run_lock:
                         self._forward(model, models.example_input(name), name, placement)
+                with self._load_lock:
+                    self._models[key] = model
         return model, placement
 
     def _build(self, name: str, placement: Placement) -> torch.nn.Module:

@@ -14,11 +14,19 @@ Robustness, because a server must outlive its worst client:
 * garbage (bad magic/version) is answered ``BAD_REQUEST`` and the connection closed; a
   well-framed request with bad content (unknown model, wrong shape) is answered and the
   connection kept;
-* at most ``max_connections`` connections are served at once; extra ones are answered ``BUSY``;
+* at most ``max_connections`` connections (``max_per_peer`` from one address) are open at once;
+  a new connection beyond that replaces the longest-idle one, and is answered ``BUSY`` only when
+  every connection is mid-request, so idle connections cannot lock anyone out; a new connection
+  must send its first request within ``first_byte_timeout_s``;
+* models are built outside the inference lock (a request for a model still loading waits, others
+  run), only from the allow-list (``--models``; by default the ``--preload`` names when given),
+  and ``--preload`` builds them before ``READY``;
 * an exception inside inference becomes an ``INTERNAL`` answer, never a dead server.
 
-The server binds 127.0.0.1 by default. It has no authentication: bind another address only on
-a network you trust.
+The server binds 127.0.0.1 by default (``--host ::1`` for IPv6 loopback). Before binding any
+other address, set a shared token (``--token`` or the ``AUTOSCALE_SERVER_TOKEN`` environment
+variable, which clients read too): every connection must present it first. The token travels
+in clear text, so it keeps out other users of a trusted network, not an eavesdropper.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ import time
 from collections.abc import Sequence
 from typing import Self, TextIO
 
-from autoscale_env.backends.live import wire
+from autoscale_env.backends.live import models, wire
 from autoscale_env.backends.live.executor import (
     InferenceEngine,
     InputError,
@@ -50,12 +58,34 @@ from autoscale_env.backends.live.wire import (
     WireError,
 )
 
-__all__ = ["ROLES", "InferenceServer", "ServerProcess", "main", "make_server", "serve"]
+__all__ = ["ROLES", "TOKEN_ENV", "InferenceServer", "ServerProcess", "main", "make_server",
+           "serve"]
 
 log = logging.getLogger(__name__)
 
 #: Server roles: which scaled-out device this process stands in for.
 ROLES = ("edge", "cloud")
+#: Connections one client address may hold at once unless told otherwise.
+DEFAULT_MAX_PER_PEER = 16
+#: Environment variable holding the shared token (server: ``--token`` default; client too).
+TOKEN_ENV = "AUTOSCALE_SERVER_TOKEN"
+
+
+class _Conn:
+    """What the server knows about one admitted connection."""
+
+    __slots__ = ("peer", "idle_since", "evicted")
+
+    def __init__(self, peer: str):
+        self.peer = peer
+        self.idle_since: float | None = None  # set while waiting for a next request's first byte
+        self.evicted = False
+
+
+def _wait_readable(sock: socket.socket, timeout_s: float) -> bool:
+    with selectors.DefaultSelector() as sel:
+        sel.register(sock, selectors.EVENT_READ)
+        return bool(sel.select(max(0.0, timeout_s)))
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -83,14 +113,27 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         srv = self.server
+        authorized = srv.token is None
+        first = True
         while not srv.stopping:
+            # Wait for the first byte of the next request as an *idle* connection, which a new
+            # connection may evict when the server is full; a new connection gets a short wait.
+            wait_s = srv.first_byte_timeout_s if first else srv.idle_timeout_s
+            srv._set_idle(self.request, True)
+            try:
+                ready = _wait_readable(self.request, wait_s)
+            except (OSError, ValueError):
+                ready = False
+            if not srv._set_idle(self.request, False) or not ready:
+                return  # evicted, or quiet for too long: close without a word
+            first = False
             try:
                 data = wire.read_message(self.request, srv.max_bytes, srv.read_timeout_s,
-                                         idle_timeout_s=srv.idle_timeout_s)
+                                         idle_timeout_s=srv.read_timeout_s)
             except MessageTooLarge as e:
                 self._fail(Status.TOO_LARGE, str(e))
                 return
-            except IdleTimeout:  # a quiet keep-alive connection: close without a word
+            except IdleTimeout:
                 return
             except TimeoutError:
                 self._fail(Status.TIMEOUT, f"request not received in full within the read "
@@ -103,6 +146,18 @@ class _Handler(socketserver.BaseRequestHandler):
                 return
             if data is None:  # the peer closed the connection
                 return
+            if wire.message_type(data) == wire.MsgType.HELLO:
+                authorized = srv.check_token(data)
+                if not authorized:
+                    self._fail(Status.UNAUTHORIZED, "wrong token")
+                    return
+                if not self._reply(wire.encode_response(Status.OK)):
+                    return
+                continue
+            if not authorized:
+                self._fail(Status.UNAUTHORIZED, "this server wants a shared token first (set "
+                                                f"{TOKEN_ENV} or pass token= to the client)")
+                return
             if not self._reply(srv.answer(data)):
                 return
 
@@ -111,14 +166,26 @@ class InferenceServer(socketserver.ThreadingTCPServer):
     """A threaded TCP server that runs inferences through an :class:`InferenceEngine`.
 
     Args:
-        address: ``(host, port)``; port 0 picks a free port (see :attr:`port`).
+        address: ``(host, port)``; port 0 picks a free port (see :attr:`port`). An IPv6 host
+            (``"::1"``) binds an IPv6 socket.
         role: ``"edge"`` or ``"cloud"`` (labels logs and thread names).
         engine: the engine to run models with (a fresh one by default).
         max_bytes: largest request accepted, bytes.
         read_timeout_s: deadline for a whole request once its first byte arrived.
-        idle_timeout_s: how long an idle connection is kept open.
+        idle_timeout_s: how long an idle connection is kept open between requests.
         write_timeout_s: deadline for sending one response.
         max_connections: connections served at once.
+        max_per_peer: connections one peer address may hold at once (default: 16, or
+            ``max_connections`` if smaller).
+        first_byte_timeout_s: how long a new connection may wait before its first request.
+        models: network names this server will build and run (None: every catalog network);
+            a request for another is answered ``UNKNOWN_MODEL``.
+        token: a shared token every connection must present first (a HELLO message).
+
+    When the server is full (in total, or for one peer), a new connection takes the place of
+    the connection that has been idle longest (waiting for a next request); only when every
+    connection is in the middle of a request is it answered ``BUSY``. So idle connections can
+    never lock others out, and the clients of evicted ones simply reconnect.
     """
 
     daemon_threads = True
@@ -132,7 +199,9 @@ class InferenceServer(socketserver.ThreadingTCPServer):
                  engine: InferenceEngine | None = None, *,
                  max_bytes: int = wire.DEFAULT_MAX_BYTES, read_timeout_s: float = 10.0,
                  idle_timeout_s: float = 60.0, write_timeout_s: float = 10.0,
-                 max_connections: int = 32):
+                 max_connections: int = 32, max_per_peer: int | None = None,
+                 first_byte_timeout_s: float = 5.0, models: Sequence[str] | None = None,
+                 token: str | None = None):
         if role not in ROLES:
             raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
         self.role = role
@@ -142,9 +211,15 @@ class InferenceServer(socketserver.ThreadingTCPServer):
         self.idle_timeout_s = idle_timeout_s
         self.write_timeout_s = write_timeout_s
         self.max_connections = max_connections
+        self.max_per_peer = max_per_peer or min(DEFAULT_MAX_PER_PEER, max_connections)
+        self.first_byte_timeout_s = first_byte_timeout_s
+        self.models = None if models is None else frozenset(models)
+        self.token = token.encode("utf-8") if token else None
         self.stopping = False
-        self._conns: set[socket.socket] = set()
+        self._conns: dict[socket.socket, _Conn] = {}
         self._conns_lock = threading.Lock()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
 
     @property
@@ -152,22 +227,65 @@ class InferenceServer(socketserver.ThreadingTCPServer):
         """The port actually bound."""
         return self.server_address[1]
 
+    def check_token(self, hello: bytes) -> bool:
+        """True when a HELLO message carries this server's token (or the server wants none)."""
+        import hmac
+        if self.token is None:
+            return True
+        try:
+            return hmac.compare_digest(wire.decode_hello(hello), self.token)
+        except WireError:
+            return False
+
     def _untrack(self, sock: socket.socket) -> None:
         with self._conns_lock:
-            self._conns.discard(sock)
+            self._conns.pop(sock, None)
+
+    def _set_idle(self, sock: socket.socket, idle: bool) -> bool:
+        """Mark a connection idle (waiting) or busy; False if it was evicted meanwhile."""
+        with self._conns_lock:
+            conn = self._conns.get(sock)
+            if conn is None or conn.evicted:
+                return False
+            conn.idle_since = time.monotonic() if idle else None
+            return True
+
+    def _evict_idlest(self, peer: str | None) -> bool:
+        """Close the longest-idle connection (of ``peer``, if given); call with the lock held."""
+        idle = [(c.idle_since, s) for s, c in self._conns.items()
+                if c.idle_since is not None and not c.evicted and (peer is None or c.peer == peer)]
+        if not idle:
+            return False
+        _, victim = min(idle, key=lambda t: t[0])
+        self._conns[victim].evicted = True
+        try:
+            victim.shutdown(socket.SHUT_RDWR)  # wakes its handler, which lets go of the slot
+        except OSError:
+            pass
+        del self._conns[victim]
+        return True
 
     def process_request(self, request, client_address) -> None:
         """Admit a new connection, or answer BUSY and close it (socketserver hook)."""
+        peer = str(client_address[0])
+        reason = ""
         with self._conns_lock:  # admit (and count) the connection before its thread starts
-            busy = len(self._conns) >= self.max_connections
-            if not (busy or self.stopping):
-                self._conns.add(request)
-        if busy or self.stopping:
+            if self.stopping:
+                reason = "server is stopping"
+            else:
+                mine = sum(1 for c in self._conns.values() if c.peer == peer)
+                if mine >= self.max_per_peer and not self._evict_idlest(peer):
+                    reason = (f"peer {peer} at its limit of {self.max_per_peer} connections, "
+                              f"all busy")
+                elif len(self._conns) >= self.max_connections and not self._evict_idlest(None):
+                    reason = (f"server at its limit of {self.max_connections} connections, "
+                              f"all busy")
+            if not reason:
+                self._conns[request] = _Conn(peer)
+        if reason:
             try:
                 request.settimeout(0.5)
-                request.sendall(wire.encode_response(
-                    Status.BUSY, error=f"server at its limit of {self.max_connections} "
-                                       f"connections" if busy else "server is stopping"))
+                request.sendall(wire.encode_response(Status.BUSY, error=reason))
             except OSError:
                 pass
             self.shutdown_request(request)
@@ -178,9 +296,15 @@ class InferenceServer(socketserver.ThreadingTCPServer):
         """Turn one request message into its response message (never raises)."""
         try:
             req = wire.decode_request(data)
-        except WireError as e:
+        except Exception as e:  # noqa: BLE001 (decode wraps its errors; this is belt and braces)
             return wire.encode_response(Status.BAD_REQUEST, error=str(e))
         rid = req.request_id
+        if self.models is not None and req.model not in self.models \
+                and req.model in models.SPECS:  # unknown names get the engine's catalog error
+            return wire.encode_response(
+                Status.UNKNOWN_MODEL, request_id=rid,
+                error=f"model {req.model!r} is not served here; this server builds only: "
+                      f"{', '.join(sorted(self.models))}")
         try:
             result = self.engine.run(req.model, req.unit, req.array)
             out = result.output.detach().cpu().numpy()
@@ -224,8 +348,8 @@ class InferenceServer(socketserver.ThreadingTCPServer):
 
 def make_server(role: str, host: str = "127.0.0.1", port: int = 0, **options) -> InferenceServer:
     """Create (and bind) an :class:`InferenceServer`; call ``serve_forever`` to run it."""
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("binding %s: the inference server has no authentication", host)
+    if host not in ("127.0.0.1", "localhost", "::1") and not options.get("token"):
+        log.warning("binding %s without --token: anyone who can reach it can use it", host)
     return InferenceServer((host, port), role, **options)
 
 
@@ -401,6 +525,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="an idle keep-alive connection is closed after this many seconds")
     p.add_argument("--max-connections", type=int, default=32,
                    help="connections served at once; more are answered BUSY")
+    p.add_argument("--max-per-peer", type=int, default=None,
+                   help="connections one client address may hold (default: 16, or "
+                        "--max-connections if smaller)")
+    p.add_argument("--first-byte-timeout-s", type=float, default=5.0,
+                   help="how long a new connection may stay silent before its first request")
+    p.add_argument("--models", default=None,
+                   help="comma-separated networks this server will build ('all': every catalog "
+                        "network; default: the --preload names if given, else all)")
+    p.add_argument("--token", default=None,
+                   help=f"shared token clients must present (default: ${TOKEN_ENV}); set one "
+                        f"before binding anything but loopback")
     p.add_argument("--max-batch", type=int, default=8, help="largest batch in one request")
     p.add_argument("--seed", type=int, default=0, help="model weight seed")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: default)")
@@ -420,16 +555,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     engine = InferenceEngine(seed=args.seed, allow_fallback=not args.no_fallback,
                              max_batch=args.max_batch)
-    for item in filter(None, args.preload.split(",")):
-        name, _, unit = item.partition("@")
+    preload = [item.partition("@") for item in filter(None, args.preload.split(","))]
+    if args.models is None:
+        allowed = sorted({name for name, _, _ in preload}) or None
+    elif args.models.strip() == "all":
+        allowed = None
+    else:
+        allowed = sorted(filter(None, (m.strip() for m in args.models.split(","))))
+    unknown = sorted(set(allowed or ()) - set(models.SPECS))
+    if unknown:
+        p.error(f"--models: unknown network(s) {', '.join(unknown)}; valid: "
+                f"{', '.join(models.SPECS)}")
+    for name, _, unit in preload:
+        if allowed is not None and name not in allowed:
+            p.error(f"--preload {name}: not in --models")
         t0 = time.perf_counter()
         engine.load(name, unit or "cpu/fp32")  # built and warmed with one inference
         if not args.quiet:
             print(f"autoscale {args.role} server: {name} {unit or 'cpu/fp32'} loaded and warmed "
                   f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
-    serve(args.role, args.host, args.port, engine=engine, max_bytes=args.max_bytes,
-          read_timeout_s=args.read_timeout_s, idle_timeout_s=args.idle_timeout_s,
-          max_connections=args.max_connections)
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    try:
+        serve(args.role, args.host, args.port, engine=engine, max_bytes=args.max_bytes,
+              read_timeout_s=args.read_timeout_s, idle_timeout_s=args.idle_timeout_s,
+              max_connections=args.max_connections, max_per_peer=args.max_per_peer,
+              first_byte_timeout_s=args.first_byte_timeout_s, models=allowed, token=token)
+    except OSError as e:  # e.g. --host ::1 on a host without IPv6, or a port in use
+        print(f"autoscale serve: error: cannot listen on {args.host} port {args.port}: "
+              f"{e.strerror or e}", file=sys.stderr)
+        return 2
     return 0
 
 

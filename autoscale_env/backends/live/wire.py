@@ -44,10 +44,13 @@ __all__ = [
     "Response",
     "Status",
     "WireError",
+    "decode_hello",
     "decode_request",
     "decode_response",
+    "encode_hello",
     "encode_request",
     "encode_response",
+    "message_type",
     "read_message",
 ]
 
@@ -58,8 +61,12 @@ MAX_ERROR_BYTES = 4096
 #: Largest message (header included) a reader accepts unless told otherwise: 16 MiB.
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 _MAX_DIM = 2**31  # no single axis this large is legitimate; refuse before multiplying
+_MAX_ELEMENTS = 2**31  # nor a tensor this large, even with a zero-length axis
 
 _PREFIX = struct.Struct("<4sBBI")
+_HELLO = struct.Struct("<4sBBIH")
+#: Longest shared token a HELLO carries, bytes.
+MAX_TOKEN_BYTES = 256
 _REQUEST = struct.Struct(f"<4sBBI32s16sBB{MAX_NDIM}QQ")
 _RESPONSE = struct.Struct(f"<4sBBIBd8s8sBB{MAX_NDIM}QIQ")
 
@@ -109,6 +116,8 @@ class MsgType(IntEnum):
 
     REQUEST = 1
     RESPONSE = 2
+    HELLO = 3
+    """A client's first message to a server that wants a shared token (see :func:`encode_hello`)."""
 
 
 class Status(IntEnum):
@@ -127,6 +136,8 @@ class Status(IntEnum):
     """The server is at its connection limit."""
     TIMEOUT = 7
     """The request did not arrive in full within the server's read timeout."""
+    UNAUTHORIZED = 8
+    """The server wants a shared token first (a HELLO message), and got none or another."""
 
 
 @dataclass(frozen=True)
@@ -266,7 +277,7 @@ def _check_prefix(data: bytes, expected: MsgType | None = None) -> MsgType:
         raise WireError(f"bad magic {magic!r}; expected {MAGIC!r} (not an autoscale message)")
     if version != VERSION:
         raise WireError(f"unsupported wire version {version}; this side speaks {VERSION}")
-    if kind not in (MsgType.REQUEST, MsgType.RESPONSE):
+    if kind not in (MsgType.REQUEST, MsgType.RESPONSE, MsgType.HELLO):
         raise WireError(f"unknown message type {kind}")
     if expected is not None and kind != expected:
         raise WireError(f"expected a {expected.name.lower()}, got a {MsgType(kind).name.lower()}")
@@ -300,6 +311,10 @@ def _tensor(code: int, ndim: int, dims: tuple[int, ...], payload: bytes,
     shape = dims[:ndim]
     if any(d >= _MAX_DIM for d in shape):
         raise WireError(f"shape {shape} has an axis of 2**31 or more")
+    # A zero-length axis makes the product 0, but numpy still refuses (or overflows on) shapes
+    # whose other axes multiply past its index range: bound the product of the non-zero axes.
+    if math.prod(d for d in shape if d) > _MAX_ELEMENTS:
+        raise WireError(f"shape {shape} describes more than 2**31 elements (zero axes aside)")
     expected = math.prod(shape) * dtype.itemsize
     if expected != len(payload):
         raise WireError(f"shape {shape} of {dtype} needs {expected} bytes, payload has "
@@ -307,6 +322,22 @@ def _tensor(code: int, ndim: int, dims: tuple[int, ...], payload: bytes,
     return np.frombuffer(payload, dtype=dtype).reshape(shape).copy()
 
 
+def _never_raw(decode):
+    """Anything but a WireError escaping a decoder is a validation gap: report it as one."""
+    import functools
+
+    @functools.wraps(decode)
+    def wrapper(data: bytes):
+        try:
+            return decode(data)
+        except WireError:
+            raise
+        except (ValueError, TypeError, OverflowError, MemoryError, struct.error) as e:
+            raise WireError(f"malformed message ({type(e).__name__}: {e})") from None
+    return wrapper
+
+
+@_never_raw
 def decode_request(data: bytes) -> Request:
     """Parse a complete request message (as :func:`read_message` returns it).
 
@@ -330,6 +361,7 @@ def decode_request(data: bytes) -> Request:
                    request_id)
 
 
+@_never_raw
 def decode_response(data: bytes) -> Response:
     """Parse a complete response message.
 
@@ -363,7 +395,43 @@ def decode_response(data: bytes) -> Response:
                     _ascii(precision, _WORD_RE, "precision"), error, array, request_id)
 
 
+def encode_hello(token: str) -> bytes:
+    """The handshake a client sends first to a server started with a shared token.
+
+    The token travels in clear text: it keeps other users of a trusted network (or of this
+    host) from using the server, it does not protect against anyone who can read the traffic.
+    """
+    raw = token.encode("utf-8")
+    if not 0 < len(raw) <= MAX_TOKEN_BYTES:
+        raise WireError(f"a token must be 1 to {MAX_TOKEN_BYTES} utf-8 bytes, got {len(raw)}")
+    return _HELLO.pack(MAGIC, VERSION, MsgType.HELLO, 0, len(raw)) + raw
+
+
+@_never_raw
+def decode_hello(data: bytes) -> bytes:
+    """The token bytes of a HELLO message.
+
+    Raises:
+        WireError: not a well-formed HELLO.
+    """
+    data = bytes(data)
+    _check_prefix(data, MsgType.HELLO)
+    if len(data) < _HELLO.size:
+        raise WireError(f"hello of {len(data)} bytes is shorter than its {_HELLO.size}-byte header")
+    n = _HELLO.unpack_from(data)[-1]
+    if n > MAX_TOKEN_BYTES or len(data) != _HELLO.size + n:
+        raise WireError(f"hello declares a {n}-byte token but carries {len(data) - _HELLO.size}")
+    return data[_HELLO.size:]
+
+
+def message_type(data: bytes) -> MsgType:
+    """The kind of a complete message (as :func:`read_message` returns it)."""
+    return _check_prefix(bytes(data[:_PREFIX.size]))
+
+
 def _body_size(kind: MsgType, header: bytes) -> int:
+    if kind == MsgType.HELLO:
+        return _HELLO.unpack_from(header)[-1]
     if kind == MsgType.REQUEST:
         return _REQUEST.unpack_from(header)[-1]
     f = _RESPONSE.unpack_from(header)
@@ -435,7 +503,8 @@ def _read_message(sock: socket.socket, max_bytes: int, first_deadline: float, ti
     got = bytearray(first)
     _recv_exact(sock, _PREFIX.size - 1, deadline, got)
     kind = _check_prefix(bytes(got))  # reject garbage before reading any further
-    header_size = _REQUEST.size if kind == MsgType.REQUEST else _RESPONSE.size
+    header_size = {MsgType.REQUEST: _REQUEST.size, MsgType.RESPONSE: _RESPONSE.size,
+                   MsgType.HELLO: _HELLO.size}[kind]
     _recv_exact(sock, header_size - len(got), deadline, got)
     total = header_size + _body_size(kind, bytes(got))
     if total > max_bytes:

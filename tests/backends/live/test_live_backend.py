@@ -143,6 +143,9 @@ def test_dynamic_setting_runs_load_generators_and_close_leaves_no_child():
         assert info["error"] == ""
     e.close()
     e.close()  # idempotent
+    for action in range(e.action_space.n):  # a clear error, not a KeyError from a closed client
+        with pytest.raises(gym.error.ClosedEnvironmentError, match="closed"):
+            e.step(action)
     deadline = time.monotonic() + 5
     while children() - before and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -211,3 +211,140 @@ def test_idle_connection_raises_idle_timeout(pair):
     with pytest.raises(IdleTimeout):
         wire.read_message(b, timeout_s=5, idle_timeout_s=0.2)
     assert time.monotonic() - t0 < 1.0
+
+
+# ---- structured header fuzzing: every field over its whole range, on both sides ----
+
+ZERO_AXIS_HUGE = (0, 2**31 - 1, 2**31 - 1, 2**31 - 1)  # the issue's case: empty, yet "huge"
+u64 = st.one_of(st.integers(0, 3), st.sampled_from([2**31 - 1, 2**31, 2**32, 2**63, 2**64 - 1]),
+                st.integers(0, 2**64 - 1))
+codes = st.one_of(st.integers(0, 8), st.integers(0, 255))  # mostly valid dtype codes and ndims
+payloads = st.one_of(st.just(b""), st.binary(max_size=64))
+
+
+@st.composite
+def dims(draw):
+    """``(ndim, six u64 shape fields)``: mostly consistent (``ndim`` entries, then zeros) with
+    huge, tiny and zero axes mixed; sometimes anything at all."""
+    family = draw(st.sampled_from(["anything", "degenerate", "consistent"]))
+    if family == "anything":
+        return draw(codes), draw(st.lists(u64, min_size=wire.MAX_NDIM, max_size=wire.MAX_NDIM))
+    if family == "degenerate":  # legal-sized axes whose product is huge, one of them 0
+        n = draw(st.integers(2, wire.MAX_NDIM))
+        axes = draw(st.lists(st.integers(2**20, 2**31 - 1), min_size=n, max_size=n))
+        axes[draw(st.integers(0, n - 1))] = 0
+        return n, axes + [0] * (wire.MAX_NDIM - n)
+    n = draw(st.integers(0, wire.MAX_NDIM))
+    return n, draw(st.lists(u64, min_size=n, max_size=n)) + [0] * (wire.MAX_NDIM - n)
+
+
+def request_header(code, ndim, shape, payload_len, rid=1) -> bytes:
+    return wire._REQUEST.pack(wire.MAGIC, wire.VERSION, wire.MsgType.REQUEST, rid,
+                              b"m".ljust(32, b"\0"), b"cpu/fp32".ljust(16, b"\0"), code, ndim,
+                              *shape, payload_len)
+
+
+def response_header(status, code, ndim, shape, error_len, payload_len, rid=1) -> bytes:
+    return wire._RESPONSE.pack(wire.MAGIC, wire.VERSION, wire.MsgType.RESPONSE, rid, status,
+                               1.0, b"cpu".ljust(8, b"\0"), b"fp32".ljust(8, b"\0"), code, ndim,
+                               *shape, error_len, payload_len)
+
+
+def padded(shape) -> list[int]:
+    return list(shape) + [0] * (wire.MAX_NDIM - len(shape))
+
+
+def test_zero_length_axis_with_huge_others_is_a_wire_error_on_both_sides():
+    with pytest.raises(WireError, match="2\\*\\*31 elements"):
+        wire.decode_request(request_header(1, 4, padded(ZERO_AXIS_HUGE), 0))
+    with pytest.raises(WireError, match="2\\*\\*31 elements"):
+        wire.decode_response(response_header(0, 1, 4, padded(ZERO_AXIS_HUGE), 0, 0))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(code=codes, header=dims(), payload=payloads, status=st.integers(0, 255),
+       error=st.binary(max_size=16))
+def test_fuzzed_headers_decode_or_raise_wire_error_on_both_sides(code, header, payload, status,
+                                                                  error):
+    ndim, shape = header
+    request = request_header(code, ndim, shape, len(payload)) + payload
+    response = response_header(status, code, ndim, shape, len(error), len(payload)) + error + \
+        payload
+    for decode, message in ((wire.decode_request, request), (wire.decode_response, response)):
+        try:
+            decoded = decode(message)
+        except WireError:
+            continue
+        assert decoded.array is None or decoded.array.nbytes == len(payload)
+
+
+@pytest.fixture(scope="module")
+def echo_server():
+    torch = pytest.importorskip("torch")
+    from autoscale_env.backends.live.executor import InferenceEngine, Placement, RunResult
+    from autoscale_env.backends.live.server import InferenceServer
+
+    class Echo(InferenceEngine):
+        def run(self, name, unit, x):
+            return RunResult(torch.as_tensor(np.asarray(x)), 1.0, Placement("cpu", "fp32", False))
+
+    srv = InferenceServer(("127.0.0.1", 0), "edge", Echo(), read_timeout_s=2)
+    loop = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    loop.start()
+    yield srv
+    srv.stop(grace_s=2)
+    loop.join(5)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(code=codes, header=dims(), payload=payloads)
+def test_server_answers_every_fuzzed_header_and_keeps_serving(echo_server, code, header, payload):
+    ndim, shape = header
+    with socket.create_connection(("127.0.0.1", echo_server.port), timeout=5) as sock:
+        sock.sendall(request_header(code, ndim, shape, len(payload)) + payload)
+        data = wire.read_message(sock, timeout_s=5)
+        assert data is not None, "the server closed the connection without an answer"
+        resp = wire.decode_response(data)
+        assert resp.status in (Status.OK, Status.BAD_REQUEST), resp
+        good = wire.encode_request("m", np.arange(3, dtype=np.float32), request_id=9)
+        sock.sendall(good)  # the same connection still works
+        assert wire.decode_response(wire.read_message(sock, timeout_s=5)).ok
+
+
+def _one_shot_server(reply: bytes):
+    """A socket that answers the first message it reads with ``reply`` (a hostile server)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            wire.read_message(conn, timeout_s=5)
+            conn.sendall(reply)
+            time.sleep(0.2)
+        listener.close()
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(status=codes, code=codes, header=dims(), payload=payloads)
+def test_client_turns_every_fuzzed_reply_into_a_result_or_remote_error(status, code, header,
+                                                                       payload):
+    ndim, shape = header
+    from autoscale_env.backends.live.client import RemoteClient, RemoteError
+    address = _one_shot_server(response_header(status, code, ndim, shape, 0, len(payload)) +
+                               payload)
+    with RemoteClient(address, timeout_s=5) as client:
+        try:
+            client.infer("m", np.arange(3, dtype=np.float32))
+        except RemoteError:
+            pass
+
+
+def test_client_raises_remote_error_for_the_zero_axis_reply():
+    from autoscale_env.backends.live.client import RemoteClient, RemoteError
+    address = _one_shot_server(response_header(0, 1, 4, padded(ZERO_AXIS_HUGE), 0, 0))
+    with RemoteClient(address, timeout_s=5) as client, pytest.raises(RemoteError,
+                                                                      match="malformed"):
+        client.infer("m", np.arange(3, dtype=np.float32))

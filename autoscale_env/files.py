@@ -1,0 +1,288 @@
+"""Safe file writing: the one atomic-write helper, and an exclusive lock on an output path.
+
+Every file the package writes whole (models, checkpoints, policies, summaries, figures, traces
+written by ``write_trace``) goes through :func:`atomic_writer`: the bytes go to a temp file in the
+same directory, which is flushed, synced and renamed over the destination, and the directory entry
+is synced too. An interrupted write therefore leaves the old file or the new one, never a torn one,
+and never a stray temp file (it is removed on any exception, Ctrl-C included).
+
+:class:`PathLock` keeps two processes from writing one output (a benchmark directory, a recorded
+trace) at once. It is an advisory ``flock`` on a hidden side file, released by the kernel when the
+holder dies, so a killed run never leaves a stale lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Self
+
+from autoscale_env.errors import AutoScaleError
+
+__all__ = ["MAX_NPZ_BYTES", "OutputLocked", "PathLock", "atomic_write", "atomic_writer",
+           "check_regular_file", "load_npz"]
+
+
+class OutputLocked(AutoScaleError, RuntimeError):
+    """Another live process holds the lock on an output (its PID is in the message)."""
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # not possible everywhere (e.g. Windows); the rename itself is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    try:  # reading it without setting it (os.umask would race with other threads)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike, mode: str = "wb", *,
+                  suffix: str = ".tmp") -> Iterator[IO]:
+    """Open a temp file beside ``path``; on a clean exit it replaces ``path`` atomically.
+
+    Args:
+        path: the destination (its directory is created if missing).
+        mode: ``"wb"`` (binary) or ``"w"`` (UTF-8 text).
+        suffix: the temp file's suffix (some writers pick the format from it, e.g. ``".png"``).
+
+    Yields:
+        The open temp file. Leaving the block with an exception removes it and keeps ``path``.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() honours umask
+        os.close(fd)
+        # reopened by name, so ``f.name`` is the temp file's path (for writers that want one)
+        with open(tmp, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[IO], object], *,
+                 suffix: str = ".tmp") -> Path:
+    """Write ``data`` (bytes, text, or a function given the open binary file) atomically.
+
+    Returns:
+        ``path``.
+    """
+    if isinstance(data, str):
+        with atomic_writer(path, "w", suffix=suffix) as f:
+            f.write(data)
+    else:
+        with atomic_writer(path, "wb", suffix=suffix) as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
+    return Path(path)
+
+
+#: Locks this process holds: lock file -> [fd, holders].
+_HELD: dict[str, list[int]] = {}
+
+
+class PathLock:
+    """An exclusive, non-blocking lock on ``target`` (a file or directory that will be written).
+
+    The lock is ``flock`` on the hidden side file ``.<name>.lock`` beside ``target`` (inside it,
+    for a directory), holding the holder's PID for the error message. Use as a context manager,
+    or :meth:`acquire` / :meth:`release`.
+
+    Raises:
+        OutputLocked: on acquire, when another process holds it.
+    """
+
+    def __init__(self, target: str | os.PathLike, *, inside: bool = False, what: str = "output"):
+        self.target = Path(target)
+        self.path = (self.target / ".lock") if inside else \
+            self.target.with_name(f".{self.target.name}.lock")
+        self.what = what
+        self._fd: int | None = None
+        self._key = ""
+
+    def acquire(self) -> Self:
+        """Take the lock (re-entrant within one process: a second holder shares it)."""
+        if self._fd is not None:
+            return self
+        key = str(self.path.resolve()) if self.path.parent.exists() else str(self.path)
+        held = _HELD.get(key)
+        if held is not None:
+            held[1] += 1
+            self._fd, self._key = held[0], key
+            return self
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): run unlocked rather than not at all
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        key = str(self.path.resolve())
+        for _ in range(10):  # the holder may unlink the file between our open and our flock
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                raise OutputLocked(
+                    f"{self.target} is in use by another run (process {holder}, lock "
+                    f"{self.path}); wait for it to finish or stop it, then rerun") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                self._fd, self._key = fd, key
+                _HELD[key] = [fd, 1]
+                return self
+            os.close(fd)  # we locked a file its holder just removed: try the new one
+        raise OutputLocked(f"{self.path}: could not take the lock (it keeps changing)")
+
+    def release(self) -> None:
+        """Drop the lock (the last holder in this process removes its side file)."""
+        if self._fd is None:
+            return
+        held = _HELD.get(self._key)
+        self._fd = None
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] > 0:
+            return
+        del _HELD[self._key]
+        with contextlib.suppress(OSError):
+            self.path.unlink()  # while still holding it: a waiter re-checks the inode
+        os.close(held[0])
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.release()
+
+    def __enter__(self) -> Self:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+# --------------------------------------------------------------------------------------------
+# Bounded reads
+
+#: Largest model/checkpoint ``.npz`` read by default (file size and declared expanded size).
+MAX_NPZ_BYTES = 64 * 1024 * 1024
+#: Most arrays one ``.npz`` may hold.
+MAX_NPZ_MEMBERS = 64
+
+
+def check_regular_file(path: str | os.PathLike, max_bytes: int, error: type[Exception],
+                       what: str = "file") -> int:
+    """Stat ``path`` without opening it: it must be a regular file of at most ``max_bytes``.
+
+    A FIFO would block a reader forever and ``/dev/zero`` never ends, so both are refused here,
+    before any read. Returns the size; raises ``error`` naming the file and the limit.
+    """
+    import stat
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what}") from None
+    except OSError as e:
+        raise error(f"{path}: cannot be read: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{path}: is a directory, not a {what}")
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{path}: not a regular file (a device, FIFO or socket); a {what} must be "
+                    f"a regular file")
+    if st.st_size > max_bytes:
+        raise error(f"{path}: {st.st_size} bytes exceeds the limit of {max_bytes} bytes for a "
+                    f"{what}")
+    return st.st_size
+
+
+def load_npz(path: str | os.PathLike, error: type[Exception], *,
+             max_bytes: int = MAX_NPZ_BYTES, max_members: int = MAX_NPZ_MEMBERS) -> dict:
+    """Read every array of an ``.npz`` without pickle, checking sizes before allocating.
+
+    The file size, the member count, each member's declared (uncompressed) size and each array's
+    declared shape are checked against ``max_bytes`` / ``max_members`` before the data is read,
+    so a deflate bomb or a header announcing a huge shape costs no memory. Object arrays are
+    refused. Any problem raises ``error`` naming the file (and the limit, where one is hit).
+    """
+    import zipfile
+    import zlib
+
+    import numpy as np
+    from numpy.lib import format as npy
+
+    check_regular_file(path, max_bytes, error, "model file")
+    arrays = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = z.infolist()
+            if len(members) > max_members:
+                raise error(f"{path}: {len(members)} arrays exceeds the limit of {max_members}")
+            declared = sum(m.file_size for m in members)
+            if declared > max_bytes:
+                raise error(f"{path}: declares {declared} uncompressed bytes, over the limit of "
+                            f"{max_bytes} bytes")
+            for m in members:
+                if not m.filename.endswith(".npy"):
+                    raise error(f"{path}: member {m.filename!r} is not a .npy array")
+                with z.open(m) as f:
+                    version = npy.read_magic(f)
+                    if version not in ((1, 0), (2, 0)):
+                        raise error(f"{path}: {m.filename}: unsupported .npy version {version}")
+                    reader = npy.read_array_header_1_0 if version == (1, 0) else \
+                        npy.read_array_header_2_0
+                    shape, fortran, dtype = reader(f, max_header_size=10_000)
+                    if dtype.hasobject:
+                        raise error(f"{path}: {m.filename}: object arrays are refused (they "
+                                    f"would need pickle)")
+                    if any(d < 0 for d in shape):
+                        raise error(f"{path}: {m.filename}: negative shape {shape}")
+                    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                    if nbytes > m.file_size:  # the header promises more data than the member
+                        raise error(f"{path}: {m.filename}: shape {shape} of {dtype} needs "
+                                    f"{nbytes} bytes, the member holds {m.file_size}")
+                    data = f.read(nbytes)
+                    if len(data) != nbytes:
+                        raise error(f"{path}: {m.filename}: truncated array data")
+                order = "F" if fortran else "C"
+                arrays[m.filename[:-4]] = np.frombuffer(data, dtype=dtype).reshape(
+                    shape, order=order).copy()
+    except error:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError,
+            UnicodeDecodeError, RuntimeError) as e:
+        raise error(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+    return arrays
