@@ -63,8 +63,12 @@ def describe(path: str | Path) -> dict[str, Any]:
 
 def load_saved(path: str | Path, env: gym.Env):
     """Load the agent saved at ``path`` for ``env`` (refused if made for another env)."""
-    from agents import load_agent
-    return load_agent(describe(path)["agent"], str(path), env)
+    from agents import agent_class
+    cls = agent_class(describe(path)["agent"])
+    if hasattr(cls, "load"):
+        return cls.load(str(path), env=env)
+    from agents.baselines import load_baseline
+    return load_baseline(str(path), env)
 
 
 def _features_for(meta: dict[str, Any], device: str, scenario: str, setting: str,

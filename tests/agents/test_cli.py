@@ -68,7 +68,7 @@ def test_train_prints_the_benchmark_table_and_evaluate_reloads_the_model(tmp_pat
     assert main(["train", "--steps", "2000", "--scenario", "translation", "--setting", "static",
                  "--eval-steps", "300", "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
-    assert f"saved {out / 'model.npz'}" in text
+    assert f"model: {out / 'model.npz'}" in text
     row = "| mi8pro | translation | static | qlearning | 1 |"
     assert row in text and "| agent | eff. vs mobile CPU (x)" in text
     train_line = next(line for line in text.splitlines() if line.startswith(row))
