@@ -33,10 +33,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -45,6 +43,7 @@ from tqdm.auto import tqdm
 
 import autoscale_env
 from autoscale_env.errors import ModelFileError
+from autoscale_env.files import atomic_write
 
 FORMAT = "autoscale-bandit/1"
 
@@ -296,18 +295,7 @@ class _OnlineAgent:
 
 def write_npz(path: str | os.PathLike, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """``arrays`` plus ``meta`` (as a JSON string) to ``path``, atomically (temp file, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: np.savez(f, meta=np.array(json.dumps(meta)), **arrays))
 
 
 def read_npz(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

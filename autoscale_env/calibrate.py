@@ -45,7 +45,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -59,6 +58,7 @@ from autoscale_env import config
 from autoscale_env.backends import radio
 from autoscale_env.core import Target
 from autoscale_env.errors import AutoScaleError
+from autoscale_env.files import atomic_write
 from autoscale_env.traces import Trace, load_trace
 
 __all__ = [
@@ -802,16 +802,7 @@ def write_profile(cal: Calibration, out: str | os.PathLike, *, force: bool = Fal
         raise FileExistsError(f"{', '.join(existing)} exist(s); pass --force to replace")
     out.parent.mkdir(parents=True, exist_ok=True)
     for path, text in zip(paths, files.values()):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, text)
     config.load_device.cache_clear()
     config.load_device(str(out))  # the written profile must load
     return paths
