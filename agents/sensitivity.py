@@ -159,7 +159,7 @@ def evaluate_world(cfg: SensitivityConfig, x: Sequence[float]) -> dict[str, floa
     world = load_world(overrides, phones)
     return world_metrics(
         lambda cell: build_world(overrides, device=cell.device, scenario=cell.scenario,
-                                 setting=cell.setting, world=world, reuse=True),
+                                 setting=cell.setting, world=world),
         cfg.cell_list, episodes=cfg.episodes, seed=cfg.seed, features=cfg.features,
         qlearning_steps=cfg.qlearning_steps)
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from autoscale_env import config
 from autoscale_env.core import RequestBlock
-from autoscale_env.reward import oracle_actions, reward
+from autoscale_env.rules import Scorer, oracle_actions
 from autoscale_env.state import StateEncoder
 
 MOBILE_CPU_TARGET = "local/cpu/fp32"
@@ -91,31 +91,22 @@ def cell_stats(backend, *, episodes: int, seed: int, features: str | None = None
                reward_preset: str = "energy") -> CellStats:
     """Run ``episodes`` episodes (one block each, :func:`episode_blocks`) of ``backend`` from
     ``seed``; oracle totals."""
-    preset = config.get_reward_preset(reward_preset)
     names = [str(t) for t in backend.targets]
     cpu, cloud = names.index(MOBILE_CPU_TARGET), names.index(CLOUD_TARGET)
     workloads = backend.workloads
     encoder = StateEncoder(config.load_features(features), workloads)
-    tol = backend.scenario.accuracy_tolerance
-    acc_target = np.array([w.accuracy["fp32"] - tol for w in workloads])
-    reference = np.asarray(backend.reference_energy_mj, dtype=float)
+    scorer = Scorer(config.get_reward_preset(reward_preset), backend.scenario, workloads,
+                    backend.reference_energy_mj)
     T = len(names)
-    flat_states, oracles = [], []
-    e_cpu = e_cloud = e_oracle = 0.0
-    for b in [_concatenate(episode_blocks(backend, episodes, seed))]:
-        net = b.network
-        r, _, _ = reward(preset, latency_ms=b.latency_ms, energy_mj=b.energy_mj,
-                         accuracy=b.accuracy, reference_energy_mj=reference[net][:, None],
-                         qos_ms=backend.scenario.qos_ms, accuracy_target=acc_target[net][:, None])
-        best = oracle_actions(r)
-        rows = np.arange(len(best))
-        e_cpu += float(b.energy_mj[:, cpu].sum())
-        e_cloud += float(b.energy_mj[:, cloud].sum())
-        e_oracle += float(b.energy_mj[rows, best].sum())
-        flat_states.append(np.asarray(encoder.flat_index(encoder.encode_block(b))).reshape(-1))
-        oracles.append(best)
-    states = np.concatenate(flat_states)
-    best = np.concatenate(oracles)
+    b = _concatenate(episode_blocks(backend, episodes, seed))
+    # the rules are target-major: (n_targets, n) rows
+    r, _, _ = scorer.score(b.network, b.latency_ms.T, b.energy_mj.T, b.accuracy.T)
+    best = oracle_actions(r)
+    energy = b.energy_mj
+    e_cpu = float(energy[:, cpu].sum())
+    e_cloud = float(energy[:, cloud].sum())
+    e_oracle = float(energy[np.arange(len(best)), best].sum())
+    states = np.asarray(encoder.flat_index(encoder.encode_block(b))).reshape(-1)
     # per state, the count of its most frequent oracle action
     _, state_id = np.unique(states, return_inverse=True)
     table = np.bincount(state_id * T + best, minlength=(state_id.max() + 1) * T).reshape(-1, T)
@@ -145,14 +136,16 @@ def episode_blocks(backend, episodes: int, seed: int) -> list[RequestBlock]:
 
     state = SimState(episodes)
     backend.reset_worlds(rngs, state, np.arange(episodes))
-    raw = np.stack([backend.draw(rng) for rng in rngs])
+    raw = np.stack([backend.draw(state, e) for e in range(episodes)])  # (E, n, W)
     net, cpu, mem, wifi, p2p, latency, energy = backend.generate(raw, state, slice(0, episodes))
     T = latency.shape[0]
-    network = net.reshape(-1)
+    network = net.reshape(-1)  # generate may return scratch arrays: everything below copies
     return [RequestBlock(
-        network=network, co_cpu_pct=cpu.reshape(-1), co_mem_pct=mem.reshape(-1),
-        rssi_wifi_dbm=wifi.reshape(-1), rssi_p2p_dbm=p2p.reshape(-1),
-        latency_ms=latency.reshape(T, -1).T, energy_mj=energy.reshape(T, -1).T,
+        network=network.copy(), co_cpu_pct=cpu.reshape(-1).copy(),
+        co_mem_pct=mem.reshape(-1).copy(), rssi_wifi_dbm=wifi.reshape(-1).copy(),
+        rssi_p2p_dbm=p2p.reshape(-1).copy(),
+        latency_ms=np.ascontiguousarray(latency.reshape(T, -1).T),
+        energy_mj=np.ascontiguousarray(energy.reshape(T, -1).T),
         accuracy=backend.accuracy_table[network], energy_source=backend.energy_source)]
 
 

@@ -110,19 +110,32 @@ class SimBackend:
         scenario: ``non_streaming``, ``streaming`` or ``translation``.
         setting: ``static`` (conditions drawn per episode, then held) or ``dynamic``.
         block_size: requests computed per block (performance only, see the module docstring).
+        edge, cloud, links, workloads: already loaded remote profiles, link models and catalog,
+            passed on to :class:`~autoscale_env.rules.OutcomeModel` (default: the bundled data).
+        settings: an already loaded ``(apps, static, dynamic)`` as
+            :func:`~autoscale_env.config.load_settings` returns it (default: the bundled data).
+            These, a loaded ``device`` and a loaded :class:`~autoscale_env.config.Scenario` let a
+            caller build a world with some numbers changed (``autoscale sensitivity``) through
+            the constructor alone.
     """
 
     deterministic = True
     energy_source = "model"
 
     def __init__(self, device: str | config.DeviceProfile = "mi8pro",
-                 scenario: str = "non_streaming", setting: str = "dynamic",
-                 block_size: int = DEFAULT_BLOCK_SIZE):
+                 scenario: str | config.Scenario = "non_streaming", setting: str = "dynamic",
+                 block_size: int = DEFAULT_BLOCK_SIZE, *,
+                 edge: str | config.DeviceProfile | None = None,
+                 cloud: str | config.DeviceProfile | None = None,
+                 links: dict[str, config.LinkModel] | None = None,
+                 workloads: tuple[Workload, ...] | None = None,
+                 settings: tuple | None = None):
         self.setting = config.check_setting(setting)
         self.block_size = int(block_size)
         if self.block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}")
-        self.model = OutcomeModel(device, scenario)
+        self.model = OutcomeModel(device, scenario, edge=edge, cloud=cloud, links=links,
+                                  workloads=workloads)
         self.phone = self.model.phone
         self.scenario = self.model.scenario
         self.device_name = self.phone.name
@@ -131,7 +144,8 @@ class SimBackend:
         #: (n_workloads, n_targets) accuracy of each network on each target
         self.accuracy_table = self.model.accuracy
         self.reference_energy_mj = reference_energy_mj(self.phone, self.workloads)
-        self.apps, self.static, self.dynamic = config.load_settings()
+        self.apps, self.static, self.dynamic = (
+            settings if settings is not None else config.load_settings())
         names = [w.name for w in self.workloads]
         self._scenario_networks = np.array(
             [names.index(n) for n in self.scenario.networks], dtype=np.int64)

@@ -149,3 +149,33 @@ def test_no_single_target_dominates_over_all_18_cells():
     total = sum(pooled.values())
     assert max(pooled.values()) / total <= 0.80
     assert sum(1 for v in pooled.values() if v / total >= 0.005) >= 4
+
+
+def test_the_constructor_takes_already_loaded_world_objects():
+    """A caller (``autoscale sensitivity``) builds a world with changed numbers through the
+    constructor alone: the loaded objects it passes are the ones the backend uses."""
+    import dataclasses
+
+    from autoscale_env import config
+
+    apps, static, dynamic = config.load_settings()
+    weak = dataclasses.replace(static, rssi_wifi_dbm=[-89.0] * len(static.rssi_wifi_dbm))
+    links = dict(config.load_links())
+    links["wifi"] = dataclasses.replace(links["wifi"], tail_ms=2 * links["wifi"].tail_ms)
+    profile, scenario = config.load_device("mi8pro"), config.get_scenario("non_streaming")
+    weak_world = SimBackend(profile, scenario, "static", settings=(apps, weak, dynamic))
+    assert weak_world.static is weak
+    weak_world.reset(np.random.default_rng(0))
+    assert (weak_world.next_block().rssi_wifi_dbm == -89.0).all()
+
+    default = SimBackend("mi8pro", "non_streaming", "static")
+    long_tail = SimBackend(profile, scenario, "static", links=links)
+    default.reset(np.random.default_rng(0))
+    long_tail.reset(np.random.default_rng(0))
+    a, b = long_tail.next_block(), default.next_block()
+    cloud = [str(t) for t in long_tail.targets].index("cloud/gpu/fp32")
+    local = [t.is_local for t in long_tail.targets]
+    # the same requests; a longer radio tail costs the offloading targets energy, not the phone's
+    assert np.array_equal(a.network, b.network) and np.array_equal(a.latency_ms, b.latency_ms)
+    assert np.array_equal(a.energy_mj[:, local], b.energy_mj[:, local])
+    assert (a.energy_mj[:, cloud] > b.energy_mj[:, cloud]).all()
