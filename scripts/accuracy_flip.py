@@ -9,7 +9,8 @@ import numpy as np
 
 from autoscale_env import config
 from autoscale_env.backends.sim import SimBackend
-from autoscale_env.reward import oracle_actions, reward
+from autoscale_env.reward import reward
+from autoscale_env.rules import oracle_actions
 
 
 def best(sim, scenario, network, tolerance, **conditions):
@@ -20,7 +21,7 @@ def best(sim, scenario, network, tolerance, **conditions):
                      energy_mj=block.energy_mj, accuracy=block.accuracy,
                      reference_energy_mj=sim.reference_energy_mj[net][:, None],
                      qos_ms=scenario.qos_ms, accuracy_target=target[net][:, None])
-    return str(sim.targets[int(oracle_actions(r)[0])])
+    return str(sim.targets[int(oracle_actions(r.T)[0])  # rules: target axis first])
 
 
 def main():
