@@ -226,6 +226,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot be read: {e.strerror or e}") from None
 
 
+def read_table(path: Path | str) -> _Table:
+    """A TOML data file as a checked table: the reader behind every loader here, for data files
+    that other modules own (``fleet.toml``). Its ``str`` / ``number`` / ``table`` / ... readers
+    raise :class:`ConfigError` naming the file and field; ``done()`` refuses unknown fields."""
+    return _Table(_read_toml(Path(path)), path)
+
+
 # --------------------------------------------------------------------------------------------
 # Workloads
 

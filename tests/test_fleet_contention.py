@@ -105,3 +105,42 @@ def test_fleet_toml_is_checked(tmp_path: Path):
     bad.write_text(text.replace('discipline = "fifo"\nsource', 'discipline = "fifo"\nsourc'))
     with pytest.raises(ConfigError, match="source"):
         load_fleet_config(str(bad))
+
+
+@pytest.mark.parametrize("device", ["mi8pro", "galaxy_s10e", "moto_x_force"])
+def test_phone_tables_decompose_the_rules_outcomes(device):
+    """The decomposition contention adds to (edge service time, upload at the link's goodput, which
+    link a target crosses) is the one :func:`autoscale_env.rules.outcomes` computes: doubling the
+    server noise adds exactly the service time, halving the goodput adds the transfer time."""
+    from autoscale_env import rules
+    from autoscale_env.fleet.contention import LOCAL, P2P, WIFI, PhoneTables
+
+    model = rules.OutcomeModel(device)
+    tables = PhoneTables.build([device], model.workloads)
+    L, R = model.n_local, model.n_remote
+    W = len(model.workloads)
+    net = np.repeat(np.arange(W), 3)
+    zeros = np.zeros(net.shape)
+    wifi = np.tile([-50.0, -65.0, -75.0], W)
+    p2p = np.tile([-45.0, -60.0, -70.0], W)
+    ones = np.ones((model.n_noise,) + net.shape)
+    base, _ = rules.outcomes(model.phone, net, zeros, zeros, wifi, p2p, ones)
+    slow_server = ones.copy()
+    slow_server[L:L + R] = 2.0
+    server, _ = rules.outcomes(model.phone, net, zeros, zeros, wifi, p2p, slow_server)
+    slow_link = ones.copy()
+    slow_link[L + R:] = 0.5
+    link, _ = rules.outcomes(model.phone, net, zeros, zeros, wifi, p2p, slow_link)
+    ms_per_kbit, _, connected = tables.link_state(wifi[:, None], p2p[:, None])
+    assert connected.all()
+    down_kbit = np.array([w.output_bytes * 8e-3 for w in model.workloads])[net]
+    for j, t in enumerate(model.targets):
+        kind = {"local": LOCAL, "cloud": WIFI, "edge": P2P}[t.location]
+        assert tables.link[0, j] == kind, t
+        if t.is_local:
+            continue
+        if t.location == "edge":
+            np.testing.assert_allclose(server[j] - base[j], tables.service_ms[0, net, j], rtol=1e-12)
+        transfer_ms = (tables.up_kbit[net] + down_kbit) * ms_per_kbit[:, 0, kind]
+        np.testing.assert_allclose(link[j] - base[j], transfer_ms, rtol=1e-9)
+    assert tables.base_w[0] == model.phone.base_power_w

@@ -75,7 +75,7 @@ class FleetConfig:
 def load_fleet_config(path: str | None = None) -> FleetConfig:
     """Parse and check ``fleet.toml`` (the bundled one by default); errors name file and field."""
     file = Path(path) if path else FLEET_FILE
-    top = config._Table(config._read_toml(file), file)  # the project's checked TOML reader
+    top = config.read_table(file)  # the project's checked TOML reader
     ch = top.table("channel")
     sharing = ch.str("sharing")
     if sharing not in SHARING:

@@ -18,8 +18,10 @@ Extra terms are exactly 0.0 for a phone that shares nothing, so one phone alone 
 bit for bit. Everything works on arrays with any leading batch axes (``(..., N)``), so a
 centralised oracle can evaluate thousands of joint actions at once.
 
-This module is the only place that knows how the world is decomposed; when the simulator exposes
-its rules directly, :class:`PhoneTables` is what to re-point.
+This module is the only place that knows how the world is decomposed. :class:`PhoneTables` reads
+the same public profiles and link tables as :class:`autoscale_env.rules.OutcomeModel`;
+``tests/test_fleet_contention.py`` checks that its service times and transfer times are exactly
+the ones ``rules.outcomes`` adds up, so a change of the rules cannot slip past it.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ from autoscale_env.errors import InvalidActionError
 from autoscale_env.fleet.config import FleetConfig, load_fleet_config
 from autoscale_env.fleet.contention import Contention, PhoneTables
 from autoscale_env.fleet.worlds import FleetWorlds
-from autoscale_env.reward import accuracy_terms, oracle_actions, reward_from_terms
+from autoscale_env.reward import accuracy_terms, reward_from_terms
+from autoscale_env.rules import oracle_actions
 from autoscale_env.state import StateEncoder
 
 #: Shared resources of the optional load signal, in observation order after the paper state.
@@ -225,7 +226,7 @@ class FleetCore:
                                  accuracy_penalty=acc_penalty, scratch=buf)
         r[:, ~self.valid_actions] = -np.inf
         self._rewards_alone = r
-        self._oracle = oracle_actions(r)
+        self._oracle = oracle_actions(r.transpose(2, 0, 1))  # the rules take targets first
         for k, x in ((3, acc_penalty), (4, self.tables.service_ms[phone, net]), (5, acc_met)):
             table[:, k] = x.reshape(B, N * T)
         self._table = table

@@ -25,7 +25,8 @@ import numpy as np
 from autoscale_env.backends import make_backend
 from autoscale_env.core import Backend, RequestBlock, Target, Workload
 
-_BATCHED = ("reset_worlds", "draw", "draw_shape", "generate", "accuracy_table")
+_BATCHED = ("reset_worlds", "draw", "words_per_request", "block_size", "generate",
+            "accuracy_table")
 
 
 @dataclass
@@ -180,12 +181,11 @@ class FleetWorlds:
         chunks = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
         while len(scratches) < k:
             scratches.append(type(scratches[0])())
-        rngs, phones = self._rngs, members.tolist()
 
         def chunk(j: int):
             lo, hi = chunks[j]
-            for i in range(lo, hi):
-                b.draw(rngs[phones[i]], raw[i])
+            for i in range(lo, hi):  # each phone from its own episode stream (world i of the group)
+                b.draw(sim_state, i, raw[i])
             return b.generate(raw[lo:hi], sim_state, slice(lo, hi), scratch=scratches[j])
 
         if k == 1:
@@ -235,9 +235,7 @@ def _batched_state(backend, n_worlds: int):
     offer it (then the fleet uses the plain protocol, one backend per phone)."""
     if not all(hasattr(backend, name) for name in _BATCHED):
         return None
-    try:
-        from autoscale_env.backends.sim import Scratch, SimState
-    except ImportError:
-        return None
-    raw = np.empty((n_worlds, *backend.draw_shape()), np.uint64)
+    from autoscale_env.backends.sim import SimState
+    from autoscale_env.rules import Scratch
+    raw = np.empty((n_worlds, backend.block_size, backend.words_per_request), np.uint64)
     return SimState(n_worlds), [Scratch()], raw
