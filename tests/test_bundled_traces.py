@@ -18,6 +18,7 @@ def check(names=None) -> None:
     assert not problems, sim_traces.stale_message(problems)
 
 
+@pytest.mark.slow
 def test_one_bundled_sim_trace_matches_the_current_sim():
     check([ONE])
 

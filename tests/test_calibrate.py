@@ -29,6 +29,7 @@ def fitted(sim_trace):
     return calibrate([sim_trace], base="moto_x_force", name="refit", bootstrap=8)
 
 
+@pytest.mark.slow
 def test_fit_recovers_the_simulated_world(fitted):
     truth = config.load_device("mi8pro")
     for net, units in fitted.base_latency_ms.items():
@@ -112,6 +113,7 @@ def test_cli_refuses_with_a_message_and_exit_code_2(sim_trace, tmp_path, capsys)
     assert not (tmp_path / "x.toml").exists()
 
 
+@pytest.mark.slow
 def test_model_energy_of_a_live_trace_identifies_cpu_interference_from_busy_time():
     # The live backend's energy is the mi8pro power model of the measured CPU (busy) time and
     # wall time, so latency / busy time, the stretch from co-running load, can be read back.

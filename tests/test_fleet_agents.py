@@ -30,6 +30,7 @@ def test_independent_q_update_is_the_paper_rule():
         assert np.allclose(learners.q[k], single.q, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_independent_q_learns_to_beat_random():
     core = make_core(4, mix="benchmark")
     learners = IndependentQLearners(core, seed=0).learn(3000, seed=1)

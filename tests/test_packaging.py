@@ -91,6 +91,7 @@ CHILD = textwrap.dedent(f"""
 """)
 
 
+@pytest.mark.slow
 def test_env_works_with_only_gymnasium_and_numpy():
     proc = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True,
                           cwd=ROOT, timeout=120)

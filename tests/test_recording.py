@@ -33,6 +33,7 @@ def wait_for_bytes(path: Path, n: int, proc: subprocess.Popen, timeout_s: float 
     assert path.exists() and path.stat().st_size >= n, "the recording did not start in time"
 
 
+@pytest.mark.slow
 def test_interrupted_parquet_recording_says_where_its_rows_are_and_a_rerun_works(tmp_path,
                                                                                   capsys):
     pytest.importorskip("pyarrow")
@@ -63,6 +64,7 @@ def test_interrupted_parquet_recording_says_where_its_rows_are_and_a_rerun_works
         assert traces.load_trace(kept[0]).n_requests == flushed.n_requests
 
 
+@pytest.mark.slow
 def test_a_second_recording_into_the_same_trace_is_refused_even_with_force(tmp_path):
     out = tmp_path / "r.csv.gz"
     first = start_recording(out, "--force")

@@ -260,6 +260,7 @@ def test_parquet_refusals_name_file_row_and_column(small, tmp_path):
 # ---- cut recordings -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
 def test_recording_cut_at_60_percent_of_its_bytes_still_loads(long, tmp_path, suffix):
     full = traces.load_trace(long[suffix])
@@ -273,6 +274,7 @@ def test_recording_cut_at_60_percent_of_its_bytes_still_loads(long, tmp_path, su
     assert_same(t, full, t.n_requests)  # exactly the first requests, every target known
 
 
+@pytest.mark.slow
 def test_every_cut_of_a_recording_loads_a_prefix(small, tmp_path):
     data = small.read_bytes()
     full = traces.load_trace(small)
@@ -286,6 +288,7 @@ def test_every_cut_of_a_recording_loads_a_prefix(small, tmp_path):
         assert_same(t, full, t.n_requests)
 
 
+@pytest.mark.slow
 def test_recording_killed_with_sigkill_still_loads(tmp_path):
     out = tmp_path / "killed.csv.gz"
     proc = subprocess.Popen(
@@ -322,6 +325,7 @@ def test_recording_never_overwrites_without_force(tmp_path, capsys):
     assert out.read_bytes() != before and traces.load_trace(out).header.provenance["seed"] == 9
 
 
+@pytest.mark.slow
 def test_script_and_cli_options(tmp_path):
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "s.csv"
@@ -422,6 +426,7 @@ def test_fuzzed_files_load_or_raise_trace_format_error(tiny, tmp_path_factory, d
 # ---- bundled traces ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_bundled_traces_are_small_documented_and_cover_every_phone():
     names = traces.bundled_traces()
     assert len(names) >= 3

@@ -84,6 +84,7 @@ def test_train_prints_the_benchmark_table_and_evaluate_reloads_the_model(tmp_pat
     assert "| mi8pro | translation | dynamic | qlearning | 2 |" in table
 
 
+@pytest.mark.slow
 def test_evaluate_loads_sb3_and_baseline_models(tmp_path, capsys):
     pytest.importorskip("stable_baselines3")
     assert main(["train", "--agent", "ppo", "--steps", "256", "--hp", "n_steps=128",
@@ -116,6 +117,7 @@ def test_evaluate_refuses_junk_naming_the_file(tmp_path, capsys, content, suffix
     assert str(path) in err and word in err
 
 
+@pytest.mark.slow
 def test_benchmark_lists_every_file_it_produced(tmp_path, capsys):
     assert main(["benchmark", "--agents", "qlearning,random", "--seeds", "1", "--train-steps",
                  "500", "--eval-steps", "100", "--log-interval", "250", "--out", str(tmp_path),

@@ -57,6 +57,7 @@ def test_a_learner_runs_online_through_the_shift():
     assert tr.local[2500:].mean() > tr.local[1000:2000].mean()
 
 
+@pytest.mark.slow
 def test_suite_writes_files_refuses_overwrite_and_probes_the_heat(tmp_path):
     # long enough for the phone to heat up (2-minute time constant, ~30 requests a second)
     cfg = DriftConfig(shift_at=6000, after=4000, window=200, pre_window=1000, regret_window=500)

@@ -26,6 +26,7 @@ def bench(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_learning_curves_are_per_cell_with_a_band_over_seeds(bench):
     rows = read_table(bench, "curves")
     stats = curve_stats(rows, "oracle_match", 100.0)
@@ -61,6 +62,7 @@ def test_efficiency_keeps_settings_apart_with_one_value_per_seed(bench):
             assert agents["fixed:local/cpu/fp32"] == pytest.approx([1.0, 1.0])
 
 
+@pytest.mark.slow
 def test_plot_script_remakes_figures_from_the_results_files_alone(bench, tmp_path):
     for name in ("results.csv", "curves.csv", "per_network.csv"):
         shutil.copy(bench / name, tmp_path / name)  # no tb/, no summary, nothing else
@@ -80,6 +82,7 @@ def test_plot_script_names_a_missing_results_file(tmp_path):
     assert proc.returncode == 2 and "results.csv" in proc.stderr
 
 
+@pytest.mark.slow
 def test_write_figures_accepts_a_store_or_a_directory(bench):
     assert [p.name for p in write_figures(bench)] == [
         "oracle_match_vs_steps.png", "energy_vs_steps.png", "efficiency_per_network.png"]

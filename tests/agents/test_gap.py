@@ -53,6 +53,7 @@ def test_profile_without_a_trace_target_is_refused(sim_trace):
         gap.sim_outcomes("moto_x_force", trace)  # the Moto has no DSP target
 
 
+@pytest.mark.slow
 def test_report_trains_both_learners_and_writes_json_and_figure(sim_trace, tmp_path):
     pytest.importorskip("matplotlib")
     report = gap.gap_report([sim_trace], "mi8pro", out=tmp_path, train_steps=500, seeds=[0])

@@ -24,6 +24,7 @@ def fitted():
     return PredictorAgent(make(), seed=0, n_fit=2000).learn(2000)
 
 
+@pytest.mark.slow
 def test_profiles_round_robin_then_fits(fitted):
     agent = PredictorAgent(make(), seed=0, n_fit=90)
     seen = []

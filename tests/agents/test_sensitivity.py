@@ -52,6 +52,7 @@ def finished(tmp_path_factory):
     return out, an
 
 
+@pytest.mark.slow
 def test_outputs_name_the_parameters_that_matter(finished):
     out, an = finished
     assert an.ranking("oracle_vs_cpu")[0] == BUSY
@@ -75,6 +76,7 @@ def test_outputs_name_the_parameters_that_matter(finished):
     assert (out / "tornado_headline.png").exists()
 
 
+@pytest.mark.slow
 def test_every_world_is_one_row_and_a_rerun_adds_none(finished):
     out, an = finished
     before = samples(out)
@@ -85,6 +87,7 @@ def test_every_world_is_one_row_and_a_rerun_adds_none(finished):
     assert samples(out) == before
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_results(finished, tmp_path):
     out, _ = finished
     lines = (out / "samples.csv").read_text().splitlines(keepends=True)
@@ -118,6 +121,7 @@ def test_bad_options_are_named(tmp_path, capsys):
     assert "unknown device 'pixel9'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_ray_engine_gives_the_same_worlds(finished, tmp_path):
     pytest.importorskip("ray")

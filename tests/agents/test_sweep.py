@@ -107,6 +107,7 @@ def _group_alive(pgid: int) -> bool:
     pytest.param("ray", signal.SIGINT, True, 130, marks=pytest.mark.distributed),
     pytest.param("ray", signal.SIGTERM, False, 143, marks=pytest.mark.distributed),
 ])
+@pytest.mark.slow
 def test_first_signal_stops_the_sweep_keeps_results_and_leaves_no_worker(tmp_path, engine, sig,
                                                                          to_group, code):
     if engine == "ray":

@@ -239,6 +239,7 @@ def test_reward_terms_equal_the_where_formula_bit_for_bit():
     assert again.tobytes() == value.tobytes()
 
 
+@pytest.mark.slow
 def test_dynamic_processes_have_their_configured_means_and_drops_carry_over():
     sim = SimBackend("mi8pro", "non_streaming", "dynamic", block_size=7)  # drops cross blocks
     rng = np.random.default_rng(3)

@@ -63,6 +63,7 @@ def gzip_bomb(path: Path, expanded_bytes: int) -> None:
         f.write(c.flush())
 
 
+@pytest.mark.slow
 def test_gzip_trace_bomb_is_refused_in_bounded_memory(tmp_path):
     bomb = tmp_path / "bomb.csv.gz"
     gzip_bomb(bomb, 1 << 30)  # the case: about 1 MB expanding to 1 GiB
@@ -122,6 +123,7 @@ def test_model_with_a_huge_declared_shape_is_refused_before_allocating(tmp_path)
     assert rss_mb < MAX_RSS_MB, f"peak RSS {rss_mb:.0f} MB"
 
 
+@pytest.mark.slow
 def test_model_deflate_bomb_is_refused_from_its_declared_size(tmp_path):
     path = tmp_path / "model.npz"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z, \
@@ -204,6 +206,7 @@ def test_oversized_toml_is_refused_before_reading(tmp_path):
         config.load_device(str(path))
 
 
+@pytest.mark.slow
 def test_the_trace_limit_can_be_raised_for_a_long_recording(tmp_path, monkeypatch):
     from autoscale_env import traces
     from autoscale_env.errors import TraceFormatError
