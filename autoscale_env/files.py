@@ -30,7 +30,8 @@ class OutputLocked(AutoScaleError, RuntimeError):
     """Another live process holds the lock on an output (its PID is in the message)."""
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a rename or a new file in ``directory`` survive a crash (best effort)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:  # not possible everywhere (e.g. Windows); the rename itself is still atomic
@@ -84,7 +85,7 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb", *,
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[IO], object], *,

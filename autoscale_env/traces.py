@@ -49,7 +49,7 @@ import numpy as np
 from autoscale_env import config
 from autoscale_env.core import ENERGY_SOURCES, Target, Workload
 from autoscale_env.errors import DependencyMissing, TraceFormatError, UnknownNameError
-from autoscale_env.files import atomic_writer
+from autoscale_env.files import atomic_writer, fsync_directory
 
 #: Value of the header's ``format`` field, and the marker after ``#`` on a CSV's first line.
 FORMAT = "autoscale-trace"
@@ -845,7 +845,7 @@ class TraceWriter:
         self.rows_written = 0
         self.requests_written = 0
         self.flush()
-        _fsync_directory(self.path.parent)  # the new directory entry survives a crash too
+        fsync_directory(self.path.parent)  # the new directory entry survives a crash too
 
     def write_requests(self, *, request: Sequence[int], timestamp_s: Sequence[float],
                        network: Sequence[int], co_cpu_pct: Sequence[float],
@@ -920,17 +920,6 @@ class TraceWriter:
         self.close()
 
 
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not possible on every platform (Windows); the file itself is synced
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_trace(trace: Trace, path: str | os.PathLike, *, header: TraceHeader | None = None,
