@@ -235,12 +235,7 @@ class ResultStore:
     def _check_config(self, mine: dict[str, Any], has_results: bool) -> None:
         path = self.out / "config.json"
         if path.exists():
-            try:
-                theirs = json.loads(path.read_text())
-            except (OSError, ValueError) as e:
-                raise ConfigMismatch(f"{path}: unreadable ({e}); pass --force to start over") \
-                    from None
-            diffs = _differences(theirs, mine)
+            diffs = recorded_differences(path, mine, ConfigMismatch)
             if diffs:
                 raise ConfigMismatch(
                     f"{self.out} holds results of another configuration; differing fields "
@@ -327,6 +322,16 @@ def _default_hyperparameters() -> dict[str, Any]:
 
 
 _ABSENT = object()
+
+
+def recorded_differences(path: Path, mine: dict[str, Any], error: type[Exception]) -> list[str]:
+    """Fields where the configuration recorded in JSON file ``path`` differs from ``mine``
+    (``"field: recorded -> mine"``); ``error`` when the file cannot be read."""
+    try:
+        theirs = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise error(f"{path}: unreadable ({e}); pass --force to start over") from None
+    return _differences(theirs, mine)
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:

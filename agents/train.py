@@ -166,13 +166,8 @@ def _check_previous(out: Path, model_path: Path, ckpt_dir: Path, identity: dict[
     run_file = out / RUN_FILE
     newest = latest_sb3_checkpoint(ckpt_dir) if sb3 else latest_checkpoint(ckpt_dir)
     if run_file.exists():
-        from agents.benchmark import _differences
-        try:
-            theirs = json.loads(run_file.read_text())
-        except (OSError, ValueError) as e:
-            raise RunMismatch(f"{run_file}: unreadable ({e}); pass --force to start over") \
-                from None
-        diffs = _differences(theirs, identity)
+        from agents.benchmark import recorded_differences
+        diffs = recorded_differences(run_file, identity, RunMismatch)
         if diffs:
             raise RunMismatch(
                 f"{out} holds a run with another configuration; differing fields (recorded -> "
