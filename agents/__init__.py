@@ -17,7 +17,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from autoscale_env.errors import UnknownNameError
+from autoscale_env.world.errors import UnknownNameError
 
 AGENTS = {
     "qlearning": "agents.qlearning:QLearningAgent",

@@ -42,8 +42,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import autoscale_env
-from autoscale_env.errors import ModelFileError
-from autoscale_env.files import atomic_write
+from autoscale_env.world.errors import ModelFileError
+from autoscale_env.world.files import atomic_write
 
 FORMAT = "autoscale-bandit/1"
 
@@ -78,7 +78,7 @@ class TabularBanditConfig:
     """Exploration probability (the paper's Q-learner's, so only gamma and alpha differ)."""
 
     def __post_init__(self) -> None:
-        _check_range(self, "epsilon", 0.0, 1.0)
+        check_range(self, "epsilon", 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -95,15 +95,15 @@ class LinearBanditConfig:
     """``onehot`` (the paper's state) or ``raw`` (quadratic in the raw context; extended obs)."""
 
     def __post_init__(self) -> None:
-        _check_range(self, "alpha", 0.0, 1e6)
-        _check_range(self, "v", 0.0, 1e6)
-        _check_range(self, "ridge", 1e-9, 1e9)
+        check_range(self, "alpha", 0.0, 1e6)
+        check_range(self, "v", 0.0, 1e6)
+        check_range(self, "ridge", 1e-9, 1e9)
         if self.features not in FEATURE_SETS:
             raise ValueError(f"features must be one of {', '.join(FEATURE_SETS)}, got "
                              f"{self.features!r}")
 
 
-def _check_range(cfg: Any, name: str, low: float, high: float) -> None:
+def check_range(cfg: Any, name: str, low: float, high: float) -> None:
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise ValueError(f"{type(cfg).__name__.removesuffix('Config')} hyperparameter {name} must "
@@ -114,7 +114,7 @@ def _check_range(cfg: Any, name: str, low: float, high: float) -> None:
 # Shared plumbing: the online loop, persistence
 
 
-class _OnlineAgent:
+class OnlineAgent:
     """An agent that decides with :meth:`_act` and learns with :meth:`_update`, one step at a time.
 
     Subclasses set ``name``, ``config_class``, the arrays named in ``_arrays`` and implement
@@ -322,7 +322,7 @@ def read_npz(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 # tabular-bandit
 
 
-class TabularBanditAgent(_OnlineAgent):
+class TabularBanditAgent(OnlineAgent):
     """Per-state running means with epsilon-greedy exploration: Q-learning with gamma = 0 and
     step size 1/n(s, a).
 
@@ -361,7 +361,7 @@ class TabularBanditAgent(_OnlineAgent):
 # linucb, thompson
 
 
-class LinearBanditAgent(_OnlineAgent):
+class LinearBanditAgent(OnlineAgent):
     """Disjoint linear bandit: per target ``a`` a ridge regression ``reward ~ theta_a . x``.
 
     State per target: ``A_a = ridge * I + sum x x^T`` and ``b_a = sum r x``; ``theta_a = A_a^-1 b_a``.

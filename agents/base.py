@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 class StepCallback(Protocol):
-    """What ``learn(callback=...)`` is given (e.g. :class:`agents.evaluation.TrainingMonitor`):
+    """What ``learn(callback=...)`` is given (e.g. :class:`agents.experiments.evaluation.TrainingMonitor`):
     it sees every reset and every executed request of training."""
 
     def on_reset(self, info: dict[str, Any]) -> None:

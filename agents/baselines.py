@@ -8,8 +8,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from autoscale_env.errors import BackendUnavailable, ModelFileError
-from autoscale_env.files import atomic_write
+from autoscale_env.world.errors import BackendUnavailable, ModelFileError
+from autoscale_env.world.files import atomic_write
 
 
 class _NonLearning:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from autoscale_env.errors import AutoScaleError
+from autoscale_env.world.errors import AutoScaleError
 
 DEFAULT_AGENTS = "qlearning,oracle,fixed:local/cpu/fp32,fixed:cloud/gpu/fp32,random"
 
@@ -57,7 +57,7 @@ FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 def valid_names() -> dict[str, str]:
     """The valid names for the options, as shown in ``--help`` (read from the data files)."""
     from agents import agent_names
-    from autoscale_env import config
+    from autoscale_env.world import config
     try:
         targets = ", ".join(str(t) for t in config.load_device("mi8pro").targets)
     except Exception:  # help must never fail; the option itself validates
@@ -101,9 +101,9 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _tasks_and_config(args):
-    from agents.benchmark import BenchmarkConfig, grid
-    from autoscale_env import config
+def tasks_and_config(args):
+    from agents.experiments.benchmark import BenchmarkConfig, grid
+    from autoscale_env.world import config
     for d in _csv(args.device):
         config.resolve_device_path(d)
     for s in _csv(args.scenario):
@@ -129,8 +129,8 @@ def _tasks_and_config(args):
 
 
 def cmd_benchmark(args) -> int:
-    from agents.benchmark import ResultStore, finish, run
-    tasks, cfg = _tasks_and_config(args)
+    from agents.experiments.benchmark import ResultStore, finish, run
+    tasks, cfg = tasks_and_config(args)
     with ResultStore(args.out, force=args.force, resume=args.resume, config=cfg) as store:
         run(tasks, cfg, store, progress=not args.quiet)
         print(finish(store, figures=not args.no_figures))
@@ -166,12 +166,12 @@ def output_listing(out: str | Path) -> str:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     """Print the benchmark's summary table for evaluation rows."""
-    from agents.benchmark import summarize
+    from agents.experiments.benchmark import summarize
     print(summarize(rows), end="")
 
 
 def cmd_train(args) -> int:
-    from agents.train import train
+    from agents.experiments.train import train
     path = train(agent=args.agent, device=args.device, scenario=args.scenario,
                  setting=args.setting, steps=args.steps, seed=args.seed, out=args.out,
                  hyperparameters=_hp([f"{args.agent}.{h}" for h in args.hp]).get(args.agent, {}),
@@ -180,7 +180,7 @@ def cmd_train(args) -> int:
                  features=args.features)
     print(f"model: {path}")  # saved, or a finished model kept (see train --resume)
     if args.eval_steps > 0:
-        from agents.saved import evaluate_saved
+        from agents.experiments.saved import evaluate_saved
         rows = evaluate_saved(path, devices=[args.device], scenarios=[args.scenario],
                               settings=[args.setting], seeds=1, eval_steps=args.eval_steps,
                               features=args.features)
@@ -192,7 +192,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from agents.saved import evaluate_saved
+    from agents.experiments.saved import evaluate_saved
     rows = evaluate_saved(args.model, devices=_csv(args.device) or None,
                           scenarios=_csv(args.scenario) or None,
                           settings=_csv(args.setting) or None, seeds=args.seeds,
@@ -205,13 +205,13 @@ def cmd_evaluate(args) -> int:
 
 def cmd_drift(args) -> int:
     from agents import agent_class
-    from agents.drift import DriftConfig, run_suite
+    from agents.experiments.drift_study import DriftConfig, run_suite
     from autoscale_env.backends.drift import shift_names
     valid = shift_names()
     shifts = valid if args.shifts == "all" else _csv(args.shifts)
     for s in shifts:
         if s not in valid:
-            from autoscale_env.errors import UnknownNameError
+            from autoscale_env.world.errors import UnknownNameError
             raise UnknownNameError("drift shift", s, valid)
     for a in _csv(args.agents):
         agent_class(a)
@@ -314,16 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_drift)
 
     for name, module, help_text in (
-        ("record", "autoscale_env.recording", "record a trace (see autoscale record --help)"),
+        ("record", "autoscale_env.traces.recorder", "record a trace (see autoscale record --help)"),
         ("serve", "autoscale_env.backends.live.server", "run an edge/cloud inference server"),
-        ("sweep", "agents.sweep", "the benchmark on a process pool or a Ray cluster"),
-        ("provenance", "autoscale_env.provenance", "count the world's sourced vs estimated numbers"),
-        ("fit-bins", "autoscale_env.fit_bins", "fit state bin edges for the highest state ceiling"),
-        ("fleet-benchmark", "agents.fleet_benchmark", "many phones sharing one edge and one AP"),
-        ("validate", "autoscale_env.validate", "compare the world's numbers with public measurements"),
-        ("sensitivity", "agents.sensitivity", "global sensitivity of the results to the world's estimates"),
-        ("calibrate", "autoscale_env.calibrate", "fit a device profile from full traces"),
-        ("gap", "agents.gap", "sim-to-real gap of a profile against a trace"),
+        ("sweep", "agents.experiments.sweep", "the benchmark on a process pool or a Ray cluster"),
+        ("provenance", "autoscale_env.world.provenance", "count the world's sourced vs estimated numbers"),
+        ("fit-bins", "autoscale_env.tools.fit_bins", "fit state bin edges for the highest state ceiling"),
+        ("fleet-benchmark", "agents.experiments.fleet_benchmark", "many phones sharing one edge and one AP"),
+        ("validate", "autoscale_env.tools.validate", "compare the world's numbers with public measurements"),
+        ("sensitivity", "agents.experiments.sensitivity", "global sensitivity of the results to the world's estimates"),
+        ("calibrate", "autoscale_env.tools.calibrate", "fit a device profile from full traces"),
+        ("gap", "agents.experiments.gap", "sim-to-real gap of a profile against a trace"),
     ):
         s = sub.add_parser(name, help=help_text, add_help=False)
         s.set_defaults(delegate=module)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agents.qlearning import QLearningConfig
-from autoscale_env.core import Target
+from autoscale_env.world.types import Target
 from autoscale_env.fleet.core import FleetCore
 
 #: A policy maps the core (pending round) and its observations to one action per phone.

@@ -38,8 +38,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.bandits import _check_range, _OnlineAgent
-from autoscale_env.errors import DependencyMissing, ModelFileError
+from agents.bandits import check_range, OnlineAgent
+from autoscale_env.world.errors import DependencyMissing, ModelFileError
 
 #: RSSI hinge points (dBm) of the link features.
 HINGES_DBM = np.array([-50.0, -60.0, -65.0, -70.0, -75.0, -80.0, -85.0, -90.0])
@@ -63,13 +63,13 @@ class PredictorConfig:
         if isinstance(self.n_fit, bool) or not isinstance(self.n_fit, int) or self.n_fit < 1:
             raise ValueError(f"predictor hyperparameter n_fit must be an integer >= 1, got "
                              f"{self.n_fit!r}")
-        _check_range(self, "latency_margin", 0.0, 0.99)
+        check_range(self, "latency_margin", 0.0, 0.99)
         if self.fit_source not in FIT_SOURCES:
             raise ValueError(f"predictor hyperparameter fit_source must be one of "
                              f"{', '.join(FIT_SOURCES)}, got {self.fit_source!r}")
 
 
-class PredictorAgent(_OnlineAgent):
+class PredictorAgent(OnlineAgent):
     """Neurosurgeon-style: predict every target's latency and energy, take the cheapest feasible.
 
     Args:

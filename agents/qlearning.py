@@ -6,7 +6,6 @@ import json
 import os
 import random
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -14,8 +13,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import autoscale_env
-from autoscale_env.errors import ModelFileError
-from autoscale_env.files import atomic_write, load_npz
+from autoscale_env.world.errors import ModelFileError
+from autoscale_env.world.files import atomic_write, load_npz
 
 FORMAT = "autoscale-qtable/1"
 
@@ -266,7 +265,7 @@ class QLearningAgent:
 MAX_JSON_DEPTH = 32
 
 
-def _json_metadata(array: np.ndarray, path: str, name: str) -> Any:
+def json_metadata(array: np.ndarray, path: str, name: str) -> Any:
     """Parse a 0-d string array as JSON, refusing deep nesting before the parser recurses."""
     if array.ndim != 0 or array.dtype.kind != "U":
         raise ModelFileError(f"{path}: '{name}' must be a JSON string, got {array.dtype} "
@@ -295,7 +294,7 @@ def read_model_file(path: str) -> tuple[np.ndarray, dict[str, Any]]:
     if "q" not in data or "meta" not in data:
         raise ModelFileError(f"{path}: not an autoscale Q-table (needs arrays 'q' and 'meta')")
     q = data["q"]
-    meta = _json_metadata(data["meta"], path, "meta")
+    meta = json_metadata(data["meta"], path, "meta")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{path}: metadata format is not {FORMAT!r}")
     if q.ndim != 2 or q.dtype.kind != "f" or not np.all(np.isfinite(q)):

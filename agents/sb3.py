@@ -23,8 +23,8 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
-from autoscale_env.errors import DependencyMissing, ModelFileError
-from autoscale_env.files import atomic_write, load_npz
+from autoscale_env.world.errors import DependencyMissing, ModelFileError
+from autoscale_env.world.files import atomic_write, load_npz
 
 HYPERPARAMS_FILE = Path(str(resources.files("agents") / "data" / "hyperparams.toml"))
 

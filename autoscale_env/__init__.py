@@ -13,10 +13,8 @@ from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
-__version__ = "0.1.0"
-
-#: Requests per episode under ``gym.make`` (TimeLimit truncation) [reconstructed].
-MAX_EPISODE_STEPS = 100
+from autoscale_env.version import __version__
+from autoscale_env.world.types import MAX_EPISODE_STEPS
 
 if "AutoScale-v0" not in registry:
     register(

@@ -8,12 +8,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from autoscale_env import config
+from autoscale_env.world import config
 from autoscale_env.backends import make_backend
-from autoscale_env.core import Backend, RequestBlock, Target
-from autoscale_env.errors import InvalidActionError, UnknownNameError
-from autoscale_env.rules import Scorer, oracle_actions
-from autoscale_env.state import StateEncoder
+from autoscale_env.world.types import Backend, RequestBlock, Target
+from autoscale_env.world.errors import InvalidActionError, UnknownNameError
+from autoscale_env.world.rules import Scorer, oracle_actions
+from autoscale_env.world.observation import StateEncoder
 
 OBS_MODES = ("paper", "extended")
 RAW_FIELDS = ("conv", "fc", "rc", "co_cpu_pct", "co_mem_pct", "rssi_wifi_dbm", "rssi_p2p_dbm")
@@ -171,7 +171,7 @@ class AutoScaleEnv(gym.Env):
             })
         self.action_space = gym.spaces.Discrete(len(self.targets))
         self._n_actions = len(self.targets)
-        #: reward, constraint flags and oracle (the one implementation, :mod:`autoscale_env.rules`)
+        #: reward, constraint flags and oracle (the one implementation, :mod:`autoscale_env.world.rules`)
         self.scorer = Scorer(self.reward_preset, self.scenario, self.workloads,
                              b.reference_energy_mj)
         self._workload_raw = np.array([[w.conv, w.fc, w.rc] for w in self.workloads], dtype=float)

@@ -17,11 +17,11 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from autoscale_env import MAX_EPISODE_STEPS
+from autoscale_env.world.types import MAX_EPISODE_STEPS
 from autoscale_env.backends.sim import SimBackend, SimState
 from autoscale_env.env import RAW_HIGH, RAW_LOW, AutoScaleEnv
-from autoscale_env.errors import InvalidActionError
-from autoscale_env.rules import Scorer, Scratch, oracle_actions
+from autoscale_env.world.errors import InvalidActionError
+from autoscale_env.world.rules import Scorer, Scratch, oracle_actions
 
 #: Sub-envs whose blocks are generated in one pass: big enough to amortise numpy's per-call cost,
 #: small enough that a pass's temporaries stay near the CPU.
@@ -50,7 +50,7 @@ class AutoScaleVectorEnv(VectorEnv):
     Each sub-env has its own ``np.random.Generator`` (the single env's ``np_random``), which keys
     one fresh stream per episode, and draws its random numbers as ``autoscale_env.backends.sim``
     documents; the rules that turn draws into requests, outcomes, rewards, oracle actions and
-    observations (:mod:`autoscale_env.rules`, :class:`~autoscale_env.state.StateEncoder`) run
+    observations (:mod:`autoscale_env.world.rules`, :class:`~autoscale_env.world.observation.StateEncoder`) run
     once for a whole chunk of sub-envs. Blocks of ``block_size`` requests (one default episode)
     are prepared per sub-env; a step then only gathers one entry per sub-env.
 

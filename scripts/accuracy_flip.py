@@ -7,10 +7,10 @@ the tolerance as shipped and 0.01 pt tighter. Run: ``python scripts/accuracy_fli
 
 import numpy as np
 
-from autoscale_env import config
+from autoscale_env.world import config
 from autoscale_env.backends.sim import SimBackend
-from autoscale_env.reward import reward
-from autoscale_env.rules import oracle_actions
+from autoscale_env.world.reward import reward
+from autoscale_env.world.rules import oracle_actions
 
 
 def best(sim, scenario, network, tolerance, **conditions):

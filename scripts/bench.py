@@ -158,7 +158,7 @@ def measure_vector(num_envs: int, vector_steps: int, rounds: int, seed: int = 0)
 def measure_sim(rounds: int, requests: int = 200_000) -> dict[str, Any]:
     """Requests with every target's outcome per second: one world, and 64 worlds per pass."""
     from autoscale_env.backends.sim import SimBackend, SimState
-    from autoscale_env.rules import Scratch
+    from autoscale_env.world.rules import Scratch
 
     sim = SimBackend("mi8pro", "non_streaming", "dynamic", block_size=1024)
     sim.reset(np.random.default_rng(0))

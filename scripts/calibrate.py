@@ -1,4 +1,4 @@
 """Fit a device profile from full traces: ``autoscale calibrate`` as a script."""
-from autoscale_env.calibrate import main
+from autoscale_env.tools.calibrate import main
 
 raise SystemExit(main())

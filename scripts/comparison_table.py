@@ -1,4 +1,4 @@
-"""Geometric-mean comparison of agents over a benchmark's cells (agents.comparison).
+"""Geometric-mean comparison of agents over a benchmark's cells (agents.experiments.comparison).
 
     python scripts/comparison_table.py runs/grid/results.csv --agents qlearning,linucb,random
 """
@@ -6,7 +6,7 @@
 import argparse
 import csv
 
-from agents.comparison import geomean_table
+from agents.experiments.comparison import geomean_table
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("results", help="a benchmark's results.csv")

@@ -5,6 +5,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from agents.fleet_benchmark import main  # noqa: E402
+from agents.experiments.fleet_benchmark import main  # noqa: E402
 
 raise SystemExit(main())

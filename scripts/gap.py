@@ -1,4 +1,4 @@
 """Sim-to-real gap of a profile against a trace: ``autoscale gap`` as a script."""
-from agents.gap import main
+from agents.experiments.gap import main
 
 raise SystemExit(main())

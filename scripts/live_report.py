@@ -17,7 +17,7 @@ import statistics
 
 import torch
 
-from autoscale_env import config
+from autoscale_env.world import config
 from autoscale_env.backends.live import models
 from autoscale_env.backends.live.executor import InferenceEngine, cuda_available
 

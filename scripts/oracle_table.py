@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 import gymnasium as gym
 
 import autoscale_env  # noqa: F401
-from autoscale_env.config import device_names, load_scenarios
+from autoscale_env.world.config import device_names, load_scenarios
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--episodes", type=int, default=100)

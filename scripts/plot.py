@@ -4,7 +4,7 @@
 
 Reads results.csv, curves.csv and per_network.csv in each directory and writes
 oracle_match_vs_steps.png, energy_vs_steps.png and efficiency_per_network.png beside them
-(see ``agents.figures``; needs the [plots] extra).
+(see ``agents.experiments.figures``; needs the [plots] extra).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from agents.figures import read_table, write_figures
+from agents.experiments.figures import read_table, write_figures
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout without installing
 
-from autoscale_env.recording import main  # noqa: E402
+from autoscale_env.traces.recorder import main  # noqa: E402
 
 raise SystemExit(main())

@@ -7,6 +7,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout without installing
 
-from autoscale_env.sim_traces import main  # noqa: E402
+from autoscale_env.tools.bundled_traces import main  # noqa: E402
 
 raise SystemExit(main())

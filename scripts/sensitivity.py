@@ -1,5 +1,5 @@
 """Thin wrapper: `python scripts/sensitivity.py ...` is `autoscale sensitivity ...`."""
 
-from agents.sensitivity import main
+from agents.experiments.sensitivity import main
 
 raise SystemExit(main())

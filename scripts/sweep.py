@@ -1,5 +1,5 @@
 """Thin wrapper: `python scripts/sweep.py ...` is `autoscale sweep ...`."""
 
-from agents.sweep import main
+from agents.experiments.sweep import main
 
 raise SystemExit(main())

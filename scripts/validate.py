@@ -1,5 +1,5 @@
 """Thin wrapper: `python scripts/validate.py ...` is `autoscale validate ...`."""
 
-from autoscale_env.validate import main
+from autoscale_env.tools.validate import main
 
 raise SystemExit(main())

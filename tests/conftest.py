@@ -8,9 +8,9 @@ import pytest
 
 import autoscale_env  # noqa: F401  (registers AutoScale-v0)
 from autoscale_env.backends.sim import SimBackend
-from autoscale_env.config import get_reward_preset, get_scenario
-from autoscale_env.reward import reward
-from autoscale_env.rules import oracle_actions
+from autoscale_env.world.config import get_reward_preset, get_scenario
+from autoscale_env.world.reward import reward
+from autoscale_env.world.rules import oracle_actions
 
 DEVICES = ("mi8pro", "galaxy_s10e", "moto_x_force")
 SCENARIOS = ("non_streaming", "streaming", "translation")

@@ -8,8 +8,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import autoscale_env  # noqa: F401
-from autoscale_env.config import get_scenario
-from autoscale_env.core import Backend, Outcome, RequestBlock, Target, Workload
+from autoscale_env.world.config import get_scenario
+from autoscale_env.world.types import Backend, Outcome, RequestBlock, Target, Workload
 
 
 class TinyBackend:

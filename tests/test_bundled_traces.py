@@ -6,8 +6,10 @@ import dataclasses
 
 import pytest
 
-from autoscale_env import config, sim_traces
-from autoscale_env.sim_traces import REGENERATE_COMMAND
+from autoscale_env.world import config
+
+from autoscale_env.tools import bundled_traces as sim_traces
+from autoscale_env.tools.bundled_traces import REGENERATE_COMMAND
 from conftest import rollout
 
 ONE = "sim-mi8pro-non_streaming-static"

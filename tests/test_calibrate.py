@@ -8,12 +8,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from autoscale_env import calibrate as cal_mod
-from autoscale_env import config
+from autoscale_env.tools import calibrate as cal_mod
+from autoscale_env.world import config
 from autoscale_env.backends.sim import SimBackend
-from autoscale_env.calibrate import CalibrationError, calibrate, write_profile
-from autoscale_env.recording import record
-from autoscale_env.traces import load_trace, write_trace
+from autoscale_env.tools.calibrate import CalibrationError, calibrate, write_profile
+from autoscale_env.traces.recorder import record
+from autoscale_env.traces.format import load_trace, write_trace
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 
-from autoscale_env import config
-from autoscale_env.errors import ConfigError
+from autoscale_env.world import config
+from autoscale_env.world.errors import ConfigError
 
 MI8PRO = (config.DEVICES_DIR / "mi8pro.toml").read_text()
 
@@ -76,7 +76,7 @@ def test_a_user_profile_file_drives_the_env(tmp_path):
 def test_per_network_features_separate_every_network_with_distinct_layer_counts():
     import numpy as np
 
-    from autoscale_env.state import StateEncoder
+    from autoscale_env.world.observation import StateEncoder
 
     workloads = tuple(config.load_workloads().values())
     context = {f: np.zeros(len(workloads)) for f in ("co_cpu_pct", "co_mem_pct")}

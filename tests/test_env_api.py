@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from autoscale_env.errors import InvalidActionError
+from autoscale_env.world.errors import InvalidActionError
 from conftest import CELLS, rollout
 
 STEP_INFO = {

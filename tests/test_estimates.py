@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from autoscale_env import config
+from autoscale_env.world import config
 from autoscale_env.backends.sim import SimBackend
-from autoscale_env.errors import ConfigError
-from autoscale_env.estimates import (Address, Estimate, build_world, enumerate_estimates,
+from autoscale_env.world.errors import ConfigError
+from autoscale_env.tools.estimates import (Address, Estimate, build_world, enumerate_estimates,
                                      from_provenance, load_world, perturbed_documents)
 
 
@@ -67,7 +67,7 @@ def test_a_loss_parameter_scales_the_loss_against_fp32(monkeypatch):
     addr = Address("workloads.toml", ("networks", "sqz", "accuracy_int8"))
     loss = Estimate(name="sqz int8", numbers=(addr,), mode="loss", low=0.5, high=1.5, nominal=1.0,
                     reason="test", count=1)
-    monkeypatch.setattr("autoscale_env.estimates.enumerate_estimates", lambda: (loss,))
+    monkeypatch.setattr("autoscale_env.tools.estimates.enumerate_estimates", lambda: (loss,))
     docs = perturbed_documents({"sqz int8": 0.5})
     sqz = docs["workloads.toml"]["networks"]["sqz"]
     fp32 = config.load_workloads()["sqz"].accuracy["fp32"]
@@ -90,7 +90,7 @@ def test_unknown_parameters_are_named():
         perturbed_documents({"nope": 1.0})
 
 
-# -- structured provenance (autoscale_env.provenance entries) -----------------------------------
+# -- structured provenance (autoscale_env.world.provenance entries) -----------------------------------
 
 @dataclass(frozen=True)
 class FakeEntry:
@@ -132,7 +132,7 @@ def test_provenance_entries_become_one_parameter_each_with_their_ranges(monkeypa
     # an accuracy without a declared range varies its loss against FP32, not its value +-50 %
     assert params["workloads.toml:networks.sqz.accuracy_int8"].mode == "loss"
     # x = -1 / +1 reach each number's declared ends, item by item for a list
-    monkeypatch.setattr("autoscale_env.estimates.enumerate_estimates", lambda: tuple(params.values()))
+    monkeypatch.setattr("autoscale_env.tools.estimates.enumerate_estimates", lambda: tuple(params.values()))
     lo = perturbed_documents({busy.name: -1.0, tx.name: 1.0})
     mid = perturbed_documents({busy.name: 0.5})
     assert lo["devices/mi8pro.toml"]["processors"]["cpu"]["busy_power_w"] == 1.75
@@ -155,7 +155,7 @@ def test_a_link_parameter_reaches_the_remote_targets_only():
 
 
 def test_with_the_provenance_report_the_parameters_are_its_estimates():
-    provenance = pytest.importorskip("autoscale_env.provenance")
+    provenance = pytest.importorskip("autoscale_env.world.provenance")
     entries = provenance.estimates()
     params = enumerate_estimates()
     assert [p.name for p in params] == [e.name for e in entries]

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from autoscale_env.files import OutputLocked, PathLock, atomic_write, atomic_writer
+from autoscale_env.world.files import OutputLocked, PathLock, atomic_write, atomic_writer
 
 
 def test_an_interrupted_write_leaves_the_old_file_and_no_temp_file(tmp_path):
@@ -42,7 +42,7 @@ def test_text_bytes_and_writer_functions_land_whole_with_the_umask_mode(tmp_path
 def test_a_lock_is_shared_within_a_process_and_refused_to_another(tmp_path):
     with PathLock(tmp_path, inside=True), PathLock(tmp_path, inside=True):
         other = subprocess.run(
-            [sys.executable, "-c", "from autoscale_env.files import PathLock; "
+            [sys.executable, "-c", "from autoscale_env.world.files import PathLock; "
              f"PathLock({str(tmp_path)!r}, inside=True).acquire()"],
             capture_output=True, text=True, timeout=60)
         assert other.returncode != 0
@@ -52,5 +52,5 @@ def test_a_lock_is_shared_within_a_process_and_refused_to_another(tmp_path):
 
 
 def test_output_locked_is_an_autoscale_error():
-    from autoscale_env.errors import AutoScaleError
+    from autoscale_env.world.errors import AutoScaleError
     assert issubclass(OutputLocked, AutoScaleError)

@@ -6,8 +6,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from autoscale_env import config, fit_bins
-from autoscale_env.fit_bins import Samples
+from autoscale_env.world import config
+
+from autoscale_env.tools import fit_bins
+from autoscale_env.tools.fit_bins import Samples
 
 
 def synthetic():

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoscale_env.errors import ConfigError
+from autoscale_env.world.errors import ConfigError
 from autoscale_env.fleet.config import FLEET_FILE, load_fleet_config
 from autoscale_env.fleet.contention import (bianchi_saturation_throughput, collision_slowdown,
                                             fifo_wait_ms, ps_wait_ms, shared_transfer_ms)
@@ -110,9 +110,9 @@ def test_fleet_toml_is_checked(tmp_path: Path):
 @pytest.mark.parametrize("device", ["mi8pro", "galaxy_s10e", "moto_x_force"])
 def test_phone_tables_decompose_the_rules_outcomes(device):
     """The decomposition contention adds to (edge service time, upload at the link's goodput, which
-    link a target crosses) is the one :func:`autoscale_env.rules.outcomes` computes: doubling the
+    link a target crosses) is the one :func:`autoscale_env.world.rules.outcomes` computes: doubling the
     server noise adds exactly the service time, halving the goodput adds the transfer time."""
-    from autoscale_env import rules
+    from autoscale_env.world import rules
     from autoscale_env.fleet.contention import LOCAL, P2P, WIFI, PhoneTables
 
     model = rules.OutcomeModel(device)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import autoscale_env  # noqa: F401  (registers AutoScale-v0)
-from autoscale_env.core import Target
-from autoscale_env.errors import ConfigError, InvalidActionError, UnknownNameError
+from autoscale_env.world.types import Target
+from autoscale_env.world.errors import ConfigError, InvalidActionError, UnknownNameError
 from autoscale_env.fleet import make_core, parallel_env
 
 pettingzoo = pytest.importorskip("pettingzoo")

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from autoscale_env import config, provenance
-from autoscale_env.errors import ConfigError
+from autoscale_env.world import config, provenance
+from autoscale_env.world.errors import ConfigError
 
 
 def test_every_radio_link_number_carries_its_own_source_or_reasoned_estimate():

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from autoscale_env import traces
-from autoscale_env.recording import main, partial_path
+from autoscale_env.traces import format as traces
+from autoscale_env.traces.recorder import main, partial_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_recording(out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "autoscale_env.recording", "--requests", "1000000", "--out",
+        [sys.executable, "-m", "autoscale_env.traces.recorder", "--requests", "1000000", "--out",
          str(out), "--batch-size", "20", "--quiet", *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -71,7 +71,7 @@ def test_a_second_recording_into_the_same_trace_is_refused_even_with_force(tmp_p
     try:
         wait_for_bytes(out, 5_000, first)
         second = subprocess.run(
-            [sys.executable, "-m", "autoscale_env.recording", "--requests", "50", "--out",
+            [sys.executable, "-m", "autoscale_env.traces.recorder", "--requests", "50", "--out",
              str(out), "--quiet", "--force"], cwd=ROOT, capture_output=True, text=True,
             timeout=120)
         assert second.returncode == 2, second.stderr

@@ -6,7 +6,7 @@ import gymnasium as gym
 import pytest
 
 import autoscale_env
-from autoscale_env.errors import ConfigError, UnknownNameError
+from autoscale_env.world.errors import ConfigError, UnknownNameError
 
 
 def test_make_by_plain_id_uses_documented_defaults():

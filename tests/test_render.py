@@ -10,7 +10,7 @@ import gymnasium as gym
 import pytest
 
 import autoscale_env  # noqa: F401
-from autoscale_env.errors import UnknownNameError
+from autoscale_env.world.errors import UnknownNameError
 
 
 def test_ansi_is_a_declared_render_mode():

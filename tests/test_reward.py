@@ -6,9 +6,9 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autoscale_env.config import load_reward_presets
-from autoscale_env.reward import reward
-from autoscale_env.rules import oracle_actions
+from autoscale_env.world.config import load_reward_presets
+from autoscale_env.world.reward import reward
+from autoscale_env.world.rules import oracle_actions
 
 PRESETS = list(load_reward_presets().values())
 energy = st.floats(1e-3, 1e5)

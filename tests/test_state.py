@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autoscale_env.config import load_features, load_workloads
-from autoscale_env.state import StateEncoder, bin_values
+from autoscale_env.world.config import load_features, load_workloads
+from autoscale_env.world.observation import StateEncoder, bin_values
 
 
 @pytest.fixture(scope="module")

@@ -22,11 +22,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autoscale_env import traces
+from autoscale_env.traces import format as traces
 from autoscale_env.backends.sim import SimBackend
-from autoscale_env.config import device_names
-from autoscale_env.errors import DependencyMissing, TraceFormatError, UnknownNameError
-from autoscale_env.recording import main, record
+from autoscale_env.world.config import device_names
+from autoscale_env.world.errors import DependencyMissing, TraceFormatError, UnknownNameError
+from autoscale_env.traces.recorder import main, record
 
 ARRAYS = ("request", "timestamp_s", "network", "co_cpu_pct", "co_mem_pct", "rssi_wifi_dbm",
           "rssi_p2p_dbm", "latency_ms", "energy_mj", "accuracy", "energy_source")
@@ -292,7 +292,7 @@ def test_every_cut_of_a_recording_loads_a_prefix(small, tmp_path):
 def test_recording_killed_with_sigkill_still_loads(tmp_path):
     out = tmp_path / "killed.csv.gz"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "autoscale_env.recording", "--requests", "1000000", "--out",
+        [sys.executable, "-m", "autoscale_env.traces.recorder", "--requests", "1000000", "--out",
          str(out), "--batch-size", "20", "--quiet"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

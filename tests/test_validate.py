@@ -7,8 +7,8 @@ import re
 import pytest
 
 from agents.cli import main as cli_main
-from autoscale_env import config
-from autoscale_env.validate import MEASUREMENTS_DIR, compare, main, read_measurements
+from autoscale_env.world import config
+from autoscale_env.tools.validate import MEASUREMENTS_DIR, compare, main, read_measurements
 
 
 def test_bundled_measurements_pass_and_print_the_table(capsys):

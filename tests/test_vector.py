@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gymnasium.vector import AutoresetMode
 
-from autoscale_env.errors import InvalidActionError
+from autoscale_env.world.errors import InvalidActionError
 from autoscale_env.vector import AutoScaleVectorEnv
 
 VECTOR_KEYS = ("latency_ms", "energy_mj", "accuracy", "qos_met", "accuracy_met", "co_cpu_pct",

@@ -1,4 +1,4 @@
-"""Backends: the world behind the environment (see :class:`autoscale_env.core.Backend`).
+"""Backends: the world behind the environment (see :class:`autoscale_env.world.types.Backend`).
 
 ``sim`` is the analytical model (the default, fast, deterministic), ``replay`` reads recorded
 traces, ``live`` really runs inference on this host and on loopback servers. Backends are imported
@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from autoscale_env.errors import UnknownNameError
+from autoscale_env.world.errors import UnknownNameError
 
 BACKENDS = {
     "sim": "autoscale_env.backends.sim:SimBackend",

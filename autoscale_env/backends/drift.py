@@ -52,11 +52,11 @@ from typing import Any
 
 import numpy as np
 
-from autoscale_env import config
+from autoscale_env.world import config
 from autoscale_env.backends.sim import DEFAULT_BLOCK_SIZE, SimBackend
-from autoscale_env.config import ConfigError, _read_toml, _Table
-from autoscale_env.core import RequestBlock
-from autoscale_env.errors import UnknownNameError
+from autoscale_env.world.config import ConfigError, read_toml, _Table
+from autoscale_env.world.types import RequestBlock
+from autoscale_env.world.errors import UnknownNameError
 
 DRIFT_FILE = Path(__file__).resolve().parent.parent / "data" / "drift.toml"
 KINDS = ("rssi", "load", "cloud_queue", "thermal")
@@ -73,7 +73,7 @@ def expected_outcomes(sim: SimBackend, network: np.ndarray, co_cpu_pct: np.ndarr
     """Noise-free ``(latency_ms, energy_mj)``, each ``(n, n_targets)``, of ``n`` requests.
 
     THE adapter between drift and the world's rules: ``sim.model`` is the sim's
-    :class:`autoscale_env.rules.OutcomeModel`, whose results are target-major.
+    :class:`autoscale_env.world.rules.OutcomeModel`, whose results are target-major.
     """
     latency, energy = sim.model.outcomes(
         np.asarray(network), np.asarray(co_cpu_pct, float), np.asarray(co_mem_pct, float),
@@ -108,7 +108,7 @@ class DriftRun:
 def load_drift(path: str | Path | None = None) -> tuple[DriftRun, dict[str, Shift]]:
     """Read ``drift.toml`` (or ``path``); errors name the file and the field."""
     path = Path(path) if path is not None else DRIFT_FILE
-    top = _Table(_read_toml(path), path)
+    top = _Table(read_toml(path), path)
     run_t = top.table("run")
     run = DriftRun(shift_at=run_t.integer("shift_at", minimum=1), after=run_t.integer("after", minimum=1))
     run_t.source()

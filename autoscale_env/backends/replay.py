@@ -28,7 +28,7 @@ where the per-request energy source changes (a block has one). Outcome matrices 
 targets a partial trace did not record; the environment reports those as ``info["error"]``.
 
 ``reference_energy_mj`` (``E_ref`` of the reward): when the trace's device is a bundled phone
-profile, the sim model's (:func:`autoscale_env.rules.reference_energy_mj` of the profile, a pure
+profile, the sim model's (:func:`autoscale_env.world.rules.reference_energy_mj` of the profile, a pure
 function of it), so replaying a sim trace
 scores exactly like the sim. Otherwise it is taken from the trace: per network, the median
 ``local/cpu/fp32`` energy over requests with no co-running load (0 % CPU and memory), or, when
@@ -43,9 +43,13 @@ import os
 
 import numpy as np
 
-from autoscale_env import MAX_EPISODE_STEPS, config, traces
-from autoscale_env.core import Outcome, RequestBlock, Target, Workload
-from autoscale_env.errors import ConfigError, UnknownNameError
+from autoscale_env.world.types import MAX_EPISODE_STEPS
+
+from autoscale_env.world import config
+
+from autoscale_env.traces import format as traces
+from autoscale_env.world.types import Outcome, RequestBlock, Target, Workload
+from autoscale_env.world.errors import ConfigError, UnknownNameError
 
 ORDERS = ("sequential", "shuffle")
 #: Requests per block: one ``gym.make`` episode, as the sim.
@@ -192,7 +196,7 @@ class ReplayBackend:
         t = self.trace
         names = [w.name for w in t.workloads]
         if t.header.device in config.device_names():
-            from autoscale_env.rules import reference_energy_mj  # what the profile defines
+            from autoscale_env.world.rules import reference_energy_mj  # what the profile defines
             ref = reference_energy_mj(config.load_device(t.header.device), t.workloads)
         else:
             ref = self._reference_from_trace()

@@ -2,7 +2,7 @@
 signal-strength network model and stochastic runtime variance.
 
 This module owns the *processes* (which request comes next, under which co-running load and
-signal); what a request costs on each target is :class:`autoscale_env.rules.OutcomeModel`, the one
+signal); what a request costs on each target is :class:`autoscale_env.world.rules.OutcomeModel`, the one
 implementation of the outcome rules. Requests are generated in blocks with vectorised numpy, with
 every target's outcome (so the oracle is known). The world does not react to actions, which is
 what makes computing a block ahead legal.
@@ -37,7 +37,7 @@ The ``W = K + P`` words of one request, in order:
        ``a = ((w >> 40) + 0.5) * 2**-24``, ``b = (w & (2**24 - 1)) * 2**-24``,
        ``z[j] = sqrt(-2 ln a) * cos(2 pi b)`` and ``z[P + j] = sqrt(-2 ln a) * sin(2 pi b)`` for
        normal word ``j`` (24 bits are plenty for noise). ``P = ceil(M / 2)``; normals ``0 ..
-       n_noise-1`` are the noise rows of :meth:`autoscale_env.rules.OutcomeModel.outcomes` as
+       n_noise-1`` are the noise rows of :meth:`autoscale_env.world.rules.OutcomeModel.outcomes` as
        ``exp(sigma * z)`` in float32 (lognormal, median 1; ``local_latency_sigma`` for local
        targets, ``server_latency_sigma`` for remote ones, ``goodput_sigma`` for the two links).
        Dynamic only, 4 more: co-running CPU jitter, memory jitter, Wi-Fi fading, Wi-Fi Direct
@@ -57,9 +57,11 @@ import math
 
 import numpy as np
 
-from autoscale_env import MAX_EPISODE_STEPS, config
-from autoscale_env.core import RequestBlock, Target, Workload
-from autoscale_env.rules import OutcomeModel, Scratch, reference_energy_mj
+from autoscale_env.world.types import MAX_EPISODE_STEPS
+
+from autoscale_env.world import config
+from autoscale_env.world.types import RequestBlock, Target, Workload
+from autoscale_env.world.rules import OutcomeModel, Scratch, reference_energy_mj
 
 #: Requests computed per block: the reset observation plus ``MAX_EPISODE_STEPS`` steps, so that an
 #: episode under ``gym.make``'s default ``TimeLimit`` is computed in one pass. Performance only: a
@@ -105,16 +107,16 @@ class SimBackend:
 
     Args:
         device: bundled phone name (``mi8pro``, ``galaxy_s10e``, ``moto_x_force``), a profile path,
-            or an already loaded :class:`~autoscale_env.config.DeviceProfile` (e.g. a perturbed
+            or an already loaded :class:`~autoscale_env.world.config.DeviceProfile` (e.g. a perturbed
             copy for a sensitivity analysis).
         scenario: ``non_streaming``, ``streaming`` or ``translation``.
         setting: ``static`` (conditions drawn per episode, then held) or ``dynamic``.
         block_size: requests computed per block (performance only, see the module docstring).
         edge, cloud, links, workloads: already loaded remote profiles, link models and catalog,
-            passed on to :class:`~autoscale_env.rules.OutcomeModel` (default: the bundled data).
+            passed on to :class:`~autoscale_env.world.rules.OutcomeModel` (default: the bundled data).
         settings: an already loaded ``(apps, static, dynamic)`` as
-            :func:`~autoscale_env.config.load_settings` returns it (default: the bundled data).
-            These, a loaded ``device`` and a loaded :class:`~autoscale_env.config.Scenario` let a
+            :func:`~autoscale_env.world.config.load_settings` returns it (default: the bundled data).
+            These, a loaded ``device`` and a loaded :class:`~autoscale_env.world.config.Scenario` let a
             caller build a world with some numbers changed (``autoscale sensitivity``) through
             the constructor alone.
     """
@@ -202,7 +204,7 @@ class SimBackend:
 
     def provenance(self) -> dict[str, str]:
         """Which model produced the numbers (written into trace headers)."""
-        return {"model": "autoscale_env.rules.OutcomeModel",
+        return {"model": "autoscale_env.world.rules.OutcomeModel",
                 "streams": "one PCG64 stream per episode, request-major words"}
 
     def expected(self, network: str, *, co_cpu_pct: float = 0.0, co_mem_pct: float = 0.0,
@@ -284,7 +286,7 @@ class SimBackend:
             state: process state; rows ``worlds`` are read and advanced.
             worlds: index array or slice of ``state`` rows, in the order of ``raw``.
             out: optional ``(latency_ms, energy_mj)`` arrays of shape (n_targets, E, n) to fill.
-            scratch: work arrays (one :class:`~autoscale_env.rules.Scratch` per thread); default
+            scratch: work arrays (one :class:`~autoscale_env.world.rules.Scratch` per thread); default
                 the backend's own.
 
         Returns:

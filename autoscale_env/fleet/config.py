@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from autoscale_env import config
-from autoscale_env.errors import ConfigError
+from autoscale_env.world import config
+from autoscale_env.world.errors import ConfigError
 
 FLEET_FILE = config.DATA_DIR / "fleet.toml"
 SHARING = ("equal_throughput", "equal_airtime")

@@ -5,21 +5,21 @@ time. When others transmit or compute at the same time, this module computes the
 and energy from a decomposition that public configuration gives (``fleet.toml`` for the rules):
 
 * upload: input bytes of the network over the goodput of the link at the request's RSSI
-  (:func:`autoscale_env.backends.radio.link_table`), shared among the round's stations by
+  (:func:`autoscale_env.world.radio.link_table`), shared among the round's stations by
   :func:`shared_transfer_ms` (Heusse et al.'s equal throughput, or equal airtime) with Bianchi's
   collision overhead (:func:`collision_slowdown`);
 * edge service: the edge profile's latency for the network on the unit + its overhead, queued per
   processor (:func:`fifo_wait_ms` or :func:`ps_wait_ms`); a request reaches the edge when its
   shared upload ends;
 * phone energy: the extra upload time at transmit + base power, the extra wait at base power
-  (how :func:`autoscale_env.backends.radio.offload` charges time).
+  (how :func:`autoscale_env.world.radio.offload` charges time).
 
 Extra terms are exactly 0.0 for a phone that shares nothing, so one phone alone is AutoScale-v0
 bit for bit. Everything works on arrays with any leading batch axes (``(..., N)``), so a
 centralised oracle can evaluate thousands of joint actions at once.
 
 This module is the only place that knows how the world is decomposed. :class:`PhoneTables` reads
-the same public profiles and link tables as :class:`autoscale_env.rules.OutcomeModel`;
+the same public profiles and link tables as :class:`autoscale_env.world.rules.OutcomeModel`;
 ``tests/test_fleet_contention.py`` checks that its service times and transfer times are exactly
 the ones ``rules.outcomes`` adds up, so a change of the rules cannot slip past it.
 """
@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autoscale_env import config
-from autoscale_env.backends import radio
+from autoscale_env.world import config
+from autoscale_env.world import radio
 from autoscale_env.fleet.config import DcfTiming, FleetConfig
 
 #: Where a target runs, as stored in :attr:`PhoneTables.link`: no link (local), Wi-Fi, Wi-Fi Direct.

@@ -8,15 +8,15 @@ from typing import Any
 import numpy as np
 from gymnasium.utils import seeding
 
-from autoscale_env import config
-from autoscale_env.core import Backend
-from autoscale_env.errors import InvalidActionError
+from autoscale_env.world import config
+from autoscale_env.world.types import Backend
+from autoscale_env.world.errors import InvalidActionError
 from autoscale_env.fleet.config import FleetConfig, load_fleet_config
 from autoscale_env.fleet.contention import Contention, PhoneTables
 from autoscale_env.fleet.worlds import FleetWorlds
-from autoscale_env.reward import accuracy_terms, reward_from_terms
-from autoscale_env.rules import oracle_actions
-from autoscale_env.state import StateEncoder
+from autoscale_env.world.reward import accuracy_terms, reward_from_terms
+from autoscale_env.world.rules import oracle_actions
+from autoscale_env.world.observation import StateEncoder
 
 #: Shared resources of the optional load signal, in observation order after the paper state.
 LOAD_RESOURCES = ("edge", "access_point")

@@ -9,8 +9,8 @@ import gymnasium as gym
 import numpy as np
 from pettingzoo import ParallelEnv
 
-from autoscale_env import MAX_EPISODE_STEPS
-from autoscale_env.errors import InvalidActionError, UnknownNameError
+from autoscale_env.world.types import MAX_EPISODE_STEPS
+from autoscale_env.world.errors import InvalidActionError, UnknownNameError
 from autoscale_env.fleet.core import FleetCore
 from autoscale_env.fleet.env_args import make_core
 

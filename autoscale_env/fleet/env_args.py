@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from autoscale_env.errors import UnknownNameError
+from autoscale_env.world.errors import UnknownNameError
 from autoscale_env.fleet.config import load_fleet_config
 from autoscale_env.fleet.core import FleetCore
 

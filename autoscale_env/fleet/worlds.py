@@ -6,7 +6,7 @@ them as arrays with the request as first axis and the phone as second, so a flee
 
 Two ways to get the blocks, with identical results (a test checks it):
 
-* the public :class:`~autoscale_env.core.Backend` protocol, ``reset(rng)`` / ``next_block()``, one
+* the public :class:`~autoscale_env.world.types.Backend` protocol, ``reset(rng)`` / ``next_block()``, one
   backend per phone (any backend whose blocks carry outcomes);
 * for ``sim`` phones, one backend per (device, scenario, setting) group computing the group's
   blocks in one batched pass (``reset_worlds`` / ``draw`` / ``generate``, the public batched
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from autoscale_env.backends import make_backend
-from autoscale_env.core import Backend, RequestBlock, Target, Workload
+from autoscale_env.world.types import Backend, RequestBlock, Target, Workload
 
 _BATCHED = ("reset_worlds", "draw", "words_per_request", "block_size", "generate",
             "accuracy_table")
@@ -53,7 +53,7 @@ class FleetWorlds:
     Args:
         phones: ``(device, scenario, setting)`` per phone (used when ``backend`` is a name).
         backend: a backend name (``sim``, or ``replay`` with ``backend_options``) or one
-            :class:`~autoscale_env.core.Backend` instance per phone.
+            :class:`~autoscale_env.world.types.Backend` instance per phone.
         backend_options: extra keyword arguments for every backend (e.g. ``block_size``).
         batched: allow the batched ``sim`` path (results are identical; False forces the protocol).
         threads: threads computing a big group's blocks (each takes a contiguous chunk of the
@@ -236,6 +236,6 @@ def _batched_state(backend, n_worlds: int):
     if not all(hasattr(backend, name) for name in _BATCHED):
         return None
     from autoscale_env.backends.sim import SimState
-    from autoscale_env.rules import Scratch
+    from autoscale_env.world.rules import Scratch
     raw = np.empty((n_worlds, backend.block_size, backend.words_per_request), np.uint64)
     return SimState(n_worlds), [Scratch()], raw

@@ -11,9 +11,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from agents import agent_names, make_agent
 from agents.bandits import (N_RAW_FEATURES, LinUCBAgent, LinUCBRawAgent, TabularBanditAgent,
                             ThompsonAgent, ThompsonRawAgent, raw_features)
-from agents.benchmark import BenchmarkConfig, Task, run_task
-from agents.evaluation import evaluate
-from autoscale_env.errors import ModelFileError
+from agents.experiments.benchmark import BenchmarkConfig, Task, run_task
+from agents.experiments.evaluation import evaluate
+from autoscale_env.world.errors import ModelFileError
 
 BANDITS = ["tabular-bandit", "linucb", "thompson", "linucb-raw", "thompson-raw"]
 

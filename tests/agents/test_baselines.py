@@ -7,7 +7,7 @@ import pytest
 
 from agents import make_agent
 from agents.baselines import FixedTargetAgent, OracleAgent, RandomAgent
-from autoscale_env.errors import UnknownNameError
+from autoscale_env.world.errors import UnknownNameError
 
 
 def test_registry_builds_every_baseline():

@@ -7,7 +7,7 @@ import csv
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.benchmark import (RESULT_COLUMNS, BenchmarkConfig, ResultStore, Task, finish, grid, run,
+from agents.experiments.benchmark import (RESULT_COLUMNS, BenchmarkConfig, ResultStore, Task, finish, grid, run,
                               run_task)
 from agents.cli import main
 
@@ -120,8 +120,7 @@ def test_zero_eval_steps_is_a_clear_usage_error(tmp_path, capsys):
 
 import json  # noqa: E402
 
-from agents.benchmark import ConfigMismatch  # noqa: E402
-from autoscale_env.files import OutputLocked, PathLock  # noqa: E402
+from autoscale_env.world.files import OutputLocked, PathLock  # noqa: E402
 
 ONE = grid(["qlearning"], ["mi8pro"], ["translation"], ["static"], 1)
 
@@ -169,7 +168,7 @@ def test_a_second_concurrent_run_into_one_directory_is_refused_naming_the_holder
     import sys
     import time
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from agents.benchmark import ResultStore; "
+        [sys.executable, "-c", "import sys, time; from agents.experiments.benchmark import ResultStore; "
          f"s = ResultStore({str(tmp_path)!r}); print('held', flush=True); time.sleep(30)"],
         stdout=subprocess.PIPE, text=True)
     try:

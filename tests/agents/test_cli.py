@@ -12,14 +12,14 @@ import pytest
 
 from agents import agent_names
 from agents.cli import build_parser, main, output_listing
-from autoscale_env import config
+from autoscale_env.world import config
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _parsers():
-    from agents.sweep import main as sweep_main  # noqa: F401  (parser built inside main)
-    from autoscale_env.recording import build_parser as record_parser
+    from agents.experiments.sweep import main as sweep_main  # noqa: F401  (parser built inside main)
+    from autoscale_env.traces.recorder import build_parser as record_parser
     top = build_parser()
     sub = top._subparsers._group_actions[0].choices
     found = {name: sub[name] for name in ("benchmark", "train", "evaluate")}

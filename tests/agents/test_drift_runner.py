@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agents.cli import main
-from agents.drift import (DriftConfig, Trace, _first_recovery, metrics, near_optimal, run_one,
+from agents.experiments.drift_study import (DriftConfig, Trace, _first_recovery, metrics, near_optimal, run_one,
                           run_suite, windowed)
 
 SMALL = DriftConfig(shift_at=2000, after=1000, window=200, pre_window=1000, regret_window=500)

@@ -8,8 +8,8 @@ import gymnasium as gym
 import pytest
 
 from agents import make_agent
-from agents.benchmark import finish, geometric_mean, grid, run, BenchmarkConfig, ResultStore
-from agents.evaluation import NEAR_OPTIMAL_SLACK, WEAK_WIFI_DBM, evaluate
+from agents.experiments.benchmark import finish, geometric_mean, grid, run, BenchmarkConfig, ResultStore
+from agents.experiments.evaluation import NEAR_OPTIMAL_SLACK, WEAK_WIFI_DBM, evaluate
 
 
 def count_near_optimal(agent_name, cell, n, seed):

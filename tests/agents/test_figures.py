@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.benchmark import BenchmarkConfig, ResultStore, grid, mean_ci, run
-from agents.figures import (curve_stats, efficiency_ratios, read_table, reference_values,
+from agents.experiments.benchmark import BenchmarkConfig, ResultStore, grid, mean_ci, run
+from agents.experiments.figures import (curve_stats, efficiency_ratios, read_table, reference_values,
                             write_figures)
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from agents import gap
+from agents.experiments import gap
 from autoscale_env.backends.sim import SimBackend
-from autoscale_env.recording import record
-from autoscale_env.traces import load_trace
+from autoscale_env.traces.recorder import record
+from autoscale_env.traces.format import load_trace
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import csv
 
 import pytest
 
-from agents.benchmark import RESULT_COLUMNS
-from agents.paper_table import table
+from agents.experiments.benchmark import RESULT_COLUMNS
+from agents.experiments.paper_table import table
 
 
 def write(tmp_path, rows):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from agents import make_agent
-from agents.benchmark import BenchmarkConfig, Task, run_task
-from agents.evaluation import evaluate
+from agents.experiments.benchmark import BenchmarkConfig, Task, run_task
+from agents.experiments.evaluation import evaluate
 from agents.predictor import PredictorAgent
-from autoscale_env.errors import ModelFileError
+from autoscale_env.world.errors import ModelFileError
 
 
 def make(**kw):

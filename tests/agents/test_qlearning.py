@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from agents.qlearning import QLearningAgent
-from autoscale_env.errors import ModelFileError
+from autoscale_env.world.errors import ModelFileError
 
 
 def make(**kw):

@@ -10,9 +10,9 @@ import pytest
 pytest.importorskip("stable_baselines3")
 
 from agents import make_agent  # noqa: E402
-from agents.benchmark import BenchmarkConfig, ResultStore, grid, run  # noqa: E402
+from agents.experiments.benchmark import BenchmarkConfig, ResultStore, grid, run  # noqa: E402
 from agents.sb3 import DQNAgent, PPOAgent, default_hyperparameters  # noqa: E402
-from autoscale_env.errors import ModelFileError  # noqa: E402
+from autoscale_env.world.errors import ModelFileError  # noqa: E402
 
 
 def test_hyperparameters_come_from_the_data_file_and_can_be_overridden():

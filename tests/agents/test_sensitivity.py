@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from agents.sensitivity import SampleStore, main, make_config, run
-from agents.world_metrics import grid_cells
-from autoscale_env.estimates import enumerate_estimates
+from agents.experiments.sensitivity import SampleStore, main, make_config, run
+from agents.experiments.world_metrics import grid_cells
+from autoscale_env.tools.estimates import enumerate_estimates
 
 pytest.importorskip("SALib")
 

@@ -6,8 +6,8 @@ import csv
 
 import pytest
 
-from agents.benchmark import BenchmarkConfig, ResultStore, grid, run
-from agents.sweep import main, run_local
+from agents.experiments.benchmark import BenchmarkConfig, ResultStore, grid, run
+from agents.experiments.sweep import main, run_local
 
 CFG = BenchmarkConfig(train_steps=1_500, eval_steps=300, log_interval=500)
 TASKS = grid(["qlearning", "random"], ["mi8pro", "moto_x_force"], ["translation"], ["static"], 2)
@@ -36,7 +36,7 @@ def test_local_pool_matches_sequential(tmp_path, sequential):
 @pytest.mark.slow
 def test_ray_engine_matches_local(tmp_path, sequential):
     pytest.importorskip("ray")
-    from agents.sweep import run_ray
+    from agents.experiments.sweep import run_ray
     run_ray(TASKS, CFG, ResultStore(tmp_path), workers=2, progress=False)
     assert rows(tmp_path) == sequential
 
@@ -64,8 +64,8 @@ def test_ray_missing_names_the_extra(monkeypatch, tmp_path):
             raise ImportError("no ray")
         return real(name, *a, **k)
     monkeypatch.setattr(builtins, "__import__", fake)
-    from agents.sweep import run_ray
-    from autoscale_env.errors import DependencyMissing
+    from agents.experiments.sweep import run_ray
+    from autoscale_env.world.errors import DependencyMissing
     with pytest.raises(DependencyMissing, match=r"autoscale-env\[distributed\]"):
         run_ray(TASKS, CFG, ResultStore(tmp_path), progress=False)
 

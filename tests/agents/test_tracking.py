@@ -10,8 +10,8 @@ from tensorboard.backend.event_processing.plugin_event_accumulator import (
 )
 from tensorboard.plugins.hparams import metadata as hp_metadata
 
-from agents.benchmark import BenchmarkConfig, ResultStore, grid, run
-from agents.tracking import NOT_METRICS, ScalarWriter, log_evaluation
+from agents.experiments.benchmark import BenchmarkConfig, ResultStore, grid, run
+from agents.experiments.tracking import NOT_METRICS, ScalarWriter, log_evaluation
 
 SMALL = BenchmarkConfig(train_steps=2_000, eval_steps=300, log_interval=500)
 

@@ -7,7 +7,7 @@ import pytest
 
 import re
 
-from agents.train import latest_checkpoint, model_steps, train
+from agents.experiments.train import latest_checkpoint, model_steps, train
 
 
 def q_of(path):
@@ -42,7 +42,7 @@ def test_checkpointed_run_resumed_after_interruption_matches_uninterrupted(tmp_p
 @pytest.mark.slow
 def test_sb3_agent_checkpoints_and_resumes(tmp_path):
     pytest.importorskip("stable_baselines3")
-    from agents.train import latest_sb3_checkpoint
+    from agents.experiments.train import latest_sb3_checkpoint
     train(agent="dqn", steps=800, out=tmp_path, checkpoint_every=300,
           hyperparameters={"learning_starts": 100}, progress=False)
     newest = latest_sb3_checkpoint(tmp_path / "checkpoints")
@@ -59,7 +59,7 @@ def test_sb3_agent_checkpoints_and_resumes(tmp_path):
 
 # ---- resume refuses another run, and never shortens a finished model ----
 
-from agents.train import RunMismatch  # noqa: E402
+from agents.experiments.train import RunMismatch  # noqa: E402
 
 
 @pytest.mark.parametrize("change, field", [

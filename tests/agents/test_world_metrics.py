@@ -5,9 +5,9 @@ from __future__ import annotations
 import gymnasium as gym
 import pytest
 
-from agents.evaluation import evaluate
+from agents.experiments.evaluation import evaluate
 from agents.baselines import OracleAgent
-from agents.world_metrics import Cell, cell_stats, grid_cells, metric_names, world_metrics
+from agents.experiments.world_metrics import Cell, cell_stats, grid_cells, metric_names, world_metrics
 from autoscale_env.backends.sim import SimBackend
 
 CELLS = grid_cells(["mi8pro", "moto_x_force"], ["translation"], ["static", "dynamic"])

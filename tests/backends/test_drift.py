@@ -9,9 +9,9 @@ import pytest
 
 from autoscale_env.backends.drift import DriftBackend, expected_outcomes, load_drift
 from autoscale_env.backends.sim import SimBackend
-from autoscale_env.config import ConfigError, load_links
+from autoscale_env.world.config import ConfigError, load_links
 from autoscale_env.env import AutoScaleEnv
-from autoscale_env.errors import UnknownNameError
+from autoscale_env.world.errors import UnknownNameError
 
 
 def blocks(backend, n_blocks, seed=0):

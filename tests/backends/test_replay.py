@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from autoscale_env import traces
+from autoscale_env.traces import format as traces
 from autoscale_env.backends.replay import ReplayBackend
 from autoscale_env.backends.sim import SimBackend
-from autoscale_env.core import Outcome, RequestBlock
-from autoscale_env.errors import ConfigError, TraceFormatError, UnknownNameError
-from autoscale_env.recording import record
+from autoscale_env.world.types import Outcome, RequestBlock
+from autoscale_env.world.errors import ConfigError, TraceFormatError, UnknownNameError
+from autoscale_env.traces.recorder import record
 from conftest import rollout
 
 SEED = 11

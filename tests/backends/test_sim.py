@@ -8,9 +8,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from autoscale_env.backends import power, radio
+from autoscale_env.world import power, radio
 from autoscale_env.backends.sim import SimBackend
-from autoscale_env.config import load_links
+from autoscale_env.world.config import load_links
 from conftest import CELLS, best_target
 
 WIFI = load_links()["wifi"]
@@ -156,7 +156,7 @@ def test_the_constructor_takes_already_loaded_world_objects():
     constructor alone: the loaded objects it passes are the ones the backend uses."""
     import dataclasses
 
-    from autoscale_env import config
+    from autoscale_env.world import config
 
     apps, static, dynamic = config.load_settings()
     weak = dataclasses.replace(static, rssi_wifi_dbm=[-89.0] * len(static.rssi_wifi_dbm))

@@ -8,14 +8,14 @@ import pytest
 import copy
 import dataclasses
 
-from autoscale_env import config
-from autoscale_env.backends import power, radio
+from autoscale_env.world import config
+from autoscale_env.world import power, radio
 from autoscale_env.backends.sim import SimBackend, SimState, _box_muller
-from autoscale_env.config import get_reward_preset
-from autoscale_env.rules import OutcomeModel, Scratch, oracle_actions, reference_energy_mj
-from autoscale_env.rules import outcomes as rules_outcomes
-from autoscale_env.reward import accuracy_terms, reward, reward_from_terms
-from autoscale_env.state import Binner
+from autoscale_env.world.config import get_reward_preset
+from autoscale_env.world.rules import OutcomeModel, Scratch, oracle_actions, reference_energy_mj
+from autoscale_env.world.rules import outcomes as rules_outcomes
+from autoscale_env.world.reward import accuracy_terms, reward, reward_from_terms
+from autoscale_env.world.observation import Binner
 from conftest import CELLS
 
 

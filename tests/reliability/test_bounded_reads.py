@@ -69,15 +69,15 @@ def test_gzip_trace_bomb_is_refused_in_bounded_memory(tmp_path):
     gzip_bomb(bomb, 1 << 30)  # the case: about 1 MB expanding to 1 GiB
     assert bomb.stat().st_size < 2 << 20
     result, rss_mb = read_in_subprocess(
-        f"from autoscale_env.traces import load_trace\nload_trace({str(bomb)!r})")
+        f"from autoscale_env.traces.format import load_trace\nload_trace({str(bomb)!r})")
     assert result.startswith("TraceFormatError") and str(bomb) in result
     assert "expands to more than 134217728 bytes" in result, result
     assert rss_mb < MAX_RSS_MB, f"peak RSS {rss_mb:.0f} MB"
 
 
 def test_oversized_trace_file_is_refused_before_reading(tmp_path, monkeypatch):
-    from autoscale_env import traces
-    from autoscale_env.errors import TraceFormatError
+    from autoscale_env.traces import format as traces
+    from autoscale_env.world.errors import TraceFormatError
     big = tmp_path / "big.csv"
     big.write_bytes(b"x" * 2048)
     monkeypatch.setattr(traces, "MAX_TRACE_BYTES", 1024)
@@ -87,8 +87,8 @@ def test_oversized_trace_file_is_refused_before_reading(tmp_path, monkeypatch):
 
 def test_parquet_declaring_more_than_the_limit_is_refused(tmp_path, monkeypatch):
     pytest.importorskip("pyarrow")
-    from autoscale_env import traces
-    from autoscale_env.errors import TraceFormatError
+    from autoscale_env.traces import format as traces
+    from autoscale_env.world.errors import TraceFormatError
     trace = traces.load_trace(next(t for t in traces.bundled_traces() if t.startswith("sim-")))
     path = traces.write_trace(trace, tmp_path / "t.parquet")
     import pyarrow.parquet as pq
@@ -142,7 +142,7 @@ def test_model_deflate_bomb_is_refused_from_its_declared_size(tmp_path):
 
 def test_model_metadata_nested_too_deeply_is_refused(tmp_path):
     from agents.qlearning import read_model_file
-    from autoscale_env.errors import ModelFileError
+    from autoscale_env.world.errors import ModelFileError
     path = tmp_path / "model.npz"
     np.savez(path, q=np.zeros((4, 2), np.float32), meta=np.array("[" * 100_000 + "]" * 100_000))
     with pytest.raises(ModelFileError, match=r"nested 100000 levels deep, over the limit of 32"):
@@ -153,8 +153,8 @@ def test_checkpoint_with_a_huge_declared_shape_is_refused(tmp_path):
     import gymnasium as gym
 
     from agents.qlearning import QLearningAgent
-    from agents.train import restore_checkpoint
-    from autoscale_env.errors import ModelFileError
+    from agents.experiments.train import restore_checkpoint
+    from autoscale_env.world.errors import ModelFileError
     path = tmp_path / "ckpt-000000000100.npz"
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("q.npy", npy_header((1 << 30, 1 << 10)) + b"\0" * 64)
@@ -188,8 +188,8 @@ def test_fifo_as_a_profile_or_features_file_is_refused_without_blocking(tmp_path
 
 
 def test_deeply_nested_toml_is_refused_naming_the_limit(tmp_path):
-    from autoscale_env import config
-    from autoscale_env.errors import ConfigError
+    from autoscale_env.world import config
+    from autoscale_env.world.errors import ConfigError
     path = tmp_path / "deep.toml"
     path.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
     with pytest.raises(ConfigError, match=rf"{path}: nested 5000 levels deep, over the limit"):
@@ -197,8 +197,8 @@ def test_deeply_nested_toml_is_refused_naming_the_limit(tmp_path):
 
 
 def test_oversized_toml_is_refused_before_reading(tmp_path):
-    from autoscale_env import config
-    from autoscale_env.errors import ConfigError
+    from autoscale_env.world import config
+    from autoscale_env.world.errors import ConfigError
     path = tmp_path / "huge.toml"
     with open(path, "wb") as f:
         f.truncate(config.MAX_TOML_BYTES + 1)  # sparse: no disk used
@@ -208,8 +208,8 @@ def test_oversized_toml_is_refused_before_reading(tmp_path):
 
 @pytest.mark.slow
 def test_the_trace_limit_can_be_raised_for_a_long_recording(tmp_path, monkeypatch):
-    from autoscale_env import traces
-    from autoscale_env.errors import TraceFormatError
+    from autoscale_env.traces import format as traces
+    from autoscale_env.world.errors import TraceFormatError
     trace = traces.load_trace(next(t for t in traces.bundled_traces() if t.startswith("sim-")))
     path = traces.write_trace(trace, tmp_path / "t.csv.gz")
     monkeypatch.setattr(traces, "MAX_TRACE_BYTES", 1 << 20)  # the trace expands to 2.7 MB

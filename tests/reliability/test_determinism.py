@@ -106,7 +106,7 @@ def test_every_agent_trains_identically_across_processes():
 @pytest.mark.slow
 def test_replay_rollouts_and_q_learning_identical_across_processes(tmp_path):
     from autoscale_env.backends.sim import SimBackend
-    from autoscale_env.recording import record
+    from autoscale_env.traces.recorder import record
 
     trace = record(SimBackend("mi8pro", "translation", "dynamic"), 404, tmp_path / "t.csv.gz",
                    seed=7, progress=False)

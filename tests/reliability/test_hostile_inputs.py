@@ -37,16 +37,16 @@ import pytest
 
 import autoscale_env  # noqa: F401  (registers AutoScale-v0)
 from agents.qlearning import QLearningAgent
-from autoscale_env import config
+from autoscale_env.world import config
 from autoscale_env.backends.sim import SimBackend
-from autoscale_env.errors import (
+from autoscale_env.world.errors import (
     ConfigError,
     InvalidActionError,
     ModelFileError,
     TraceFormatError,
     UnknownNameError,
 )
-from autoscale_env.recording import record
+from autoscale_env.traces.recorder import record
 
 # =============================================================================================
 # Model files (QLearningAgent.load): tables and metadata that do not fit

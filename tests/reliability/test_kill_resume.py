@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from agents.train import latest_checkpoint, train
+from agents.experiments.train import latest_checkpoint, train
 
 
 def q_of(path):

@@ -11,7 +11,7 @@ Modules, each with one job (torch is imported only inside this package):
 * :mod:`.load` - background CPU and memory load generators (the dynamic setting).
 """
 
-from autoscale_env.errors import DependencyMissing
+from autoscale_env.world.errors import DependencyMissing
 
 # Every module here needs the [live] extra (torch, psutil); say so instead of a bare
 # ModuleNotFoundError when it is missing (gym.make(backend="live"), `autoscale serve`, ...).

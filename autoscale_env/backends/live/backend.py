@@ -23,7 +23,7 @@ schedule, so the measured load really changes; they are always stopped by :meth:
 
 **Latency** is the wall time of the request: the forward pass for local targets; for remote ones
 the real round trip over a real socket with the real input tensor, stretched in the client to the
-goodput and RTT that the link model (:mod:`autoscale_env.backends.radio`) gives at the current
+goodput and RTT that the link model (:mod:`autoscale_env.world.radio`) gives at the current
 RSSI. A link below its disconnection RSSI is not tried: the request fails after the link's
 timeout, as in the simulator.
 
@@ -58,8 +58,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from autoscale_env import __version__, config
-from autoscale_env.backends import radio
+from autoscale_env.version import __version__
+
+from autoscale_env.world import config
+from autoscale_env.world import radio
 from autoscale_env.backends.live import models
 from autoscale_env.backends.live.client import RemoteClient, RemoteError
 from autoscale_env.backends.live.context import SystemMonitor, wireless_rssi_dbm
@@ -67,8 +69,8 @@ from autoscale_env.backends.live.energy import available_meter
 from autoscale_env.backends.live.executor import InferenceEngine, cuda_available
 from autoscale_env.backends.live.load import CpuLoad, MemoryLoad
 from autoscale_env.backends.live.server import ROLES, ServerProcess
-from autoscale_env.core import Outcome, RequestBlock, Target, Workload
-from autoscale_env.errors import BackendUnavailable, UnknownNameError
+from autoscale_env.world.types import Outcome, RequestBlock, Target, Workload
+from autoscale_env.world.errors import BackendUnavailable, UnknownNameError
 
 __all__ = ["HOST_DEVICE", "LiveBackend"]
 

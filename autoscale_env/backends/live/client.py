@@ -9,7 +9,7 @@ a request completes, the client sleeps until the exchange has taken at least::
     server_ms + rtt_ms + (bytes_sent + bytes_received) * 8 / (goodput_mbps * 1000)
 
 so a loopback link looks like the Wi-Fi or Wi-Fi Direct link that the caller derived from RSSI
-(see :mod:`autoscale_env.backends.radio`). The sleep is added once, at the end: the shaped
+(see :mod:`autoscale_env.world.radio`). The sleep is added once, at the end: the shaped
 latency is right, but packets are not actually paced, so this models a link's delay, not its
 congestion behaviour.
 
@@ -30,7 +30,7 @@ import numpy as np
 
 from autoscale_env.backends.live import wire
 from autoscale_env.backends.live.wire import Status
-from autoscale_env.errors import AutoScaleError
+from autoscale_env.world.errors import AutoScaleError
 
 __all__ = ["RemoteClient", "RemoteError", "RemoteResult", "ServerError", "shaped_transfer_ms"]
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from autoscale_env.errors import BackendUnavailable
+from autoscale_env.world.errors import BackendUnavailable
 
 __all__ = [
     "EnergyMeter",

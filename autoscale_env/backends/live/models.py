@@ -195,7 +195,7 @@ def _mobilenet_v3_small_quantizable() -> nn.Module:
     ``QuantizableMobileNetV3`` takes either configuration.
     """
     _torchvision()
-    from torchvision.models.mobilenetv3 import _mobilenet_v3_conf
+    from torchvision.models.mobilenetv3 import _mobilenet_v3_conf  # noqa: PLC2701 (torchvision builds its MobileNetV3 configs only here)
     from torchvision.models.quantization.mobilenetv3 import (
         QuantizableInvertedResidual,
         QuantizableMobileNetV3,

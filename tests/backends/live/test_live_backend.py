@@ -18,13 +18,13 @@ import pytest
 pytest.importorskip("torch")
 
 import autoscale_env  # noqa: E402,F401
-from autoscale_env import traces  # noqa: E402
+from autoscale_env.traces import format as traces  # noqa: E402
 from autoscale_env.backends.live import backend as live  # noqa: E402
 from autoscale_env.backends.live.context import SystemMonitor, wireless_rssi_dbm  # noqa: E402
 from autoscale_env.backends.live.load import CpuLoad  # noqa: E402
-from autoscale_env.core import ENERGY_SOURCES  # noqa: E402
-from autoscale_env.errors import ConfigError, UnknownNameError  # noqa: E402
-from autoscale_env.recording import record  # noqa: E402
+from autoscale_env.world.types import ENERGY_SOURCES  # noqa: E402
+from autoscale_env.world.errors import ConfigError, UnknownNameError  # noqa: E402
+from autoscale_env.traces.recorder import record  # noqa: E402
 
 pytestmark = pytest.mark.live
 

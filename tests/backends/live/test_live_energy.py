@@ -17,7 +17,7 @@ from autoscale_env.backends.live.energy import (
     RaplMeter,
     available_meter,
 )
-from autoscale_env.errors import BackendUnavailable
+from autoscale_env.world.errors import BackendUnavailable
 
 pytestmark = pytest.mark.live
 

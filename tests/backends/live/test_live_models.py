@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from autoscale_env.backends.live import models  # noqa: E402
-from autoscale_env.config import load_workloads  # noqa: E402
+from autoscale_env.world.config import load_workloads  # noqa: E402
 
 from live_support import one_torch_thread  # noqa: E402,F401  (autouse fixture)
 

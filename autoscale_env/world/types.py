@@ -12,12 +12,13 @@ Backends that must really run the request (``live``) leave them ``None`` and ans
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-if TYPE_CHECKING:  # config imports this module
-    from autoscale_env.config import Scenario
+
+#: Requests per episode under ``gym.make`` (TimeLimit truncation) [reconstructed].
+MAX_EPISODE_STEPS = 100
 
 LOCATIONS = ("local", "edge", "cloud")
 PROCESSORS = ("cpu", "gpu", "dsp")
@@ -91,6 +92,19 @@ class Workload:
 
 #: Columns of :class:`RequestBlock` that hold the raw runtime context, in observation order after
 #: the workload features. Units are in the names.
+@dataclass(frozen=True)
+class Scenario:
+    """An application scenario: which networks, the QoS target, the accuracy tolerance."""
+
+    name: str
+    description: str
+    qos_ms: float
+    accuracy_tolerance: float
+    """Largest acceptable accuracy loss against the network's FP32 accuracy (fraction)."""
+    request_gap_ms: float
+    networks: tuple[str, ...]
+
+
 CONTEXT_FIELDS = ("co_cpu_pct", "co_mem_pct", "rssi_wifi_dbm", "rssi_p2p_dbm")
 
 
@@ -153,7 +167,7 @@ class Backend(Protocol):
         setting: ``"static"`` or ``"dynamic"`` (or a backend's own word for its conditions).
         device_name: the device, as trace headers name it (a bundled profile name or a path).
         reference_energy_mj: per workload, ``E_ref`` of the reward, in ``workloads`` order; for a
-            modelled phone :func:`autoscale_env.rules.reference_energy_mj` of its profile (a pure
+            modelled phone :func:`autoscale_env.world.rules.reference_energy_mj` of its profile (a pure
             function of the profile), for a measured one its measured ``local/cpu/fp32`` energy.
         deterministic: True when the same rng gives the same requests and outcomes (sim, replay).
     """

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Self
 
-from autoscale_env.errors import AutoScaleError
+from autoscale_env.world.errors import AutoScaleError
 
 __all__ = ["MAX_NPZ_BYTES", "OutputLocked", "PathLock", "atomic_write", "atomic_writer",
            "check_regular_file", "load_npz"]

@@ -27,9 +27,9 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from autoscale_env import config
-from autoscale_env.config import FeatureSpec
-from autoscale_env.state import bin_values
+from autoscale_env.world import config
+from autoscale_env.world.config import FeatureSpec
+from autoscale_env.world.observation import bin_values
 
 #: The seven features, in the order of the paper reconstruction.
 FIELDS = ("conv", "fc", "rc", "co_cpu_pct", "co_mem_pct", "rssi_wifi_dbm", "rssi_p2p_dbm")

@@ -2,8 +2,8 @@
 
     autoscale calibrate --trace T [--trace T2 ...] --out profile.toml [--base mi8pro]
 
-The fitted profile has the simulator's own functional form (:mod:`autoscale_env.backends.power`,
-:mod:`autoscale_env.backends.radio`), so ``SimBackend(device="profile.toml")`` is a world fitted to
+The fitted profile has the simulator's own functional form (:mod:`autoscale_env.world.power`,
+:mod:`autoscale_env.world.radio`), so ``SimBackend(device="profile.toml")`` is a world fitted to
 the measurements:
 
 * **Local targets** (``local/<processor>/<precision>``): latency ``= base_ms[network, unit] x
@@ -54,12 +54,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from autoscale_env import config
-from autoscale_env.backends import radio
-from autoscale_env.core import Target
-from autoscale_env.errors import AutoScaleError
-from autoscale_env.files import atomic_write
-from autoscale_env.traces import Trace, load_trace
+from autoscale_env.world import config
+from autoscale_env.world import radio
+from autoscale_env.world.types import Target
+from autoscale_env.world.errors import AutoScaleError
+from autoscale_env.world.files import atomic_write
+from autoscale_env.traces.format import Trace, load_trace
 
 __all__ = [
     "CalibrationError",
@@ -372,7 +372,7 @@ def _model_power_profile(traces: Sequence[Trace]) -> config.DeviceProfile | None
 
     The live backend writes ``"energy": "model: <profile> power profile on measured times"``
     into the header's provenance; its energy is then that profile's
-    :func:`~autoscale_env.backends.power.local_run` of the measured busy (CPU) time and wall
+    :func:`~autoscale_env.world.power.local_run` of the measured busy (CPU) time and wall
     time, so the busy time can be read back exactly.
     """
     names = set()

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from autoscale_env.config import DATA_DIR, _read_toml
+from autoscale_env.world.config import DATA_DIR, read_toml
 
 #: Files that describe the world (relative to the data directory); devices/*.toml are added.
 WORLD_FILES = ("workloads.toml", "links.toml", "scenarios.toml", "settings.toml")
@@ -146,7 +146,7 @@ def collect(data_dir: Path | str = DATA_DIR) -> list[Entry]:
     out: list[Entry] = []
     for path in world_files(d):
         rel = path.relative_to(d).as_posix()
-        out.extend(_walk(rel, _read_toml(path), (), ""))
+        out.extend(_walk(rel, read_toml(path), (), ""))
     return out
 
 
@@ -187,7 +187,7 @@ def report(entries: list[Entry], *, by: str = "file", top: int = 15,
     """The Markdown report ``autoscale provenance`` prints."""
     total = sum(e.count for e in entries)
     est = sum(e.count for e in entries if e.estimate)
-    lines = [f"# Provenance of the world's numbers\n",
+    lines = ["# Provenance of the world's numbers\n",
              f"{total - est} of {total} numbers carry a source ({100 * (total - est) / max(total, 1):.1f} % "
              f"sourced), {est} are estimates ({sum(e.estimate for e in entries)} parameters).\n",
              f"| {by} | {'kind' if by == 'file' else 'file'} | sourced | estimate | sourced % |",

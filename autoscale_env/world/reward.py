@@ -1,14 +1,14 @@
 """The reward formula [reconstructed] (SPEC section 5), computed from measurements on the frontend so
 that changing it never touches a backend. See ``data/rewards.toml`` for the formula and presets.
 
-Callers use it through :class:`autoscale_env.rules.Scorer` (and :func:`autoscale_env.rules.oracle_actions`
+Callers use it through :class:`autoscale_env.world.rules.Scorer` (and :func:`autoscale_env.world.rules.oracle_actions`
 for the best target), which binds it to a scenario, a catalog and ``E_ref``."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from autoscale_env.config import RewardPreset
+from autoscale_env.world.config import RewardPreset
 
 
 def reward(preset: RewardPreset, *, latency_ms: np.ndarray, energy_mj: np.ndarray,

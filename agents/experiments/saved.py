@@ -2,12 +2,12 @@
 
 ``autoscale evaluate --model PATH`` and the end of ``autoscale train`` use this: the rows it
 returns have the columns of the benchmark's ``results.csv``, so
-:func:`agents.benchmark.summarize` prints the same table.
+:func:`agents.experiments.benchmark.summarize` prints the same table.
 
 Example::
 
-    from agents.saved import evaluate_saved
-    from agents.benchmark import summarize
+    from agents.experiments.saved import evaluate_saved
+    from agents.experiments.benchmark import summarize
     print(summarize(evaluate_saved("runs/q/model.npz", scenarios=["translation"])))
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 import gymnasium as gym
 
 import autoscale_env  # noqa: F401  (registers AutoScale-v0)
-from autoscale_env import config
-from autoscale_env.errors import ModelFileError
+from autoscale_env.world import config
+from autoscale_env.world.errors import ModelFileError
 
 #: File kinds ``load_saved`` accepts.
 KINDS = {".npz": "Q-table (qlearning)", ".zip": "Stable-Baselines3 model (dqn, ppo, a2c)",
@@ -98,8 +98,8 @@ def evaluate_saved(path: str | Path, *, devices: Sequence[str] | None = None,
     ``autoscale train --seed s`` is scored on requests it never saw, as in the benchmark.
     """
     from agents import CLOUD, MOBILE_CPU
-    from agents.benchmark import EVAL_SEED_OFFSET
-    from agents.evaluation import evaluate
+    from agents.experiments.benchmark import EVAL_SEED_OFFSET
+    from agents.experiments.evaluation import evaluate
 
     meta = describe(path)
     recorded = meta["env"]

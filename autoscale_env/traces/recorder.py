@@ -1,7 +1,7 @@
 """Record traces from any backend: ``autoscale record`` / ``scripts/record_traces.py``.
 
 :func:`record` drives a backend the way the environment does and writes every target's outcome of
-every request (a *full* trace, see :mod:`autoscale_env.traces`):
+every request (a *full* trace, see :mod:`autoscale_env.traces.format`):
 
 * blocks that carry outcome matrices (``sim``) are written as they are;
 * blocks without them (``live``) get ``backend.execute(block, i, a)`` for every target ``a`` of
@@ -39,10 +39,16 @@ from typing import Any
 import numpy as np
 from gymnasium.utils import seeding
 
-from autoscale_env import MAX_EPISODE_STEPS, __version__, config, traces
-from autoscale_env.core import Backend, RequestBlock
-from autoscale_env.errors import AutoScaleError, BackendUnavailable
-from autoscale_env.files import PathLock
+from autoscale_env.world.types import MAX_EPISODE_STEPS
+
+from autoscale_env.version import __version__
+
+from autoscale_env.world import config
+
+from autoscale_env.traces import format as traces
+from autoscale_env.world.types import Backend, RequestBlock
+from autoscale_env.world.errors import AutoScaleError, BackendUnavailable
+from autoscale_env.world.files import PathLock
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +65,7 @@ def record(backend: Backend, n_requests: int, out: str | os.PathLike, *, seed: i
     """Record ``n_requests`` requests of ``backend`` with every target's outcome to ``out``.
 
     Args:
-        backend: any :class:`~autoscale_env.core.Backend` (it is reset here and not closed).
+        backend: any :class:`~autoscale_env.world.types.Backend` (it is reset here and not closed).
         n_requests: how many requests to write.
         out: ``.csv``, ``.csv.gz`` or ``.parquet``. Parquet cannot be appended to, so it is
             recorded to ``<out>.partial.csv.gz`` first and converted at the end (a killed
@@ -228,7 +234,7 @@ def describe(backend: Backend, *, seed: int, episode_requests: int | None, n_req
     info: dict[str, Any] = {
         "kind": "simulated" if backend.deterministic else "measured",
         "backend": name,
-        "recorded_with": f"autoscale_env {__version__} (autoscale_env.recording)",
+        "recorded_with": f"autoscale_env {__version__} (autoscale_env.traces.recorder)",
         "seed": seed,
         "requests_planned": n_requests,
         "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -267,7 +273,7 @@ def data_fingerprint() -> str:
 
 
 #: Modules holding the world's rules, part of every simulated trace's ``code_sha256``.
-_RULES_MODULES = ("autoscale_env.rules", "autoscale_env.reward", "autoscale_env.state")
+_RULES_MODULES = ("autoscale_env.world.rules", "autoscale_env.world.reward", "autoscale_env.world.observation")
 
 
 def _model_sources(module_name: str) -> list[Path]:

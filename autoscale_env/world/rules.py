@@ -6,15 +6,15 @@ request ``()``, a block ``(n,)``, or sub-envs x requests ``(E, n)``); per-target
 single env (:mod:`autoscale_env.env`), the native vector env (:mod:`autoscale_env.vector`), the sim
 backend (:mod:`autoscale_env.backends.sim`, and through it the recorder) and the oracle all call
 these functions; none of them re-implements a rule. The observation is binned by
-:class:`autoscale_env.state.StateEncoder`, the other shared rule.
+:class:`autoscale_env.world.observation.StateEncoder`, the other shared rule.
 
 * :func:`reference_energy_mj`: ``E_ref`` of the reward, a pure function of a phone profile.
 * :func:`outcomes` / :class:`OutcomeModel`: every target's latency and phone energy for requests
   given their network, co-running load, both links' RSSI and multiplicative noise
-  (:meth:`OutcomeModel.outcomes`). The readable references it must agree with are :func:`autoscale_env.backends.power.local_run` and
-  :func:`autoscale_env.backends.radio.offload` (tests compare them).
+  (:meth:`OutcomeModel.outcomes`). The readable references it must agree with are :func:`autoscale_env.world.power.local_run` and
+  :func:`autoscale_env.world.radio.offload` (tests compare them).
 * :class:`Scorer`: reward, ``qos_met``, ``accuracy_met`` of outcomes (the formula of
-  :mod:`autoscale_env.reward`), and :func:`oracle_actions`, the best target per request.
+  :mod:`autoscale_env.world.reward`), and :func:`oracle_actions`, the best target per request.
 
 Nothing here draws random numbers: noise is an input, so the same arrays give the same results
 bit for bit whatever their batch shape (elementwise numpy results do not depend on the shape).
@@ -26,11 +26,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from autoscale_env import config
-from autoscale_env.backends import power, radio
-from autoscale_env.core import Target, Workload
-from autoscale_env.reward import accuracy_terms, reward_from_terms
-from autoscale_env.state import Binner
+from autoscale_env.world import config
+from autoscale_env.world import power, radio
+from autoscale_env.world.types import Target, Workload
+from autoscale_env.world.reward import accuracy_terms, reward_from_terms
+from autoscale_env.world.observation import Binner
 
 #: The target whose interference-free energy is ``E_ref``.
 REFERENCE_TARGET = Target("local", "cpu", "fp32")
@@ -327,7 +327,7 @@ def _cells(size: int) -> np.ndarray:
 
 
 class Scorer:
-    """Reward, constraint flags and oracle of outcomes: the reward of :mod:`autoscale_env.reward`
+    """Reward, constraint flags and oracle of outcomes: the reward of :mod:`autoscale_env.world.reward`
     for one scenario, phone and reward preset.
 
     Args:

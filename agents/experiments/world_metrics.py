@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autoscale_env import config
-from autoscale_env.core import RequestBlock
-from autoscale_env.rules import Scorer, oracle_actions
-from autoscale_env.state import StateEncoder
+from autoscale_env.world import config
+from autoscale_env.world.types import RequestBlock
+from autoscale_env.world.rules import Scorer, oracle_actions
+from autoscale_env.world.observation import StateEncoder
 
 MOBILE_CPU_TARGET = "local/cpu/fp32"
 CLOUD_TARGET = "cloud/gpu/fp32"

@@ -38,11 +38,11 @@ import gymnasium as gym
 import numpy as np
 
 import autoscale_env  # noqa: F401  (registers AutoScale-v0)
-from autoscale_env import config
-from autoscale_env.errors import AutoScaleError, ConfigError
-from autoscale_env.reward import reward
-from autoscale_env.rules import oracle_actions
-from autoscale_env.traces import Trace, load_trace
+from autoscale_env.world import config
+from autoscale_env.world.errors import AutoScaleError, ConfigError
+from autoscale_env.world.reward import reward
+from autoscale_env.world.rules import oracle_actions
+from autoscale_env.traces.format import Trace, load_trace
 
 __all__ = ["gap_report", "main", "oracle_agreement", "qlearning_regret", "sim_outcomes",
            "target_errors"]
@@ -132,7 +132,7 @@ def oracle_agreement(trace: Trace, latency: np.ndarray, energy: np.ndarray,
 def qlearning_regret(trace_path: str, profile: str, *, train_steps: int = 20_000,
                      seeds: Sequence[int] = (0, 1, 2), progress: bool = False) -> dict[str, Any]:
     """Energy a Q-learner trained in the profile's sim loses on the trace (module docstring)."""
-    from agents.evaluation import evaluate
+    from agents.experiments.evaluation import evaluate
     from agents.qlearning import QLearningAgent
 
     trace = load_trace(trace_path)

@@ -11,7 +11,7 @@ change of the provenance format or of the simulator's internals is absorbed in t
 Which numbers are estimates
 ---------------------------
 The data carries its provenance next to the values (``source`` / ``sources`` / ``ranges``, see
-:mod:`autoscale_env.provenance`). :func:`enumerate_estimates` takes that report's estimate entries
+:mod:`autoscale_env.world.provenance`). :func:`enumerate_estimates` takes that report's estimate entries
 as they are, one parameter each (a list, e.g. a curve in ``links.toml``, moves as one), so the
 count matches ``autoscale provenance``, with their declared ranges (:func:`from_provenance`).
 
@@ -41,8 +41,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from autoscale_env import config
-from autoscale_env.errors import ConfigError
+from autoscale_env.world import config
+from autoscale_env.world.errors import ConfigError
 
 #: Data files that describe the world (paths relative to ``config.DATA_DIR``); bins and reward
 #: weights define the task, not the world.
@@ -138,9 +138,9 @@ def _mode_and_range(addr: Address) -> tuple[str, float, float, float]:
 @lru_cache(maxsize=1)
 def enumerate_estimates() -> tuple[Estimate, ...]:
     """Every estimate of the world's data as parameters of the analysis: one per estimate entry of
-    :func:`autoscale_env.provenance.estimates`, in its order (so the count matches
+    :func:`autoscale_env.world.provenance.estimates`, in its order (so the count matches
     ``autoscale provenance``)."""
-    from autoscale_env import provenance
+    from autoscale_env.world import provenance
 
     return from_provenance(provenance.estimates())
 
@@ -266,18 +266,18 @@ def _reading(docs: Mapping[str, dict[str, Any]]):
     # (and look at every device file to list the valid edge/cloud names on each call)
     by_path.update({(config.DATA_DIR / f).resolve(): _document(f) for f in world_files()
                     if f not in docs})
-    real = config._read_toml
+    real = config.read_toml
 
     def read(path):
         doc = by_path.get(Path(path).resolve())
         return doc if doc is not None else real(path)
 
     with _READ_LOCK:
-        config._read_toml = read
+        config.read_toml = read
         try:
             yield
         finally:
-            config._read_toml = real
+            config.read_toml = real
 
 
 @dataclass(frozen=True)
@@ -316,7 +316,7 @@ def build_world(overrides: Mapping[str, float], *, device: str, scenario: str, s
 
     Adapter: the perturbed config objects (phone, its edge and cloud, links, catalog, settings,
     scenario) go to the public :class:`~autoscale_env.backends.sim.SimBackend` constructor, which
-    tabulates them with the one outcome model (:class:`~autoscale_env.rules.OutcomeModel`). Pass
+    tabulates them with the one outcome model (:class:`~autoscale_env.world.rules.OutcomeModel`). Pass
     ``world`` (from :func:`load_world`) to reuse one parse across cells.
     """
     from autoscale_env.backends.sim import SimBackend

@@ -28,10 +28,10 @@ from tqdm.auto import tqdm
 
 import autoscale_env  # noqa: F401  (registers AutoScale-v0)
 from agents import CLOUD, MOBILE_CPU, agent_class, make_agent
-from agents.evaluation import TrainingMonitor, evaluate
-from agents.tracking import ScalarWriter, log_evaluation, run_name, task_hparams
-from autoscale_env.errors import AutoScaleError
-from autoscale_env.files import PathLock, atomic_write
+from agents.experiments.evaluation import TrainingMonitor, evaluate
+from agents.experiments.tracking import ScalarWriter, log_evaluation, run_name, task_hparams
+from autoscale_env.world.errors import AutoScaleError
+from autoscale_env.world.files import PathLock, atomic_write
 
 #: Offset between a task's training seed and its evaluation seed, so evaluation sees fresh requests.
 EVAL_SEED_OFFSET = 10_000
@@ -86,11 +86,10 @@ class BenchmarkConfig:
         Every field of the config is in it (a new option is recorded without further code), plus
         the package version and the content hash of a features file given by path.
         """
-        import autoscale_env
         doc = json.loads(json.dumps(asdict(self), sort_keys=True, default=str))
         features = self.env_kwargs.get("features")
         if features:
-            from autoscale_env import config
+            from autoscale_env.world import config
             path = config.resolve_features_path(features)
             if features not in config.FEATURE_SETS and path.is_file():
                 doc["features_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -182,7 +181,7 @@ class ResultStore:
     results made with another one is refused with :class:`ConfigMismatch` naming the fields, so
     different configurations never share a summary line.
 
-    The directory is locked (:class:`~autoscale_env.files.PathLock`) while the store is open: a
+    The directory is locked (:class:`~autoscale_env.world.files.PathLock`) while the store is open: a
     second concurrent run into it fails at once, naming the holder's PID. On resume, side-table
     rows (``per_network``, ``curves``) of tasks without a ``results`` row (a kill between the
     appends) are dropped, so a rerun never duplicates them.
@@ -361,7 +360,7 @@ def _markdown_table(values: dict[str, Any]) -> str:
 
 def run(tasks: Sequence[Task], cfg: BenchmarkConfig, store: ResultStore, *,
         progress: bool = True) -> None:
-    """Run the tasks not yet in ``store`` one after another (see ``agents.sweep`` for parallel)."""
+    """Run the tasks not yet in ``store`` one after another (see ``agents.experiments.sweep`` for parallel)."""
     store.bind(cfg)
     todo = [t for t in tasks if t.key not in store.done]
     with tqdm(total=len(todo), disable=not progress, desc="benchmark", unit="task") as bar:
@@ -409,7 +408,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> str:
         groups[(r["device"], r["scenario"], r["setting"], r["agent"])].append(r)
     head = ["device", "scenario", "setting", "agent", "seeds"] + [m[1] for m in SUMMARY_METRICS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for key in sorted(groups, key=lambda k: (k[0], k[1], k[2], _agent_order(k[3]))):
+    for key in sorted(groups, key=lambda k: (k[0], k[1], k[2], agent_order(k[3]))):
         cells = [*key, str(len(groups[key]))]
         for metric, _, scale, fmt in SUMMARY_METRICS:
             m, h = mean_ci([float(r[metric]) * scale for r in groups[key]])
@@ -425,7 +424,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> str:
               "| agent | eff. vs mobile CPU (x) | eff. vs cloud (x) | oracle match (%) | "
               "near-optimal (%) | state ceiling (%) | energy vs oracle (+%) | QoS viol. (%) |",
               "|---|---|---|---|---|---|---|---|"]
-    for agent in sorted(per_agent, key=_agent_order):
+    for agent in sorted(per_agent, key=agent_order):
         rs = per_agent[agent]
         avg = {k: statistics.fmean(float(r.get(k, "nan") or "nan") for r in rs)
                for k, *_ in SUMMARY_METRICS}
@@ -447,7 +446,7 @@ def geometric_mean(values: Sequence[float]) -> float:
     return math.exp(statistics.fmean(math.log(v) for v in xs))
 
 
-def _agent_order(name: str) -> tuple[int, str]:
+def agent_order(name: str) -> tuple[int, str]:
     order = ["qlearning", "dqn", "ppo", "a2c", "oracle", MOBILE_CPU, CLOUD, "random"]
     return (order.index(name) if name in order else len(order), name)
 
@@ -458,6 +457,6 @@ def finish(store: ResultStore, *, figures: bool = True) -> str:
     text = "# Benchmark summary\n\nMean ± 95 % interval over seeds.\n\n" + summarize(rows)
     atomic_write(store.out / "summary.md", text)
     if figures:
-        from agents.figures import write_figures
+        from agents.experiments.figures import write_figures
         write_figures(store)
     return text

@@ -18,7 +18,7 @@ fewest requests ``k`` after the shift such that the rate over ``[shift + k, shif
 is back to 90 % of ``pre_rate`` (0: never fell below; empty: not within the run). For learners
 this is online performance (exploration included), which is what a deployed learner pays.
 
-The slack is :data:`agents.evaluation.NEAR_OPTIMAL_SLACK`, the benchmark's ``near_optimal_rate``
+The slack is :data:`agents.experiments.evaluation.NEAR_OPTIMAL_SLACK`, the benchmark's ``near_optimal_rate``
 threshold; the one difference is per request, where no target meets both targets: the benchmark
 counts no choice as near-optimal there, the drift runner counts the oracle's own choice (so a
 windowed rate is not dragged down by requests nobody could serve).
@@ -41,7 +41,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from agents import agent_class, make_agent
-from agents.evaluation import NEAR_OPTIMAL_SLACK
+from agents.experiments.evaluation import NEAR_OPTIMAL_SLACK
 from autoscale_env.backends.drift import DriftBackend, load_drift
 from autoscale_env.env import AutoScaleEnv
 

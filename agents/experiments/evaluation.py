@@ -10,7 +10,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.tracking import ScalarWriter
+from agents.experiments.tracking import ScalarWriter
 
 
 class TrainingMonitor:

@@ -39,8 +39,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoscale_env import config
-from autoscale_env.errors import AutoScaleError, ConfigError
+from autoscale_env.world import config
+from autoscale_env.world.errors import AutoScaleError, ConfigError
 
 MEASUREMENTS_DIR = config.DATA_DIR / "measurements"
 QUANTITIES = ("latency_ms", "accuracy", "power_w")

@@ -71,7 +71,7 @@ def write_figures(out: Any) -> list[Path]:
 
 def mean_band(values: Sequence[float]) -> tuple[float, float]:
     """Mean and 95 % Student-t half-width over seeds (0 for a single value)."""
-    from agents.benchmark import mean_ci
+    from agents.experiments.benchmark import mean_ci
     return mean_ci(list(values))
 
 
@@ -94,8 +94,8 @@ def _plain_log_ticks(ax) -> None:
         lambda v, _: f"{v:g}" if f"{v:.1g}"[0] in "25" else ""))
 
 
-def _agent_order(name: str) -> tuple[int, str]:
-    from agents.benchmark import _agent_order as order
+def agent_order(name: str) -> tuple[int, str]:
+    from agents.experiments.benchmark import agent_order as order
     return order(name)
 
 
@@ -122,7 +122,7 @@ def _layout(fig) -> None:
 
 
 def _save(fig, path: Path) -> Path:
-    from autoscale_env.files import atomic_write
+    from autoscale_env.world.files import atomic_write
     return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
 
 
@@ -190,7 +190,7 @@ def _curves(plt, rows, results, metric: str, path: Path) -> Path:
     data = curve_stats(rows, metric, scale)
     references = reference_values(results, metric)
     cells = sorted(data, key=_cell_order)
-    agents = sorted({a for c in cells for a in data[c]}, key=_agent_order)
+    agents = sorted({a for c in cells for a in data[c]}, key=agent_order)
     colors = {a: f"C{i}" for i, a in enumerate(agents)}
     fig, axes = _grid(plt, len(cells), _ncols(cells), (4.6, 3.3))
     seeds: set[int] = set()
@@ -244,7 +244,7 @@ def _efficiency(plt, rows, path: Path) -> Path:
     """Per cell (settings apart): efficiency vs the mobile CPU per network, mean ± 95 % over seeds."""
     ratio = efficiency_ratios(rows)
     cells = sorted(ratio, key=_cell_order)
-    agents = sorted({a for c in cells for n in ratio[c] for a in ratio[c][n]}, key=_agent_order)
+    agents = sorted({a for c in cells for n in ratio[c] for a in ratio[c][n]}, key=agent_order)
     colors = {a: f"C{i}" for i, a in enumerate(agents)}
     fig, axes = _grid(plt, len(cells), _ncols(cells), (5.2, 3.6))
     width = 0.8 / max(len(agents), 1)

@@ -1,6 +1,6 @@
 """``autoscale sweep``: the benchmark's grid on a local process pool or a Ray cluster.
 
-Every (agent, cell, seed) is one task run by :func:`agents.benchmark.run_task`, a pure function of
+Every (agent, cell, seed) is one task run by :func:`agents.experiments.benchmark.run_task`, a pure function of
 the task and the config, so the engine, the worker and the order do not change a task's result:
 ``--engine local`` and ``--engine ray`` give the same rows. Results are appended as each task
 finishes; rerunning the same sweep skips finished tasks, so a killed sweep loses only the tasks
@@ -31,8 +31,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from agents.benchmark import BenchmarkConfig, ResultStore, Task, finish, run_task
-from autoscale_env.errors import AutoScaleError, DependencyMissing
+from agents.experiments.benchmark import BenchmarkConfig, ResultStore, Task, finish, run_task
+from autoscale_env.world.errors import AutoScaleError, DependencyMissing
 
 ENGINES = ("local", "ray")
 
@@ -161,7 +161,7 @@ def _raise_on_sigterm():
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``autoscale sweep`` / ``python scripts/sweep.py``."""
-    from agents.cli import FORMATTER, _tasks_and_config, add_grid_arguments, output_listing
+    from agents.cli import FORMATTER, tasks_and_config, add_grid_arguments, output_listing
     parser = argparse.ArgumentParser(prog="autoscale sweep", description=__doc__.splitlines()[0],
                                      formatter_class=FORMATTER)
     add_grid_arguments(parser)
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     store = None
     previous = _raise_on_sigterm()
     try:
-        tasks, cfg = _tasks_and_config(args)
+        tasks, cfg = tasks_and_config(args)
         # a sweep resumes by default: rerunning it completes only the missing tasks
         store = ResultStore(args.out, force=args.force, resume=not args.force, config=cfg)
         if args.engine == "local":

@@ -2,7 +2,7 @@
 
 Reads ``results.csv`` and averages over every cell and seed in it: efficiency ratios by the
 geometric mean (arithmetic mean beside it), overall and split by Wi-Fi signal (regular / weak, as
-recorded per request by :func:`agents.evaluation.evaluate`), and oracle match, near-optimal rate
+recorded per request by :func:`agents.experiments.evaluation.evaluate`), and oracle match, near-optimal rate
 and state ceiling by the arithmetic mean. The paper's row holds the figures of its abstract.
 """
 
@@ -13,7 +13,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from agents.benchmark import geometric_mean
+from agents.experiments.benchmark import geometric_mean
 
 #: AutoScale (Kim & Wu, MICRO 2020) abstract: average energy efficiency 9.8x vs mobile CPU and
 #: 1.6x vs cloud offloading, 97.9 % prediction accuracy.

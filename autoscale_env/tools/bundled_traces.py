@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from autoscale_env import config, traces
+from autoscale_env.world import config
+
+from autoscale_env.traces import format as traces
 from autoscale_env.backends.sim import SimBackend
-from autoscale_env.recording import DEFAULT_EPISODE_REQUESTS, record
+from autoscale_env.traces.recorder import DEFAULT_EPISODE_REQUESTS, record
 
 #: How to bring the bundled sim traces in line with the current sim (run from the repo root).
 REGENERATE_COMMAND = "python scripts/regenerate_traces.py"

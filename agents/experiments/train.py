@@ -16,11 +16,11 @@ import numpy as np
 
 import autoscale_env
 from agents import agent_class, make_agent
-from agents.evaluation import TrainingMonitor
-from agents.tracking import ScalarWriter, run_name
-from autoscale_env.config import FEATURE_SETS, resolve_features_path
-from autoscale_env.errors import AutoScaleError
-from autoscale_env.files import atomic_write, load_npz
+from agents.experiments.evaluation import TrainingMonitor
+from agents.experiments.tracking import ScalarWriter, run_name
+from autoscale_env.world.config import FEATURE_SETS, resolve_features_path
+from autoscale_env.world.errors import AutoScaleError
+from autoscale_env.world.files import atomic_write, load_npz
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def _check_previous(out: Path, model_path: Path, ckpt_dir: Path, identity: dict[
     run_file = out / RUN_FILE
     newest = latest_sb3_checkpoint(ckpt_dir) if sb3 else latest_checkpoint(ckpt_dir)
     if run_file.exists():
-        from agents.benchmark import recorded_differences
+        from agents.experiments.benchmark import recorded_differences
         diffs = recorded_differences(run_file, identity, RunMismatch)
         if diffs:
             raise RunMismatch(
@@ -229,13 +229,13 @@ def latest_sb3_checkpoint(directory: Path) -> Path | None:
 
 def restore_checkpoint(learner: Any, env: gym.Env, path: Path) -> None:
     """Load a checkpoint written by :func:`write_checkpoint` into ``learner`` and ``env``."""
-    from agents.qlearning import _json_metadata
-    from autoscale_env.errors import ModelFileError
+    from agents.qlearning import json_metadata
+    from autoscale_env.world.errors import ModelFileError
     data = load_npz(path, ModelFileError)  # sizes and shapes checked before any allocation
     if "q" not in data or "state" not in data:
         raise ModelFileError(f"{path}: unreadable checkpoint (needs arrays 'q' and 'state')")
     q = data["q"]
-    state = _json_metadata(data["state"], str(path), "state")
+    state = json_metadata(data["state"], str(path), "state")
     if not isinstance(state, dict):
         raise ModelFileError(f"{path}: checkpoint 'state' must be a JSON object")
     if q.shape != learner.q.shape:

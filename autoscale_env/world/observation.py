@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from autoscale_env.config import WORKLOAD_FIELDS, FeatureSpec
-from autoscale_env.core import RequestBlock, Workload
+from autoscale_env.world.config import WORKLOAD_FIELDS, FeatureSpec
+from autoscale_env.world.types import RequestBlock, Workload
 
 
 def bin_values(spec: FeatureSpec, values: np.ndarray) -> np.ndarray:

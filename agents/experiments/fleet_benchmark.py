@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from autoscale_env.errors import AutoScaleError
+    from autoscale_env.world.errors import AutoScaleError
 
     p = argparse.ArgumentParser(
         prog="autoscale fleet-benchmark",

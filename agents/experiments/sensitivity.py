@@ -1,8 +1,8 @@
 """``autoscale sensitivity``: which conclusions hold whatever the world's estimates are.
 
 Every number the data marks as an estimate is a parameter (grouped where numbers move together, with
-the range the data declares or +-50 %; see :mod:`autoscale_env.estimates`). The analysis runs in
-phases over perturbed worlds, each world scored by :mod:`agents.world_metrics` on the same requests
+the range the data declares or +-50 %; see :mod:`autoscale_env.tools.estimates`). The analysis runs in
+phases over perturbed worlds, each world scored by :mod:`agents.experiments.world_metrics` on the same requests
 (oracle efficiency vs the mobile CPU and vs the cloud, the state ceiling, each target's share of
 the oracle's decisions):
 
@@ -43,11 +43,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from agents.world_metrics import (CLOUD_TARGET, HEADLINE_METRICS, MOBILE_CPU_TARGET,
+from agents.experiments.world_metrics import (CLOUD_TARGET, HEADLINE_METRICS, MOBILE_CPU_TARGET,
                                   QLEARNING_METRIC, Cell, grid_cells, metric_names, world_metrics)
-from autoscale_env import config
-from autoscale_env.errors import AutoScaleError, ConfigError, DependencyMissing
-from autoscale_env.estimates import Estimate, build_world, enumerate_estimates, load_world
+from autoscale_env.world import config
+from autoscale_env.world.errors import AutoScaleError, ConfigError, DependencyMissing
+from autoscale_env.tools.estimates import Estimate, build_world, enumerate_estimates, load_world
 
 METHODS = ("morris", "sobol")
 ENGINES = ("local", "ray")

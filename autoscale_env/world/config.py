@@ -3,7 +3,7 @@ settings, observation bins, reward presets).
 
 Everything is TOML inside ``autoscale_env/data``; a user adds a phone by writing one more device file
 (pass its path as ``device=``). Files are parsed and checked once (cached); every problem raises
-:class:`~autoscale_env.errors.ConfigError` naming the file, the field and what was expected.
+:class:`~autoscale_env.world.errors.ConfigError` naming the file, the field and what was expected.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from autoscale_env.core import PRECISIONS, PROCESSORS, Target, Workload
-from autoscale_env.errors import ConfigError, UnknownNameError
+from autoscale_env.world.types import PRECISIONS, PROCESSORS, Scenario, Target, Workload
+from autoscale_env.world.errors import ConfigError, UnknownNameError
 
 DATA_DIR = Path(str(resources.files("autoscale_env") / "data"))
 DEVICES_DIR = DATA_DIR / "devices"
@@ -127,7 +127,7 @@ class _Table:
         """Check the optional per-number provenance of this table (see ``docs/calibration.md``,
         "Provenance fields"): ``source`` (for every number without its own entry), ``sources``
         (field -> text) and ``ranges`` (field -> ``[lo, hi]``, or one ``[lo, hi]`` per item of a
-        list field). Read by :mod:`autoscale_env.provenance`; the world itself ignores them."""
+        list field). Read by :mod:`autoscale_env.world.provenance`; the world itself ignores them."""
         if "source" in self.data:
             self.source()
         sources = self._get("sources", {})
@@ -187,7 +187,7 @@ def _toml_depth(text: str) -> int:
     return deepest
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
     import stat
     try:  # stat first: a FIFO would block open() forever, /dev/zero would never end
         st = os.stat(path)
@@ -230,7 +230,7 @@ def read_table(path: Path | str) -> _Table:
     """A TOML data file as a checked table: the reader behind every loader here, for data files
     that other modules own (``fleet.toml``). Its ``str`` / ``number`` / ``table`` / ... readers
     raise :class:`ConfigError` naming the file and field; ``done()`` refuses unknown fields."""
-    return _Table(_read_toml(Path(path)), path)
+    return _Table(read_toml(Path(path)), path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,7 +241,7 @@ def read_table(path: Path | str) -> _Table:
 def load_workloads(path: str | None = None) -> dict[str, Workload]:
     """The network catalog (``workloads.toml``), keyed by short name."""
     file = Path(path) if path else DATA_DIR / "workloads.toml"
-    top = _Table(_read_toml(file), file)
+    top = _Table(read_toml(file), file)
     nets = top.table("networks")
     out: dict[str, Workload] = {}
     for name in nets.data:
@@ -316,7 +316,7 @@ def device_names(kind: str = "phone") -> list[str]:
 
 def _kind_of(path: Path) -> str:
     try:
-        return str(_read_toml(path).get("kind", ""))
+        return str(read_toml(path).get("kind", ""))
     except ConfigError:
         return ""
 
@@ -335,7 +335,7 @@ def resolve_device_path(name_or_path: str) -> Path:
 def load_device(name_or_path: str) -> DeviceProfile:
     """Load and validate one device profile; latency rows must cover every catalog network."""
     path = resolve_device_path(name_or_path)
-    top = _Table(_read_toml(path), path)
+    top = _Table(read_toml(path), path)
     kind = top.str("kind")
     if kind not in KINDS:
         top.fail("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -463,7 +463,7 @@ class LinkModel:
 def load_links() -> dict[str, LinkModel]:
     """The ``wifi`` (cloud path) and ``p2p`` (edge path) link models."""
     file = DATA_DIR / "links.toml"
-    top = _Table(_read_toml(file), file)
+    top = _Table(read_toml(file), file)
     out = {}
     for name in ("wifi", "p2p"):
         t = top.table(name)
@@ -499,24 +499,11 @@ def load_links() -> dict[str, LinkModel]:
 # Scenarios and settings
 
 
-@dataclass(frozen=True)
-class Scenario:
-    """An application scenario: which networks, the QoS target, the accuracy tolerance."""
-
-    name: str
-    description: str
-    qos_ms: float
-    accuracy_tolerance: float
-    """Largest acceptable accuracy loss against the network's FP32 accuracy (fraction)."""
-    request_gap_ms: float
-    networks: tuple[str, ...]
-
-
 @lru_cache(maxsize=None)
 def load_scenarios() -> dict[str, Scenario]:
     """All scenarios of ``scenarios.toml``."""
     file = DATA_DIR / "scenarios.toml"
-    top = _Table(_read_toml(file), file)
+    top = _Table(read_toml(file), file)
     workloads = load_workloads()
     out = {}
     for name in top.data:
@@ -588,7 +575,7 @@ class DynamicSetting:
 def load_settings() -> tuple[dict[str, AppProfile], StaticSetting, DynamicSetting]:
     """App profiles and the static / dynamic variance parameters of ``settings.toml``."""
     file = DATA_DIR / "settings.toml"
-    top = _Table(_read_toml(file), file)
+    top = _Table(read_toml(file), file)
     apps_t = top.table("apps")
     apps = {}
     for name in apps_t.data:
@@ -687,10 +674,10 @@ def resolve_features_path(name_or_path: str | None) -> Path:
 def load_features(path: str | None = None) -> tuple[FeatureSpec, ...]:
     """The observation features and bins: a bundled set (``paper``, the default, or
     ``per_network``) or a path to your own ``features.toml``."""
-    from autoscale_env.core import CONTEXT_FIELDS
+    from autoscale_env.world.types import CONTEXT_FIELDS
 
     file = resolve_features_path(path)
-    top = _Table(_read_toml(file), file)
+    top = _Table(read_toml(file), file)
     raw = top._get("feature")
     if not isinstance(raw, list) or not raw:
         top.fail("feature", "must be a non-empty array of [[feature]] tables")
@@ -730,7 +717,7 @@ class RewardPreset:
 def load_reward_presets() -> dict[str, RewardPreset]:
     """All reward presets of ``rewards.toml``."""
     file = DATA_DIR / "rewards.toml"
-    top = _Table(_read_toml(file), file)
+    top = _Table(read_toml(file), file)
     presets = top.table("presets")
     out = {}
     for name in presets.data:

@@ -22,7 +22,7 @@ File formats (picked by content, not by name):
 * **Parquet** (``.parquet``, needs ``pyarrow``): the same columns with types int64 / float64 /
   string, and the header JSON in the schema metadata under the key ``autoscale_trace``.
 
-Validation errors raise :class:`~autoscale_env.errors.TraceFormatError` naming the file, the row
+Validation errors raise :class:`~autoscale_env.world.errors.TraceFormatError` naming the file, the row
 (``row r`` counts data rows from 1; CSV adds ``line l``, the line of the uncompressed text) and the
 column. The error object also carries ``path``, ``row`` and ``column`` attributes.
 """
@@ -46,10 +46,10 @@ from typing import Any, Self
 
 import numpy as np
 
-from autoscale_env import config
-from autoscale_env.core import ENERGY_SOURCES, Target, Workload
-from autoscale_env.errors import DependencyMissing, TraceFormatError, UnknownNameError
-from autoscale_env.files import atomic_writer, fsync_directory
+from autoscale_env.world import config
+from autoscale_env.world.types import ENERGY_SOURCES, Target, Workload
+from autoscale_env.world.errors import DependencyMissing, TraceFormatError, UnknownNameError
+from autoscale_env.world.files import atomic_writer, fsync_directory
 
 #: Value of the header's ``format`` field, and the marker after ``#`` on a CSV's first line.
 FORMAT = "autoscale-trace"
@@ -279,7 +279,7 @@ class Trace:
 
         The value its recorded cells share, or, when they differ (a live recording that metered
         local targets and modelled remote ones), the first of them in
-        :data:`~autoscale_env.core.ENERGY_SOURCES` order (``model`` before measured sources: the
+        :data:`~autoscale_env.world.types.ENERGY_SOURCES` order (``model`` before measured sources: the
         label never claims more precision than every cell has).
         """
         out = np.empty(self.n_requests, dtype=object)
@@ -333,7 +333,7 @@ def resolve_trace(trace: str | os.PathLike) -> str:
     """A path or bundled trace name -> the file's location (a path string).
 
     An existing file wins over a bundled trace of the same name. Unknown names raise
-    :class:`~autoscale_env.errors.UnknownNameError` listing the bundled traces.
+    :class:`~autoscale_env.world.errors.UnknownNameError` listing the bundled traces.
     """
     path = Path(trace)
     if path.is_file():

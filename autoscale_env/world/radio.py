@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from autoscale_env.config import LinkModel
+from autoscale_env.world.config import LinkModel
 
 #: Columns of :func:`link_table`'s table.
 TABLE_COLUMNS = ("goodput_mbps", "rtt_ms", "tx_w", "rx_w")
