@@ -295,16 +295,14 @@ class Trace:
 
 
 def bundled_root():
-    """Where the bundled traces are: the installed ``autoscale_env.bundled_traces`` package, or,
-    when ``autoscale_env`` is imported from a source checkout (e.g. tests run from the repository
-    root shadow the installed package), the checkout's ``traces/`` folder."""
-    try:
-        return resources.files(BUNDLED_PACKAGE)
-    except ModuleNotFoundError:
-        checkout = Path(__file__).resolve().parent.parent / "traces"
-        if checkout.is_dir():
-            return checkout
-        raise
+    """Where the bundled traces are: when ``autoscale_env`` is imported from a source checkout
+    (tests run from the repository root, or another worktree than the one installed in editable
+    mode), that checkout's ``traces/`` folder; else the installed ``autoscale_env.bundled_traces``
+    package."""
+    checkout = Path(__file__).resolve().parents[2] / "traces"
+    if (checkout / "__init__.py").is_file():
+        return checkout
+    return resources.files(BUNDLED_PACKAGE)
 
 
 def bundled_traces() -> list[str]:
