@@ -39,7 +39,7 @@ def write(tmp_path: Path, text: str) -> str:
 
 
 @pytest.mark.parametrize("edit, field, problem", [
-    (lambda s: s.replace("busy_power_w = 3.5", "busy_power_w = -3.5", 1), "processors.cpu.busy_power_w", "> 0"),
+    (lambda s: s.replace("busy_power_w = 3.5", "busy_power_w = -3.5", 1), "processors.cpu.busy_power_w", ">= 0.001 and <= 100 W"),
     (lambda s: s.replace("busy_power_w = 3.5", 'busy_power_w = "hot"', 1), "processors.cpu.busy_power_w", "number"),
     (lambda s: s.replace("busy_power_w = 3.5", "busy_power_w = nan", 1), "processors.cpu.busy_power_w", "finite"),
     (lambda s: s.replace("busy_power_w = 3.5\n", "", 1), "processors.cpu.busy_power_w", "missing"),

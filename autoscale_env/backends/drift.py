@@ -52,15 +52,15 @@ from typing import Any
 
 import numpy as np
 
-from autoscale_env.world import config
+from autoscale_env.world import config, schemas
 from autoscale_env.backends.sim import DEFAULT_BLOCK_SIZE, SimBackend
-from autoscale_env.world.config import ConfigError, read_toml, _Table
+from autoscale_env.world.errors import ConfigError
 from autoscale_env.world.types import RequestBlock
 from autoscale_env.world.errors import UnknownNameError
 
 DRIFT_FILE = Path(__file__).resolve().parent.parent / "data" / "drift.toml"
-KINDS = ("rssi", "load", "cloud_queue", "thermal")
-LINKS = ("wifi", "p2p")
+KINDS = schemas.SHIFT_KINDS
+LINKS = schemas.LINKS
 
 
 # ----------------------------------------------------------------------------------------------
@@ -108,50 +108,18 @@ class DriftRun:
 def load_drift(path: str | Path | None = None) -> tuple[DriftRun, dict[str, Shift]]:
     """Read ``drift.toml`` (or ``path``); errors name the file and the field."""
     path = Path(path) if path is not None else DRIFT_FILE
-    top = _Table(read_toml(path), path)
-    run_t = top.table("run")
-    run = DriftRun(shift_at=run_t.integer("shift_at", minimum=1), after=run_t.integer("after", minimum=1))
-    run_t.source()
-    run_t.done()
-    shifts_t = top.table("shifts")
+    doc = schemas.validate(schemas.DriftFile, config.read_toml(path), path)
+    run = DriftRun(shift_at=doc.run.shift_at, after=doc.run.after)
     shifts = {}
-    for name in list(shifts_t.data):
-        t = shifts_t.table(name)
-        kind = t.str("kind")
-        if kind not in KINDS:
-            t.fail("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
-        scenario = t.str("scenario")
-        config.get_scenario(scenario)
-        p: dict[str, Any] = {}
-        if kind == "rssi":
-            p["link"] = t.str("link")
-            if p["link"] not in LINKS:
-                t.fail("link", f"must be one of {', '.join(LINKS)}, got {p['link']!r}")
-            p["before_dbm"] = t.number("before_dbm", None, minimum=-150.0, maximum=0.0) \
-                if "before_dbm" in t.data else None
-            p["after_dbm"] = t.number("after_dbm", minimum=-150.0, maximum=0.0)
-            p["spread"] = t.number("spread", minimum=0.0, maximum=1.0)
-        elif kind == "load":
-            p["add_cpu_pct"] = t.number("add_cpu_pct", maximum=100.0)
-            p["add_mem_pct"] = t.number("add_mem_pct", maximum=100.0)
-        elif kind == "cloud_queue":
-            p["utilization"] = t.number("utilization", maximum=0.99)
-        else:
-            p["ambient_before_c"] = t.number("ambient_before_c", minimum=-40.0, maximum=60.0)
-            p["ambient_after_c"] = t.number("ambient_after_c", minimum=-40.0, maximum=60.0)
-            p["thermal_resistance_c_per_w"] = t.number("thermal_resistance_c_per_w", positive=True)
-            p["time_constant_s"] = t.number("time_constant_s", positive=True)
-            p["trip_c"] = t.number("trip_c", minimum=-40.0, maximum=150.0)
-            p["slowdown_per_c"] = t.number("slowdown_per_c", maximum=1.0)
-            p["min_frequency_fraction"] = t.number("min_frequency_fraction", positive=True,
-                                                   maximum=1.0)
-            p["processors"] = t.strings("processors")
-            for proc in p["processors"]:
-                if proc not in ("cpu", "gpu", "dsp"):
-                    t.fail("processors", f"items must be cpu, gpu or dsp, got {proc!r}")
-        shifts[name] = Shift(name, t.str("description"), scenario, kind, p, t.source())
-        t.done()
-    top.done()
+    for name, table in doc.shifts.items():
+        where = ("shifts", name)
+        kind = schemas.validate(schemas.ShiftKind, table, path, prefix=where).kind
+        t = schemas.validate(schemas.SHIFT_SCHEMAS[kind], table, path, prefix=where)
+        config.get_scenario(t.scenario)
+        params = t.model_dump(exclude={"description", "scenario", "kind", *schemas.META_KEYS})
+        if "processors" in params:
+            params["processors"] = tuple(params["processors"])
+        shifts[name] = Shift(name, t.description, t.scenario, kind, params, t.source)
     if not shifts:
         raise ConfigError(f"{path}: no [shifts.NAME] tables")
     return run, shifts

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from autoscale_env.world import config
+from autoscale_env.world import config, schemas
 from autoscale_env.world.errors import ConfigError
 
 FLEET_FILE = config.DATA_DIR / "fleet.toml"
-SHARING = ("equal_throughput", "equal_airtime")
-DISCIPLINES = ("fifo", "processor_sharing")
+SHARING = schemas.SHARING
+DISCIPLINES = schemas.DISCIPLINES
 
 
 @dataclass(frozen=True)
@@ -75,53 +75,24 @@ class FleetConfig:
 def load_fleet_config(path: str | None = None) -> FleetConfig:
     """Parse and check ``fleet.toml`` (the bundled one by default); errors name file and field."""
     file = Path(path) if path else FLEET_FILE
-    top = config.read_table(file)  # the project's checked TOML reader
-    ch = top.table("channel")
-    sharing = ch.str("sharing")
-    if sharing not in SHARING:
-        ch.fail("sharing", f"must be one of {', '.join(SHARING)}, got {sharing!r}")
-    shares = ch.boolean("p2p_shares_ap_channel")
-    ch.source()
-    ch.done()
-    d = top.table("dcf")
+    doc = schemas.validate(schemas.FleetFile, config.read_toml(file), file)
+    d = doc.dcf
     dcf = DcfTiming(
-        cw_min=d.integer("cw_min", minimum=1), cw_max=d.integer("cw_max", minimum=1),
-        slot_us=d.number("slot_us", positive=True), sifs_us=d.number("sifs_us", positive=True),
-        phy_header_us=d.number("phy_header_us"), propagation_us=d.number("propagation_us"),
-        payload_bytes=d.integer("payload_bytes", minimum=1),
-        mac_header_bytes=d.integer("mac_header_bytes"), ack_bytes=d.integer("ack_bytes"),
-        data_rate_mbps=d.number("data_rate_mbps", positive=True),
-        basic_rate_mbps=d.number("basic_rate_mbps", positive=True))
-    if dcf.cw_max < dcf.cw_min:
-        d.fail("cw_max", f"must be >= cw_min ({dcf.cw_min}), got {dcf.cw_max}")
-    d.source()
-    d.done()
-    e = top.table("edge")
-    discipline = e.str("discipline")
-    if discipline not in DISCIPLINES:
-        e.fail("discipline", f"must be one of {', '.join(DISCIPLINES)}, got {discipline!r}")
-    e.source()
-    e.done()
-    ls = top.table("load_signal")
-    edges = ls.numbers("edges", minimum=1)
-    if any(x != int(x) for x in edges) or list(edges) != sorted(set(edges)):
-        ls.fail("edges", f"must be increasing whole counts >= 1, got {list(edges)}")
-    ls.source()
-    ls.done()
+        cw_min=d.cw_min, cw_max=d.cw_max, slot_us=d.slot_us, sifs_us=d.sifs_us,
+        phy_header_us=d.phy_header_us, propagation_us=d.propagation_us,
+        payload_bytes=d.payload_bytes, mac_header_bytes=d.mac_header_bytes, ack_bytes=d.ack_bytes,
+        data_rate_mbps=d.data_rate_mbps, basic_rate_mbps=d.basic_rate_mbps)
     mixes = {}
-    mt = top.table("mixes")
-    for name in mt.data:
-        m = mt.table(name)
-        mix = Mix(devices=m.strings("devices"), scenarios=m.strings("scenarios"),
-                  settings=m.strings("settings"))
+    for name, m in doc.mixes.items():
+        mix = Mix(devices=tuple(m.devices), scenarios=tuple(m.scenarios),
+                  settings=tuple(m.settings))
         for s in mix.scenarios:
             config.get_scenario(s)
         for s in mix.settings:
             config.check_setting(s)
-        m.source()
-        m.done()
         mixes[name] = mix
-    top.done()
-    return FleetConfig(sharing=sharing, p2p_shares_ap_channel=shares, dcf=dcf,
-                       discipline=discipline, load_edges=tuple(int(x) for x in edges),
+    return FleetConfig(sharing=doc.channel.sharing,
+                       p2p_shares_ap_channel=doc.channel.p2p_shares_ap_channel, dcf=dcf,
+                       discipline=doc.edge.discipline,
+                       load_edges=tuple(int(x) for x in doc.load_signal.edges),
                        mixes=mixes, path=str(file))
