@@ -311,7 +311,7 @@ class Table(BaseModel):
     """A TOML table: unknown fields are refused (a typo must not fall back to a default), and
     the optional provenance fields (``source``, ``sources``, ``ranges``) name fields of it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     source: Source | None = None
     sources: dict[str, Source] = {}
