@@ -27,9 +27,9 @@ windowed rate is not dragged down by requests nobody could serve).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
-import os
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
@@ -44,6 +44,7 @@ from agents import agent_class, make_agent
 from agents.experiments.evaluation import NEAR_OPTIMAL_SLACK
 from autoscale_env.backends.drift import DriftBackend, load_drift
 from autoscale_env.env import AutoScaleEnv
+from autoscale_env.world.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class DriftConfig:
 
 
 @dataclass
-class Trace:
+class RunRecord:
     """Per-request record of one run (index = request = step)."""
 
     near_optimal: np.ndarray
@@ -170,15 +171,15 @@ class _Recorder:
         self._capture()
         return True
 
-    def trace(self) -> Trace:
+    def record(self) -> RunRecord:
         if self.t != self.n:
             raise RuntimeError(f"the run stopped after {self.t} of {self.n} requests")
-        return Trace(self.near, self.regret, self.energy, self.latency, self.qos, self.local,
+        return RunRecord(self.near, self.regret, self.energy, self.latency, self.qos, self.local,
                      self.temperature, self.slowdown)
 
 
 def run_one(agent: str, shift: str, seed: int, cfg: DriftConfig, *,
-            progress: bool = False) -> Trace:
+            progress: bool = False) -> RunRecord:
     """One online run of ``agent`` through ``shift`` (see the module docstring)."""
     shift_at, after = cfg.resolved()
     total = shift_at + after
@@ -201,7 +202,7 @@ def run_one(agent: str, shift: str, seed: int, cfg: DriftConfig, *,
                 recorder.on_step(int(action), reward, info)
     finally:
         env.close()
-    return recorder.trace()
+    return recorder.record()
 
 
 def _first_recovery(near: np.ndarray, shift_at: int, window: int, level: float) -> int | None:
@@ -214,31 +215,31 @@ def _first_recovery(near: np.ndarray, shift_at: int, window: int, level: float) 
     return int(hit[0]) if len(hit) else None
 
 
-def metrics(trace: Trace, shift_at: int, cfg: DriftConfig) -> dict[str, Any]:
+def metrics(record: RunRecord, shift_at: int, cfg: DriftConfig) -> dict[str, Any]:
     """The reported figures of one run."""
     pre = slice(shift_at - cfg.pre_window, shift_at)
     post = slice(shift_at, shift_at + cfg.regret_window)
-    pre_rate = float(trace.near_optimal[pre].mean())
-    recovery = _first_recovery(trace.near_optimal, shift_at, cfg.window,
+    pre_rate = float(record.near_optimal[pre].mean())
+    recovery = _first_recovery(record.near_optimal, shift_at, cfg.window,
                                cfg.recovery_fraction * pre_rate)
     return {
         "pre_rate": pre_rate,
-        "post_rate_1000": float(trace.near_optimal[post].mean()),
-        "final_rate": float(trace.near_optimal[-cfg.window:].mean()),
-        "regret_1000": float(trace.regret[post].sum()),
-        "regret_1000_pre": float(trace.regret[shift_at - cfg.regret_window:shift_at].sum()),
+        "post_rate_1000": float(record.near_optimal[post].mean()),
+        "final_rate": float(record.near_optimal[-cfg.window:].mean()),
+        "regret_1000": float(record.regret[post].sum()),
+        "regret_1000_pre": float(record.regret[shift_at - cfg.regret_window:shift_at].sum()),
         "recovery": "" if recovery is None else recovery,
-        "energy_mj_pre": float(trace.energy_mj[pre].mean()),
-        "energy_mj_post": float(trace.energy_mj[shift_at:].mean()),
-        "qos_violation_pre": float(1.0 - trace.qos_met[pre].mean()),
-        "qos_violation_post": float(1.0 - trace.qos_met[shift_at:].mean()),
-        "local_share_pre": float(trace.local[pre].mean()),
-        "local_share_post": float(trace.local[shift_at:].mean()),
+        "energy_mj_pre": float(record.energy_mj[pre].mean()),
+        "energy_mj_post": float(record.energy_mj[shift_at:].mean()),
+        "qos_violation_pre": float(1.0 - record.qos_met[pre].mean()),
+        "qos_violation_post": float(1.0 - record.qos_met[shift_at:].mean()),
+        "local_share_pre": float(record.local[pre].mean()),
+        "local_share_post": float(record.local[shift_at:].mean()),
         # thermal only (empty otherwise): how hot the agent's own choices made the phone
-        "max_temperature_c": "" if trace.temperature_c is None else float(trace.temperature_c.max()),
-        "throttled_share_post": "" if trace.slowdown is None
-        else float((trace.slowdown[shift_at:] > 1.0).mean()),
-        "slowdown_post": "" if trace.slowdown is None else float(trace.slowdown[shift_at:].mean()),
+        "max_temperature_c": "" if record.temperature_c is None else float(record.temperature_c.max()),
+        "throttled_share_post": "" if record.slowdown is None
+        else float((record.slowdown[shift_at:] > 1.0).mean()),
+        "slowdown_post": "" if record.slowdown is None else float(record.slowdown[shift_at:].mean()),
     }
 
 
@@ -265,7 +266,7 @@ def thermal_probe(shift: str, cfg: DriftConfig, targets: Sequence[str] = THERMAL
         for _ in range(shift_at + after):
             obs, reward, _, _, info = env.step(a)
             recorder.on_step(a, reward, info)
-        tr = recorder.trace()
+        tr = recorder.record()
         for start in range(shift_at - 2 * width, shift_at + after, width):
             s = slice(start, start + width)
             rows.append({"shift": shift, "target": target, "window_start": start - shift_at,
@@ -300,11 +301,11 @@ def run_suite(agents: Sequence[str], shifts: Sequence[str], seeds: int, cfg: Dri
     with tqdm(total=len(runs), disable=not progress, desc="drift", unit="run") as bar:
         for shift, agent, seed in runs:
             bar.set_postfix_str(f"{agent} {shift} s{seed}")
-            trace = run_one(agent, shift, seed, cfg)
+            record = run_one(agent, shift, seed, cfg)
             rows.append({"agent": agent, "shift": shift, "seed": seed, "device": cfg.device,
                          "scenario": catalog[shift].scenario, "shift_at": shift_at,
-                         **metrics(trace, shift_at, cfg)})
-            curves[(shift, agent)].append(windowed(trace.near_optimal, cfg.window)[lo:])
+                         **metrics(record, shift_at, cfg)})
+            curves[(shift, agent)].append(windowed(record.near_optimal, cfg.window)[lo:])
             bar.update(1)
     probe = []
     for shift in shifts:
@@ -318,11 +319,11 @@ def run_suite(agents: Sequence[str], shifts: Sequence[str], seeds: int, cfg: Dri
     _write_csv(out / "curves.csv", ["shift", "agent", "offset", "near_optimal_rate"], curve_rows)
     if probe:
         _write_csv(out / "thermal_probe.csv", PROBE_COLUMNS, probe)
-    (out / "config.json").write_text(json.dumps(
+    atomic_write(out / "config.json", json.dumps(
         {"agents": list(agents), "shifts": list(shifts), "seeds": seeds, **asdict(cfg),
          "shift_at": shift_at, "after": after}, indent=1))
     text = summarize(rows, probe, cfg, shift_at, catalog)
-    _atomic_write(out / "summary.md", text)
+    atomic_write(out / "summary.md", text)
     if figures:
         write_figures(curve_rows, out, cfg)
     return text
@@ -413,24 +414,14 @@ def write_figures(curve_rows: Sequence[dict[str, Any]], out: Path, cfg: DriftCon
     axes[0][0].set_ylabel(f"near-optimal rate ({cfg.window}-request window)")
     axes[0][-1].legend(fontsize=8)
     path = out / "drift.png"
-    tmp = out / "drift.tmp.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
     return path
 
 
 def _write_csv(path: Path, columns: list[str], rows: Sequence[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
-        w.writerows({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()}
-                    for r in rows)
-    os.replace(tmp, path)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    w.writeheader()
+    w.writerows({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
+    atomic_write(path, buf.getvalue().encode("utf-8"))  # bytes: the csv module's own line ends

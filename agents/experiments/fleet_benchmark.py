@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 from agents.fleet import (CentralisedOracle, CoordinateAscent, IndependentQLearners, RunStats,
                           fixed_target, per_phone_oracle, run_policy)
 from autoscale_env.fleet import make_core
+from autoscale_env.world.files import atomic_write
 
 SIZES = (1, 2, 4, 8, 16, 64)
 #: Above this many phones the centralised optimum is approximated by coordinate ascent.
@@ -157,7 +157,7 @@ def figure(results: dict[str, Any], path: str | os.PathLike) -> None:
     fig.suptitle(f"AutoScale fleet, mix '{results['config']['mix']}', "
                  f"{results['config']['rounds']} rounds, seed {results['config']['seed']}")
     fig.tight_layout()
-    _atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    atomic_write(path, lambda f: fig.savefig(f, dpi=110, format="png"))
     plt.close(fig)
 
 
@@ -169,22 +169,9 @@ def write(results: dict[str, Any], out_dir: str | os.PathLike, force: bool = Fal
     paths = [out / "results.json", out / "table.md"]
     if not force and any(p.exists() for p in paths):
         raise FileExistsError(f"{out} already holds fleet-benchmark results; pass --force to replace")
-    _atomic(paths[0], lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1)))
-    _atomic(paths[1], lambda tmp: Path(tmp).write_text(table(results)))
+    atomic_write(paths[0], json.dumps(results, indent=1))
+    atomic_write(paths[1], table(results))
     return paths
-
-
-def _atomic(path, write_to) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write_to(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,7 @@ import numpy as np
 import autoscale_env  # noqa: F401  (registers AutoScale-v0)
 from autoscale_env.world import config
 from autoscale_env.world.errors import AutoScaleError, ConfigError
+from autoscale_env.world.files import atomic_write
 from autoscale_env.world.reward import reward
 from autoscale_env.world.rules import oracle_actions
 from autoscale_env.traces.format import Trace, load_trace
@@ -244,11 +245,8 @@ def scatter_figure(trace: Trace, latency: np.ndarray, energy: np.ndarray, path: 
                 ax.set_title(name, fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -280,10 +278,7 @@ def gap_report(traces: Sequence[str], profile: str, *, out: str | os.PathLike | 
             entry["figure"] = str(fig) if fig else None
         report["traces"][label] = entry
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = out_dir / "gap.json.tmp"
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
-        os.replace(tmp, out_dir / "gap.json")
+        atomic_write(out_dir / "gap.json", json.dumps(report, indent=1) + "\n")
     return report
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -47,6 +48,7 @@ from agents.experiments.world_metrics import (CLOUD_TARGET, HEADLINE_METRICS, MO
                                   QLEARNING_METRIC, Cell, grid_cells, metric_names, world_metrics)
 from autoscale_env.world import config
 from autoscale_env.world.errors import AutoScaleError, ConfigError, DependencyMissing
+from autoscale_env.world.files import atomic_write
 from autoscale_env.tools.estimates import Estimate, build_world, enumerate_estimates, load_world
 
 METHODS = ("morris", "sobol")
@@ -198,9 +200,7 @@ class SampleStore:
                     f"{self.out} holds an analysis with another configuration (differs in: "
                     f"{', '.join(diff)}); use another --out, or --force to discard it")
         else:
-            tmp = cfg_path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(mine, indent=1) + "\n")
-            os.replace(tmp, cfg_path)
+            atomic_write(cfg_path, json.dumps(mine, indent=1) + "\n")
         self.rows: dict[tuple[str, int], dict[str, Any]] = {}
         path = self.out / "samples.csv"
         if path.exists():
@@ -465,20 +465,16 @@ def write_outputs(an: Analysis, out: Path) -> None:
                          "high": p[3]})
     _atomic_csv(out / "sensitivity.csv", CSV_COLUMNS, rows)
     write_tornados(an, out)
-    text = report(an)
-    tmp = out / "sensitivity.md.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, out / "sensitivity.md")
+    atomic_write(out / "sensitivity.md", report(an))
 
 
 def _atomic_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns)
-        w.writeheader()
-        w.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()}
-                    for r in rows)
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=columns)
+    w.writeheader()
+    w.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()}
+                for r in rows)
+    atomic_write(path, buf.getvalue().encode("utf-8"))  # bytes: the csv module's own line ends
 
 
 def _slug(metric: str) -> str:
@@ -530,10 +526,7 @@ def _tornado(ax, an: Analysis, metric: str, top: int | None) -> None:
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))
 
 
 def _fmt(metric: str, v: float) -> str:

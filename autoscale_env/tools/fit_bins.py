@@ -17,9 +17,9 @@ fit sees exactly the requests and oracle an agent sees.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +27,9 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from autoscale_env.world import config
+from autoscale_env.world import config, schemas
 from autoscale_env.world.config import FeatureSpec
+from autoscale_env.world.files import atomic_write
 from autoscale_env.world.observation import bin_values
 
 #: The seven features, in the order of the paper reconstruction.
@@ -252,10 +253,10 @@ def main(argv: list[str] | None = None) -> int:
               f"# Mean state ceiling: training {100 * history[-1]:.1f} %, held-out (seeds "
               f"{held_seeds[0]}..{held_seeds[-1]}) {100 * table['fitted'].mean():.1f} %.\n"
               f"# Edge semantics as in features.toml.")
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(features_toml(edges, header))
-    config.load_features(str(tmp))  # the file must load before it replaces anything
-    os.replace(tmp, out)
+    text = features_toml(edges, header)
+    # the file must load before it replaces anything
+    schemas.validate(schemas.FeaturesFile, tomllib.loads(text), out)
+    atomic_write(out, text)
     names = list(table)
     print(f"wrote {out} ({n_states} states)\n")
     print("Held-out state ceiling (%) per cell:\n")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agents.cli import main
-from agents.experiments.drift_study import (DriftConfig, Trace, _first_recovery, metrics, near_optimal, run_one,
+from agents.experiments.drift_study import (DriftConfig, RunRecord, _first_recovery, metrics, near_optimal, run_one,
                           run_suite, windowed)
 
 SMALL = DriftConfig(shift_at=2000, after=1000, window=200, pre_window=1000, regret_window=500)
@@ -36,7 +36,7 @@ def test_metrics_of_a_synthetic_run():
     near = np.ones(n, bool)
     near[2000:2300] = False
     regret = np.where(near, 0.0, 2.0)
-    tr = Trace(near, regret, np.ones(n), np.ones(n), np.ones(n, bool), np.zeros(n, bool))
+    tr = RunRecord(near, regret, np.ones(n), np.ones(n), np.ones(n, bool), np.zeros(n, bool))
     m = metrics(tr, shift, SMALL)
     assert m["pre_rate"] == 1.0 and m["regret_1000"] == 2.0 * 300 * 1 and m["regret_1000_pre"] == 0
     assert m["regret_1000"] == pytest.approx(600.0) and m["recovery"] == 300 - 20
