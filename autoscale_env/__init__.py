@@ -7,6 +7,10 @@ and their heavy dependencies load when used)::
     import autoscale_env
 
     env = gym.make("AutoScale-v0", device="mi8pro", scenario="non_streaming", setting="dynamic")
+
+The rooms, each importing only those below it (``.importlinter`` checks it; docs/architecture.md):
+:mod:`.world` (data, schemas, rules) <- :mod:`.traces` <- :mod:`.backends` <- :mod:`.env` <-
+:mod:`.vector`, :mod:`.fleet`, :mod:`.tools`.
 """
 
 from __future__ import annotations

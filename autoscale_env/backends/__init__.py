@@ -1,8 +1,14 @@
 """Backends: the world behind the environment (see :class:`autoscale_env.world.types.Backend`).
 
 ``sim`` is the analytical model (the default, fast, deterministic), ``replay`` reads recorded
-traces, ``live`` really runs inference on this host and on loopback servers. Backends are imported
-lazily so that ``import autoscale_env`` never pulls in torch.
+traces, ``drift`` is the sim with one shift at a known request, ``live`` (a package) really runs
+inference on this host and on loopback servers. Backends are imported lazily so that
+``import autoscale_env`` never pulls in torch. A new backend: a class with the protocol's
+attributes and methods, one entry in :data:`BACKENDS` (docs/architecture.md).
+
+May import: :mod:`autoscale_env.world` and :mod:`autoscale_env.traces` (a backend may wrap another
+backend of this room, as ``drift`` wraps ``sim``); never the faces (``env``, ``vector``,
+``fleet``), the tools or :mod:`agents`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,14 @@ arrays (no PettingZoo needed), for fast loops::
     actions = {agent: env.action_space(agent).sample() for agent in env.agents}
     observations, rewards, terminations, truncations, infos = env.step(actions)
 
-Rules and their sources: ``autoscale_env/data/fleet.toml``; the model: :mod:`.contention`.
+Rules and their sources: ``autoscale_env/data/fleet.toml`` (read by :mod:`.config`); the model:
+:mod:`.contention`; the fleet as arrays: :mod:`.core` (with :mod:`.worlds`); the PettingZoo face:
+:mod:`.env`.
+
+May import: the rooms below it (:mod:`autoscale_env.env`, :mod:`autoscale_env.backends`: each
+phone's world is a :class:`~autoscale_env.backends.sim.SimBackend`; :mod:`autoscale_env.traces`,
+:mod:`autoscale_env.world`) and pettingzoo (only in :mod:`.env`); never its siblings
+:mod:`autoscale_env.vector` and :mod:`autoscale_env.tools`, nor :mod:`agents`.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ Modules, each with one job (torch is imported only inside this package):
 * :mod:`.client` - :class:`~.client.RemoteClient` with application-level link shaping;
 * :mod:`.energy` - RAPL/NVML energy meters and process CPU time;
 * :mod:`.load` - background CPU and memory load generators (the dynamic setting).
+
+May import: torch, psutil, :mod:`autoscale_env.world`, :mod:`autoscale_env.backends.sim` (the
+profile a live run is compared with); never the faces, the tools or :mod:`agents`.
 """
 
 from autoscale_env.world.errors import DependencyMissing
