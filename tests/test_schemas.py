@@ -181,3 +181,13 @@ def test_the_bounds_of_each_bundled_number_hold_the_bundled_data():
     a shipped file; the loaders raise if it did)."""
     for path in sorted(config.DEVICES_DIR.glob("*.toml")):
         assert config.load_device(str(path)).latency_ms
+
+
+def test_a_huge_wrong_value_is_quoted_cut_short(tmp_path):
+    text = MI8PRO.replace('name = "mi8pro"', "name = [" + ", ".join(["1"] * 20_000) + "]", 1)
+    path = load_profile(text, tmp_path)
+    with pytest.raises(ConfigError) as info:
+        config.load_device(path)
+    message = str(info.value)
+    assert "field 'name' must be a string, got [1, 1, 1" in message and message.endswith("...")
+    assert len(message) < len(path) + 200

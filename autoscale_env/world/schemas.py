@@ -76,6 +76,16 @@ MAX_PROBLEMS = 10
 _TABLE_ERRORS = ("model_type", "model_attributes_type", "dict_type", "dataclass_type")
 
 
+#: A value is quoted in an error up to this many characters (a file may hold a huge list).
+MAX_SHOWN_CHARS = 120
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, cut to :data:`MAX_SHOWN_CHARS`."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS - 3] + "..."
+
+
 def problem(text: str, field: str = "") -> PydanticCustomError:
     """A validation problem with our own wording; ``field`` is appended to the error's location
     (for checks a model runs over its own fields)."""
@@ -138,10 +148,10 @@ def _describe(error: Mapping[str, Any], model: type[BaseModel]) -> str:
         known = f" (known: {', '.join(sorted(table.model_fields))})" if table else ""
         return f"is not a known field here{known}"
     if kind in _TABLE_ERRORS:
-        return f"must be a table, got {value!r}"
+        return f"must be a table, got {shown(value)}"
     if kind in ("list_type", "tuple_type"):
-        return f"must be a list, got {value!r}"
-    return f"{error['msg']}, got {value!r}"  # pydantic's own wording (a type this module lacks)
+        return f"must be a list, got {shown(value)}"
+    return f"{error['msg']}, got {shown(value)}"  # pydantic's own wording (a type this module lacks)
 
 
 def describe_errors(path: object, error: ValidationError, model: type[BaseModel],
@@ -205,10 +215,10 @@ def Number(*, gt: float | None = None, ge: float | None = None, lt: float | None
         except ValidationError as e:
             kind = e.errors()[0]["type"]
         if kind == "finite_number":
-            raise problem(f"must be a finite number ({allowed}), got {value!r}")
+            raise problem(f"must be a finite number ({allowed}), got {shown(value)}")
         if kind in ("float_type", "float_parsing"):
-            raise problem(f"must be a number ({allowed}), got {value!r}")
-        raise problem(f"must be {allowed}, got {value!r}")
+            raise problem(f"must be a number ({allowed}), got {shown(value)}")
+        raise problem(f"must be {allowed}, got {shown(value)}")
 
     return Annotated[float, Field(strict=True, allow_inf_nan=False, gt=gt, ge=ge, lt=lt, le=le,
                                   description=allowed), WrapValidator(reword)]
@@ -224,8 +234,8 @@ def Integer(*, ge: int = 0, le: int | None = None, unit: str = "") -> Any:
         except ValidationError as e:
             kind = e.errors()[0]["type"]
         if kind in ("int_type", "int_parsing", "int_from_float"):
-            raise problem(f"must be an integer ({allowed}), got {value!r}")
-        raise problem(f"must be {allowed}, got {value!r}")
+            raise problem(f"must be an integer ({allowed}), got {shown(value)}")
+        raise problem(f"must be {allowed}, got {shown(value)}")
 
     return Annotated[int, Field(strict=True, ge=ge, le=le, description=allowed),
                      WrapValidator(reword)]
@@ -236,7 +246,7 @@ def _reword_as(text: str):
         try:
             return handler(value)
         except ValidationError:
-            raise problem(f"{text}, got {value!r}") from None
+            raise problem(f"{text}, got {shown(value)}") from None
     return WrapValidator(reword)
 
 
@@ -256,7 +266,7 @@ def _source(value: Any, handler: Any) -> str:
         text = ""
     if not text.strip():
         raise problem(f"must say where the numbers come from, or 'estimate: <reason>', got "
-                      f"{value!r}")
+                      f"{shown(value)}")
     return text
 
 
@@ -270,7 +280,7 @@ def ListOf(item: Any, what: str, *, length: int | None = None) -> Any:
 
     def reword(value: Any, handler: Any) -> list[Any]:
         if not isinstance(value, list) or not value:
-            raise problem(f"must be a non-empty list of {what}, got {value!r}")
+            raise problem(f"must be a non-empty list of {what}, got {shown(value)}")
         if length is not None and len(value) != length:
             raise problem(f"must have {length} items, got {len(value)}")
         return handler(value)
@@ -337,10 +347,10 @@ class Table(BaseModel):
                 if (not isinstance(span, list) or len(span) != len(value)
                         or not all(_is_span(s) for s in span)):
                     raise problem(f"must be {len(value)} pairs [lo, hi] with lo <= hi (one per "
-                                  f"item of {key}), got {span!r}", field=f"ranges.{key}")
+                                  f"item of {key}), got {shown(span)}", field=f"ranges.{key}")
             elif _is_number(value):
                 if not _is_span(span):
-                    raise problem(f"must be [lo, hi] with lo <= hi, got {span!r}",
+                    raise problem(f"must be [lo, hi] with lo <= hi, got {shown(span)}",
                                   field=f"ranges.{key}")
             else:
                 raise problem("names no numeric field of this table", field=f"ranges.{key}")
@@ -640,7 +650,7 @@ class FeatureSchema(Table):
 
 def _feature_tables(value: Any, handler: Any) -> list[FeatureSchema]:
     if not isinstance(value, list) or not value:
-        raise problem(f"must be a non-empty array of [[feature]] tables, got {value!r}")
+        raise problem(f"must be a non-empty array of [[feature]] tables, got {shown(value)}")
     return handler(value)
 
 
