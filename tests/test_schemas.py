@@ -137,30 +137,32 @@ def test_provenance_fields_must_name_fields_of_their_table(tmp_path, line, field
 
 # ---- physical plausibility: no finite profile breaks the maths --------------------------------------
 
-#: (line of mi8pro.toml, field it sets)
+#: (first line of mi8pro.toml setting it, its key, the field path an error names)
 PROFILE_NUMBERS = {
-    r'^"gpu/fp16" = 6\.45$': ('"gpu/fp16"', "latency_ms.mnv1.gpu/fp16"),
-    r'^"cpu/fp32" = 23\.9$': ('"cpu/fp32"', "latency_ms.mnv1.cpu/fp32"),
-    r"^busy_power_w = 3\.5$": ("busy_power_w", "processors.cpu.busy_power_w"),
-    r"^idle_power_w = 0\.038$": ("idle_power_w", "processors.cpu.idle_power_w"),
-    r"^cpu_interference = 1\.5$": ("cpu_interference", "processors.cpu.cpu_interference"),
-    r"^mem_interference = 0\.30$": ("mem_interference", "processors.cpu.mem_interference"),
-    r"^power_w = 0\.5$": ("power_w", "base.power_w"),
-    r"^wifi_active_w = 0\.70$": ("wifi_active_w", "base.wifi_active_w"),
-    r"^fallback_slowdown = 1\.10$": ("fallback_slowdown", "fallback_slowdown"),
+    "latency gpu/fp16": (r'^"gpu/fp16" = .*$', '"gpu/fp16"', "latency_ms.mnv1.gpu/fp16"),
+    "latency cpu/fp32": (r'^"cpu/fp32" = .*$', '"cpu/fp32"', "latency_ms.mnv1.cpu/fp32"),
+    "busy power": (r"^busy_power_w = .*$", "busy_power_w", "processors.cpu.busy_power_w"),
+    "idle power": (r"^idle_power_w = .*$", "idle_power_w", "processors.cpu.idle_power_w"),
+    "cpu interference": (r"^cpu_interference = .*$", "cpu_interference",
+                         "processors.cpu.cpu_interference"),
+    "memory interference": (r"^mem_interference = .*$", "mem_interference",
+                            "processors.cpu.mem_interference"),
+    "base power": (r"^power_w = .*$", "power_w", "base.power_w"),
+    "radio power": (r"^wifi_active_w = .*$", "wifi_active_w", "base.wifi_active_w"),
+    "fallback slowdown": (r"^fallback_slowdown = .*$", "fallback_slowdown", "fallback_slowdown"),
 }
 EXTREMES = [1e308, -1e308, 1e-308, 5e-324, 1e300, -1e300, 0.0, -0.0, 1e-3, 3.6e6, 100.0, 10.0,
             1e6, 1e-6]
 
 
 @settings(max_examples=40, deadline=None)
-@given(line=st.sampled_from(sorted(PROFILE_NUMBERS)),
+@given(number=st.sampled_from(sorted(PROFILE_NUMBERS)),
        value=st.one_of(st.sampled_from(EXTREMES),
                        st.floats(allow_nan=False, allow_infinity=False)))
-def test_an_extreme_finite_profile_value_is_refused_by_name_or_gives_finite_outcomes(line, value):
-    key, field = PROFILE_NUMBERS[line]
-    text = re.sub(line, f"{key} = {value!r}", MI8PRO, count=1, flags=re.M)
-    assert text != MI8PRO
+def test_an_extreme_finite_profile_value_is_refused_by_name_or_gives_finite_outcomes(number, value):
+    line, key, field = PROFILE_NUMBERS[number]
+    text, edits = re.subn(line, f"{key} = {value!r}", MI8PRO, count=1, flags=re.M)
+    assert edits == 1
     with tempfile.TemporaryDirectory() as directory:
         path = load_profile(text, Path(directory))
         try:
