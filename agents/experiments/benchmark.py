@@ -113,32 +113,32 @@ def run_task(task: Task, cfg: BenchmarkConfig, out: Path | None, *,
 
     ``progress`` shows a progress bar while a slow (SB3) learner trains."""
     # an agent class may need its envs made differently (e.g. obs_mode="extended" for raw context)
+    cls = agent_class(task.agent)
     make = dict(device=task.device, scenario=task.scenario, setting=task.setting,
-                **{**getattr(agent_class(task.agent), "env_kwargs", {}), **cfg.env_kwargs})
-    learns = getattr(agent_class(task.agent), "learns", True)
+                **{**cls.env_kwargs, **cfg.env_kwargs})
+    hyperparameters = cfg.hyperparameters.get(task.agent, {})
     writer = ScalarWriter(out / "tb" / run_name(*task.key)) if out is not None else None
     train_seconds, curve = 0.0, []
     eval_env = gym.make("AutoScale-v0", **make)
     try:
-        if learns:
+        if cls.learns:
             train_env = gym.make("AutoScale-v0", **make)
-            agent = make_agent(task.agent, train_env, seed=task.seed,
-                               **cfg.hyperparameters.get(task.agent, {}))
-            sb3 = hasattr(agent, "tensorboard_log")
-            if writer is not None and writer.enabled and sb3:
-                agent.tensorboard_log = str(writer.logdir)  # SB3's own scalars, beside ours
+            agent = make_agent(task.agent, train_env, seed=task.seed, **hyperparameters)
+            if writer is not None and writer.enabled and cls.tensorboard:
+                agent.tensorboard_log = str(writer.logdir)  # the agent's own scalars, beside ours
             if writer is not None:
                 writer.text("hyperparameters", _markdown_table(
-                    {"agent": task.agent, **asdict(cfg), **getattr(agent, "hparams", {})}))
+                    {"agent": task.agent, **asdict(cfg), **agent.hparams}))
             monitor = TrainingMonitor(writer, cfg.log_interval)
             t0 = time.perf_counter()
-            agent.learn(cfg.train_steps, callback=monitor, progress_bar=progress and sb3)
+            # a bar per task only for the slow deep learners (the run has its own bar)
+            agent.learn(cfg.train_steps, callback=monitor, progress_bar=progress and cls.tensorboard)
             train_seconds = time.perf_counter() - t0
             monitor.flush()
             curve = monitor.curve
             train_env.close()
         else:
-            agent = make_agent(task.agent, eval_env, seed=task.seed)
+            agent = make_agent(task.agent, eval_env, seed=task.seed, **hyperparameters)
         result = evaluate(agent, eval_env, cfg.eval_steps, seed=EVAL_SEED_OFFSET + task.seed,
                           cpu_target=MOBILE_CPU.split(":", 1)[1],
                           cloud_target=CLOUD.split(":", 1)[1])
@@ -146,11 +146,11 @@ def run_task(task: Task, cfg: BenchmarkConfig, out: Path | None, *,
         eval_env.close()
     metrics = result.metrics()
     base = dict(zip(("agent", "device", "scenario", "setting", "seed"), task.key))
-    row = {**base, **metrics, "train_steps": cfg.train_steps if learns else 0,
+    row = {**base, **metrics, "train_steps": cfg.train_steps if cls.learns else 0,
            "train_seconds": train_seconds, "eval_steps": cfg.eval_steps,
-           "memory_bytes": int(getattr(agent, "nbytes", 0))}
+           "memory_bytes": int(agent.nbytes)}
     if writer is not None:
-        tags = log_evaluation(writer, row, learns=learns, train_steps=cfg.train_steps,
+        tags = log_evaluation(writer, row, learns=cls.learns, train_steps=cfg.train_steps,
                               log_interval=cfg.log_interval)
         writer.hparams(task_hparams(row, cfg.env_kwargs, agent),
                        {tag: row[tag.split("/", 1)[1]] for tag in tags})
