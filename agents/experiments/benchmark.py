@@ -460,3 +460,70 @@ def finish(store: ResultStore, *, figures: bool = True) -> str:
         from agents.experiments.figures import write_figures
         write_figures(store)
     return text
+
+
+# ----------------------------------------------------------------------------------------------
+# A run's plan and its closing lines (``autoscale benchmark`` and ``sweep``)
+
+
+def plan(agents: Sequence[str], devices: Sequence[str], scenarios: Sequence[str],
+         settings: Sequence[str], seeds: int, *, train_steps: int = 64_000,
+         eval_steps: int = 5_000, log_interval: int = 1_000,
+         hyperparameters: dict[str, dict[str, Any]] | None = None, reward: str = "energy",
+         features: str = "paper") -> tuple[list[Task], BenchmarkConfig]:
+    """The tasks and the config of a benchmark over the given names; every name is checked
+    first (an unknown one raises, naming the valid ones) so no task starts on a typo."""
+    from autoscale_env.world import config
+    for d in devices:
+        config.resolve_device_path(d)
+    for s in scenarios:
+        config.get_scenario(s)
+    for s in settings:
+        config.check_setting(s)
+    for a in agents:
+        agent_class(a)
+    config.load_features(features)  # a bad name or file fails before any task starts
+    env_kwargs: dict[str, Any] = {"reward": reward} if reward != "energy" else {}
+    if features != "paper":
+        if features not in config.FEATURE_SETS:  # workers may run elsewhere: an absolute path
+            features = str(Path(features).resolve())
+        env_kwargs["features"] = features
+    cfg = BenchmarkConfig(train_steps=train_steps, eval_steps=eval_steps,
+                          log_interval=log_interval, hyperparameters=hyperparameters or {},
+                          env_kwargs=env_kwargs)
+    return grid(agents, devices, scenarios, settings, seeds), cfg
+
+
+#: What each output of a benchmark or sweep holds, in the order they are listed.
+OUTPUTS = {
+    "results.csv": "one row per agent x cell x seed",
+    "per_network.csv": "energy per network (figures)",
+    "curves.csv": "training curves (figures)",
+    "summary.md": "the table above",
+    "config.json": "the run's configuration",
+}
+
+
+def output_listing(out: str | Path) -> str:
+    """The closing lines of ``benchmark`` / ``sweep``: every file the run produced."""
+    out = Path(out)
+    lines = [f"wrote to {out}/:"]
+    for name, what in OUTPUTS.items():
+        if (out / name).exists():
+            lines.append(f"  {out / name}  ({what})")
+    for png in sorted(out.glob("*.png")):
+        lines.append(f"  {png}  (figure)")
+    tb = out / "tb"
+    if tb.is_dir():
+        runs = sum(1 for d in tb.iterdir() if d.is_dir())
+        lines.append(f"  {tb}/  ({runs} TensorBoard runs: tensorboard --logdir {tb})")
+    return "\n".join(lines)
+
+
+def finished_tasks(out: str | Path) -> int:
+    """How many tasks have a row in ``out/results.csv`` (what an interrupted run keeps)."""
+    try:
+        with open(Path(out) / "results.csv", newline="") as f:
+            return sum(1 for _ in csv.DictReader(f))
+    except OSError:
+        return 0
