@@ -1,11 +1,11 @@
 """The agent contract: the abstract base class every agent of the zoo subclasses.
 
-It is Stable-Baselines3's surface (``predict`` / ``learn`` / ``save`` / classmethod ``load``), so the
-harness treats the paper's Q-learner, SB3's DQN/PPO/A2C, the bandits and the baselines alike, and
-SB3's own ``evaluate_policy`` accepts our agents. What an agent can do is declared, not probed: the
-class attributes below say whether it learns online, which ``gym.make`` arguments its envs need,
-whether it checkpoints, whether it writes its own TensorBoard scalars and which file ``save``
-writes. The harness (:mod:`agents.experiments`) reads only these.
+It is Stable-Baselines3's surface (``predict`` / ``learn`` / ``save`` / classmethod ``load``), so
+the harness treats the paper's Q-learner, SB3's DQN/PPO/A2C, the bandits and the baselines alike,
+and SB3's own ``evaluate_policy`` accepts our agents. What an agent can do is declared, not
+probed: the class attributes below say whether it learns online, which ``gym.make`` arguments its
+envs need, whether it checkpoints, whether it writes its own TensorBoard scalars and which file
+``save`` writes. The harness (:mod:`agents.experiments`) reads only these.
 
 Every agent is built as ``cls(env, seed=seed, **hyperparameters)`` (see :func:`agents.make_agent`);
 a user's own class given as ``--agent package.module:Class`` runs through ``autoscale benchmark``,
@@ -35,8 +35,9 @@ import autoscale_env
 
 
 class StepCallback(Protocol):
-    """What ``learn(callback=...)`` is given (e.g. :class:`agents.experiments.evaluation.TrainingMonitor`):
-    it sees every reset and every executed request of training."""
+    """What ``learn(callback=...)`` is given (e.g.
+    :class:`agents.experiments.evaluation.TrainingMonitor`): it sees every reset and every
+    executed request of training."""
 
     def on_reset(self, info: dict[str, Any]) -> None:
         """After each ``reset``, with its ``info`` (the pending request's ``oracle_action``)."""

@@ -1,4 +1,5 @@
-"""``python scripts/benchmark.py ARGS`` is ``autoscale benchmark ARGS`` (``autoscale benchmark --help``)."""
+"""``python scripts/benchmark.py ARGS`` is ``autoscale benchmark ARGS``; options:
+``autoscale benchmark --help``."""
 import sys
 from pathlib import Path
 

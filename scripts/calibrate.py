@@ -1,4 +1,5 @@
-"""``python scripts/calibrate.py ARGS`` is ``autoscale calibrate ARGS`` (``autoscale calibrate --help``)."""
+"""``python scripts/calibrate.py ARGS`` is ``autoscale calibrate ARGS``; options:
+``autoscale calibrate --help``."""
 import sys
 from pathlib import Path
 

@@ -1,4 +1,5 @@
-"""``python scripts/comparison_table.py ARGS`` is ``autoscale comparison-table ARGS`` (``autoscale comparison-table --help``)."""
+"""``python scripts/comparison_table.py ARGS`` is ``autoscale comparison-table ARGS``; options:
+``autoscale comparison-table --help``."""
 import sys
 from pathlib import Path
 

@@ -1,4 +1,5 @@
-"""``python scripts/drift.py ARGS`` is ``autoscale drift ARGS`` (``autoscale drift --help``)."""
+"""``python scripts/drift.py ARGS`` is ``autoscale drift ARGS``; options:
+``autoscale drift --help``."""
 import sys
 from pathlib import Path
 

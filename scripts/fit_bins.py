@@ -1,4 +1,5 @@
-"""``python scripts/fit_bins.py ARGS`` is ``autoscale fit-bins ARGS`` (``autoscale fit-bins --help``)."""
+"""``python scripts/fit_bins.py ARGS`` is ``autoscale fit-bins ARGS``; options:
+``autoscale fit-bins --help``."""
 import sys
 from pathlib import Path
 

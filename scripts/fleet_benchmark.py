@@ -1,4 +1,5 @@
-"""``python scripts/fleet_benchmark.py ARGS`` is ``autoscale fleet-benchmark ARGS`` (``autoscale fleet-benchmark --help``)."""
+"""``python scripts/fleet_benchmark.py ARGS`` is ``autoscale fleet-benchmark ARGS``; options:
+``autoscale fleet-benchmark --help``."""
 import sys
 from pathlib import Path
 

@@ -1,4 +1,5 @@
-"""``python scripts/gap.py ARGS`` is ``autoscale gap ARGS`` (``autoscale gap --help``)."""
+"""``python scripts/gap.py ARGS`` is ``autoscale gap ARGS``; options:
+``autoscale gap --help``."""
 import sys
 from pathlib import Path
 

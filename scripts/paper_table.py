@@ -1,4 +1,5 @@
-"""``python scripts/paper_table.py ARGS`` is ``autoscale paper-table ARGS`` (``autoscale paper-table --help``)."""
+"""``python scripts/paper_table.py ARGS`` is ``autoscale paper-table ARGS``; options:
+``autoscale paper-table --help``."""
 import sys
 from pathlib import Path
 

@@ -1,4 +1,5 @@
-"""``python scripts/plot.py ARGS`` is ``autoscale plot ARGS`` (``autoscale plot --help``)."""
+"""``python scripts/plot.py ARGS`` is ``autoscale plot ARGS``; options:
+``autoscale plot --help``."""
 import sys
 from pathlib import Path
 

@@ -1,4 +1,5 @@
-"""``python scripts/provenance.py ARGS`` is ``autoscale provenance ARGS`` (``autoscale provenance --help``)."""
+"""``python scripts/provenance.py ARGS`` is ``autoscale provenance ARGS``; options:
+``autoscale provenance --help``."""
 import sys
 from pathlib import Path
 

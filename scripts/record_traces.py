@@ -1,4 +1,5 @@
-"""``python scripts/record_traces.py ARGS`` is ``autoscale record ARGS`` (``autoscale record --help``)."""
+"""``python scripts/record_traces.py ARGS`` is ``autoscale record ARGS``; options:
+``autoscale record --help``."""
 import sys
 from pathlib import Path
 

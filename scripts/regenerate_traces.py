@@ -1,4 +1,5 @@
-"""``python scripts/regenerate_traces.py ARGS`` is ``autoscale regenerate-traces ARGS`` (``autoscale regenerate-traces --help``)."""
+"""``python scripts/regenerate_traces.py ARGS`` is ``autoscale regenerate-traces ARGS``; options:
+``autoscale regenerate-traces --help``."""
 import sys
 from pathlib import Path
 

@@ -1,4 +1,5 @@
-"""``python scripts/sensitivity.py ARGS`` is ``autoscale sensitivity ARGS`` (``autoscale sensitivity --help``)."""
+"""``python scripts/sensitivity.py ARGS`` is ``autoscale sensitivity ARGS``; options:
+``autoscale sensitivity --help``."""
 import sys
 from pathlib import Path
 

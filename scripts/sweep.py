@@ -1,4 +1,5 @@
-"""``python scripts/sweep.py ARGS`` is ``autoscale sweep ARGS`` (``autoscale sweep --help``)."""
+"""``python scripts/sweep.py ARGS`` is ``autoscale sweep ARGS``; options:
+``autoscale sweep --help``."""
 import sys
 from pathlib import Path
 

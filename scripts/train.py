@@ -1,4 +1,5 @@
-"""``python scripts/train.py ARGS`` is ``autoscale train ARGS`` (``autoscale train --help``)."""
+"""``python scripts/train.py ARGS`` is ``autoscale train ARGS``; options:
+``autoscale train --help``."""
 import sys
 from pathlib import Path
 

@@ -1,4 +1,5 @@
-"""``python scripts/validate.py ARGS`` is ``autoscale validate ARGS`` (``autoscale validate --help``)."""
+"""``python scripts/validate.py ARGS`` is ``autoscale validate ARGS``; options:
+``autoscale validate --help``."""
 import sys
 from pathlib import Path
 

@@ -156,9 +156,9 @@ def parse_hp(values: list[str] | None, agent: str | None = None) -> dict[str, di
         key, sep, raw = item.partition("=")
         if agent is not None:
             owner, name = agent, key
-        else:
-            owner, dot, name = key.partition(".")
-            if not dot:
+        else:  # the last dot: an agent given as package.module:Class has dots of its own
+            owner, dot, name = key.rpartition(".")
+            if not dot or not owner:
                 sep = ""
         if not sep or not name:
             form = "NAME=VALUE" if agent is not None else "AGENT.NAME=VALUE"
@@ -171,7 +171,8 @@ def parse_hp(values: list[str] | None, agent: str | None = None) -> dict[str, di
     return out
 
 
-def positive(name: str, value: int | None) -> None:
-    """A usage error unless ``value`` (of option ``name``) is None or >= 1."""
+def at_least_one(value: int | None) -> int | None:
+    """Option callback: a usage error unless the value is None or >= 1."""
     if value is not None and value < 1:
-        raise typer.BadParameter(f"must be >= 1, got {value}", param_hint=f"'{name}'")
+        raise typer.BadParameter(f"must be >= 1, got {value}")
+    return value

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agents.cli.app import command, csv_list, parse_hp, positive
+from agents.cli.app import at_least_one, command, csv_list, parse_hp
 
 DEFAULT_AGENTS = "qlearning,oracle,fixed:local/cpu/fp32,fixed:cloud/gpu/fp32,random"
 SB3_NOTE = "; dqn, ppo, a2c need the [sb3] extra"
@@ -20,11 +20,11 @@ Quiet = Annotated[bool, typer.Option("--quiet", help="no progress bar")]
 Force = Annotated[bool, typer.Option("--force", help="overwrite existing results in --out")]
 NoFigures = Annotated[bool, typer.Option("--no-figures", help="skip the PNG figures")]
 Hp = Annotated[list[str] | None, typer.Option(
-    "--hp", metavar="AGENT.NAME=VALUE", show_default=False,
+    "--hp", metavar="AGENT.NAME=VALUE", show_default="none",
     help="override a hyperparameter (repeatable), e.g. --hp qlearning.epsilon=0.05; defaults: "
          "agents/data/hyperparams.toml, agents.qlearning.QLearningConfig")]
 Workers = Annotated[int | None, typer.Option(
-    help="processes", show_default="the cores")]
+    help="processes (>= 1)", show_default="the cores", callback=at_least_one)]
 Address = Annotated[str | None, typer.Option(
     help="Ray cluster address", show_default="start Ray here")]
 
@@ -38,8 +38,8 @@ def _grid(
     setting: Annotated[str, typer.Option(help="comma list of settings: {settings}")] = "dynamic",
     seeds: Annotated[int, typer.Option(help="seeds 0..N-1 per cell")] = 3,
     train_steps: Annotated[int, typer.Option(help="online training requests")] = 64_000,
-    eval_steps: Annotated[int, typer.Option(help="greedy evaluation requests (>= 1)", min=1)]
-    = 5_000,
+    eval_steps: Annotated[int, typer.Option(
+        help="greedy evaluation requests (>= 1)", callback=at_least_one)] = 5_000,
     log_interval: Annotated[int, typer.Option(help="steps per TensorBoard point")] = 1_000,
     hp: Hp = None,
     reward: Annotated[str, typer.Option(
@@ -120,7 +120,6 @@ def sweep(**o: Any) -> int:
     if o["engine"] not in ENGINES:
         raise typer.BadParameter(f"{o['engine']!r} is not one of {', '.join(ENGINES)}",
                                  param_hint="'--engine'")
-    positive("--workers", o["workers"])
     tasks, cfg = _plan(o)
     print(run_sweep(tasks, cfg, o["out"], engine=o["engine"], workers=o["workers"],
                     address=o["address"], force=o["force"], progress=not o["quiet"],
@@ -149,7 +148,7 @@ def train(
     seed: Annotated[int, typer.Option(help="seed of the agent and the env")] = 0,
     out: Annotated[str, typer.Option(help="output directory")] = "runs/train",
     hp: Annotated[list[str] | None, typer.Option(
-        "--hp", metavar="NAME=VALUE", show_default=False,
+        "--hp", metavar="NAME=VALUE", show_default="none",
         help="override a hyperparameter (repeatable), e.g. --hp alpha=0.1")] = None,
     features: Annotated[str, typer.Option(help="state bins: {features}")] = "paper",
     checkpoint_every: Annotated[int, typer.Option(
@@ -192,14 +191,15 @@ def evaluate(
         help="agent class that reads the file: {agents}", show_default="the name the file "
                                                                         "records")] = None,
     device: Annotated[str, typer.Option(
-        help="comma list of phones: {devices} (empty: the model's own)")] = "",
+        help="comma list of phones: {devices}", show_default="the model's own")] = "",
     scenario: Annotated[str, typer.Option(
-        help="comma list of scenarios: {scenarios} (empty: the model's own)")] = "",
+        help="comma list of scenarios: {scenarios}", show_default="the model's own")] = "",
     setting: Annotated[str, typer.Option(
-        help="comma list of settings: {settings} (empty: the model's own)")] = "",
+        help="comma list of settings: {settings}", show_default="the model's own")] = "",
     seeds: Annotated[int, typer.Option(
         help="evaluation seeds per cell (the benchmark's evaluation seeds)")] = 3,
-    eval_steps: Annotated[int, typer.Option(help="greedy evaluation requests", min=1)] = 5_000,
+    eval_steps: Annotated[int, typer.Option(
+        help="greedy evaluation requests (>= 1)", callback=at_least_one)] = 5_000,
     features: Annotated[str, typer.Option(
         help="state bins: auto (the bundled set matching the model), {features}")] = "auto",
     reward: Annotated[str, typer.Option(help="reward preset: {rewards}")] = "energy",
@@ -356,10 +356,13 @@ def gap(
 def fleet_benchmark(
     sizes: Annotated[str, typer.Option(help="fleet sizes N, comma-separated")]
     = "1,2,4,8,16,64",
-    rounds: Annotated[int, typer.Option(help="evaluation rounds per policy and N", min=1)] = 200,
-    edge_rounds: Annotated[int, typer.Option(help="rounds of the all-edge run", min=1)] = 1000,
+    rounds: Annotated[int, typer.Option(
+        help="evaluation rounds per policy and N (>= 1)", callback=at_least_one)] = 200,
+    edge_rounds: Annotated[int, typer.Option(
+        help="rounds of the all-edge run (>= 1)", callback=at_least_one)] = 1000,
     train_rounds: Annotated[int, typer.Option(
-        help="training rounds of the independent Q-learners (per N)", min=1)] = 20_000,
+        help="training rounds of the independent Q-learners per N (>= 1)",
+        callback=at_least_one)] = 20_000,
     ppo_timesteps: Annotated[int, typer.Option(
         help="phone-steps of shared-parameter PPO training per N (0: skip PPO; needs the "
              "[fleet] and [sb3] extras)")] = 0,

@@ -68,7 +68,7 @@ def record(
         help="reset the backend every N requests (0: never); the default is one gym.make "
              "episode")] = 101,
     option: Annotated[list[str] | None, typer.Option(
-        "--option", metavar="KEY=VALUE", show_default=False,
+        "--option", metavar="KEY=VALUE", show_default="none",
         help="extra backend keyword argument (VALUE parsed as JSON when it is JSON); repeatable")]
     = None,
     quiet: Quiet = False,
@@ -128,7 +128,7 @@ def serve(
     = False,
     preload: Annotated[str, typer.Option(
         help="comma list of name@unit pairs to load before READY, e.g. "
-             "mnv1@cpu/fp32,mbert@cpu/int8")] = "",
+             "mnv1@cpu/fp32,mbert@cpu/int8", show_default="none")] = "",
     log_level: Annotated[str, typer.Option(help="Python logging level on stderr")] = "WARNING",
     quiet: Annotated[bool, typer.Option("--quiet", help="no start-up report on stderr")] = False,
 ) -> int:
@@ -139,7 +139,8 @@ def serve(
     from autoscale_env.backends.live.server import ROLES, TOKEN_ENV
     from autoscale_env.backends.live.server import serve as serve_forever
     if role not in ROLES:
-        raise typer.BadParameter(f"{role!r} is not one of {', '.join(ROLES)}", param_hint="'--role'")
+        raise typer.BadParameter(f"{role!r} is not one of {', '.join(ROLES)}",
+                                 param_hint="'--role'")
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s")
     if threads:
