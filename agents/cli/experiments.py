@@ -1,5 +1,6 @@
 """The agents' commands: ``benchmark``, ``train``, ``evaluate``, ``sweep``, ``drift``,
-``sensitivity``, ``gap``, ``fleet-benchmark``, ``paper-table``, ``plot``, ``comparison-table``.
+``sensitivity``, ``gap``, ``fleet-benchmark``, ``paper-table``, ``plot``, ``comparison-table``,
+``sample-efficiency``.
 
 Each function's parameters are its options (help and default in one place); its body checks what
 only it can check and calls the library (:mod:`agents.experiments`), imported inside the body.
@@ -466,4 +467,18 @@ def comparison_table(
     from agents.experiments.comparison import comparison_from_csv
     print(comparison_from_csv(results, csv_list(agents) or None, scenario=scenario or None,
                               setting=setting or None), end="")
+    return 0
+
+
+@command("sample-efficiency",
+         help="Sample efficiency: training-window oracle match and energy per request against "
+              "steps, one column per cell, from benchmark or sweep directories (the [plots] "
+              "extra).")
+def sample_efficiency(
+    runs: Annotated[list[Path], typer.Argument(
+        help="output directories of autoscale benchmark / sweep")],
+    out: Annotated[Path, typer.Option(help="PNG to write")] = Path("sample_efficiency.png"),
+) -> int:
+    from agents.experiments.figures import sample_efficiency_figure
+    print(f"wrote {sample_efficiency_figure(runs, out)}")
     return 0

@@ -1,5 +1,5 @@
 """The world's commands: ``record``, ``serve``, ``provenance``, ``fit-bins``, ``validate``,
-``calibrate``, ``regenerate-traces``.
+``calibrate``, ``regenerate-traces``, ``oracle-table``, ``live-report``.
 
 Each function's parameters are its options (help and default in one place); its body calls the
 library (:mod:`autoscale_env`), imported inside the body so the help starts fast.
@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agents.cli.app import command, csv_list, invocation
+from agents.cli.app import at_least_one, command, csv_list, invocation
 
 Quiet = Annotated[bool, typer.Option("--quiet", help="no progress bar")]
 
@@ -336,4 +336,36 @@ def regenerate_traces(
     paths = bundled.regenerate(dir, progress=not quiet)
     print(f"regenerated {len(paths)} sim traces in {paths[0].parent}")
     print(bundled.table(dir))
+    return 0
+
+
+@command("oracle-table",
+         help="Which target the oracle picks per device x scenario x setting cell, and the "
+              "state ceiling (the best oracle match over the paper's discrete state).")
+def oracle_table(
+    device: Annotated[str | None, typer.Option(
+        help="comma list of phones", show_default="every bundled device")] = None,
+    episodes: Annotated[int, typer.Option(help="seeded episodes per cell (>= 1)",
+                                          callback=at_least_one)] = 100,
+) -> int:
+    from autoscale_env.tools.oracle_table import oracle_table as table
+    from autoscale_env.world.config import device_names
+    print(table(csv_list(device) if device else device_names(), episodes))
+    return 0
+
+
+@command("live-report",
+         help="The live backend's models on this host: layer counts, FP32 and INT8 latency, "
+              "INT8 top-1 agreement (the [live] extra; a measurement: run it on a quiet host).")
+def live_report(
+    networks: Annotated[str | None, typer.Option(
+        help="comma list of catalog networks", show_default="every network")] = None,
+    inputs: Annotated[int, typer.Option(help="requests for the INT8 agreement (>= 1)",
+                                        callback=at_least_one)] = 32,
+    runs: Annotated[int, typer.Option(help="timed runs per precision (>= 1)",
+                                      callback=at_least_one)] = 5,
+) -> int:
+    from autoscale_env.backends.live.report import live_report as report
+    report(csv_list(networks) if networks else None, inputs=inputs, runs=runs,
+           emit=lambda line: print(line, flush=True))
     return 0

@@ -107,3 +107,15 @@ def test_ctrl_c_inside_a_command_is_one_line_and_exit_130(tmp_path, capsys, monk
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"autoscale {argv[0]}: interrupted; ") and says in err
+
+
+def test_the_app_imports_without_the_numeric_stack():
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("import sys, agents.cli; print(sorted(m for m in ('numpy', 'gymnasium', "
+            "'autoscale_env', 'torch', 'rich') if m in sys.modules))")
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
