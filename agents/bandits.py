@@ -32,16 +32,14 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
-from tqdm.auto import tqdm
 
-import autoscale_env
+from agents.base import OnlineAgent
 from autoscale_env.world.errors import ModelFileError
 from autoscale_env.world.files import atomic_write
 
@@ -114,135 +112,16 @@ def check_range(cfg: Any, name: str, low: float, high: float) -> None:
 # Shared plumbing: the online loop, persistence
 
 
-class OnlineAgent:
-    """An agent that decides with :meth:`_act` and learns with :meth:`_update`, one step at a time.
+class BanditAgent(OnlineAgent):
+    """The bandits' file format and loader; the online loop and the metadata writer are
+    :class:`agents.base.OnlineAgent`'s, shared with the Q-learner.
 
     Subclasses set ``name``, ``config_class``, the arrays named in ``_arrays`` and implement
     ``_key`` (observation -> what ``_act``/``_update`` use), ``_act`` and ``_update``.
     """
 
-    name: ClassVar[str] = "online"
-    learns: ClassVar[bool] = True
-    config_class: ClassVar[type]
-    _arrays: ClassVar[tuple[str, ...]] = ()
-    #: Extra ``gym.make`` arguments the harness must use for this agent's envs.
-    env_kwargs: ClassVar[dict[str, Any]] = {}
-
-    def __init__(self, env: gym.Env, seed: int = 0, **hyperparameters: Any):
-        fields = self.config_class.__dataclass_fields__
-        unknown = set(hyperparameters) - set(fields)
-        if unknown:
-            raise ValueError(f"unknown {self.name} hyperparameter(s) {sorted(unknown)}; valid: "
-                             f"{', '.join(fields)}")
-        self.config = self.config_class(**{**self._default_hyperparameters(), **hyperparameters})
-        self.env = env
-        self.seed = int(seed)
-        u = env.unwrapped
-        self.encoder = u.encoder
-        self.target_names = [str(t) for t in u.targets]
-        self.n_actions = len(self.target_names)
-        self.num_timesteps = 0
-        self._rng = random.Random(self.seed)
-        self._np_rng = np.random.default_rng(self.seed)
-        self._obs: Any = None
-        self._needs_reset = False
-        # obs bytes -> state index (as the Q-learner): cheaper than a dot product per decision
-        self._index = {self.encoder.unflatten(s).tobytes(): s for s in range(self.encoder.n_states)}
-        self._check_observation_space(env.observation_space)
-
-    @classmethod
-    def _default_hyperparameters(cls) -> dict[str, Any]:
-        return {}
-
-    def _check_observation_space(self, space: gym.Space) -> None:
-        if not isinstance(space, (gym.spaces.MultiDiscrete, gym.spaces.Dict)):
-            raise ValueError(f"{self.name} needs an AutoScale-v0 observation, got {space}")
-
-    @property
-    def hparams(self) -> dict[str, Any]:
-        """Hyperparameters, for the harness's TensorBoard note."""
-        return asdict(self.config)
-
-    @property
-    def nbytes(self) -> int:
-        """Memory of the learned model, bytes."""
-        return int(sum(getattr(self, a).nbytes for a in self._arrays))
-
-    def state_index(self, observation: Any) -> int:
-        """Row of the paper's state table for an observation (``paper`` or ``extended``)."""
-        if isinstance(observation, dict):
-            observation = observation["state"]
-        key = np.asarray(observation, dtype=np.int64).reshape(-1).tobytes()
-        if key not in self._index:
-            raise ValueError(f"observation {observation!r} is not in the observation space "
-                             f"(bins per feature: {self.encoder.nvec.tolist()})")
-        return self._index[key]
-
-    # -- the interface --------------------------------------------------------------------------
-
-    def predict(self, observation, state=None, episode_start=None, deterministic: bool = True):
-        """Greedy action (exploring when ``deterministic`` is False); SB3's signature."""
-        return self._act(self._key(observation), explore=not deterministic), None
-
-    def learn(self, total_timesteps: int, callback=None, progress_bar: bool = False):
-        """Run the env for ``total_timesteps`` requests, deciding and updating online.
-
-        ``callback`` (optional) gets ``on_reset(info)`` after each reset and
-        ``on_step(action, reward, info)`` after each step; ``on_step`` returning False stops early.
-        """
-        env = self.env
-        obs = self._obs
-        bar = tqdm(total=total_timesteps, disable=not progress_bar, desc=self.name, unit="step",
-                   mininterval=0.5)
-        for _ in range(total_timesteps):
-            # Reset lazily, at the start of the next step (as the Q-learner does).
-            if obs is None or self._needs_reset:
-                obs, info = env.reset(seed=self.seed if obs is None and self.num_timesteps == 0
-                                      else None)
-                self._needs_reset = False
-                if callback is not None:
-                    callback.on_reset(info)
-            key = self._key(obs)
-            a = self._act(key, explore=True)
-            obs, reward, terminated, truncated, info = env.step(a)
-            self._update(key, a, float(reward), info)
-            self.num_timesteps += 1
-            self._needs_reset = terminated or truncated
-            bar.update(1)
-            if callback is not None and callback.on_step(a, reward, info) is False:
-                break
-        bar.close()
-        self._obs = obs
-        self._after_learn()
-        return self
-
-    def _after_learn(self) -> None:
-        pass
-
-    # -- persistence (no pickle) ----------------------------------------------------------------
-
-    def metadata(self) -> dict[str, Any]:
-        """What a saved model records about itself and the env it was trained for."""
-        u = self.env.unwrapped
-        return {
-            "format": FORMAT,
-            "agent": self.name,
-            "package_version": autoscale_env.__version__,
-            "targets": self.target_names,
-            "nvec": self.encoder.nvec.tolist(),
-            "features": [{"name": f.name, "field": f.field, "edges": list(f.edges)}
-                         for f in self.encoder.features],
-            "hyperparameters": asdict(self.config),
-            "num_timesteps": self.num_timesteps,
-            "seed": self.seed,
-            "env": {"device": getattr(getattr(u.backend, "phone", None), "name", None),
-                    "scenario": u.scenario.name,
-                    "setting": getattr(u.backend, "setting", None)},
-            **self._extra_metadata(),
-        }
-
-    def _extra_metadata(self) -> dict[str, Any]:
-        return {}
+    name: ClassVar[str] = "bandit"
+    file_format: ClassVar[str] = FORMAT
 
     def _restore_extra(self, meta: dict[str, Any], path: str) -> None:
         pass
@@ -322,7 +201,7 @@ def read_npz(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 # tabular-bandit
 
 
-class TabularBanditAgent(OnlineAgent):
+class TabularBanditAgent(BanditAgent):
     """Per-state running means with epsilon-greedy exploration: Q-learning with gamma = 0 and
     step size 1/n(s, a).
 
@@ -351,7 +230,8 @@ class TabularBanditAgent(OnlineAgent):
             return self._rng.randrange(self.n_actions)
         return int(self.q[s].argmax())
 
-    def _update(self, s: int, a: int, reward: float, info: dict[str, Any]) -> None:
+    def _update(self, s: int, a: int, reward: float, info: dict[str, Any],
+                next_observation: Any = None, terminated: bool = False) -> None:
         n = self.n[s, a] + 1
         self.n[s, a] = n
         self.q[s, a] += (reward - self.q[s, a]) / n
@@ -361,7 +241,7 @@ class TabularBanditAgent(OnlineAgent):
 # linucb, thompson
 
 
-class LinearBanditAgent(OnlineAgent):
+class LinearBanditAgent(BanditAgent):
     """Disjoint linear bandit: per target ``a`` a ridge regression ``reward ~ theta_a . x``.
 
     State per target: ``A_a = ridge * I + sum x x^T`` and ``b_a = sum r x``; ``theta_a = A_a^-1 b_a``.
@@ -426,7 +306,8 @@ class LinearBanditAgent(OnlineAgent):
     def _score(self, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def _update(self, key, a: int, reward: float, info: dict[str, Any]) -> None:
+    def _update(self, key, a: int, reward: float, info: dict[str, Any],
+                next_observation: Any = None, terminated: bool = False) -> None:
         if self.config.features == "onehot":
             self.A[key, a] += 1.0
             self.b[key, a] += reward

@@ -3,43 +3,51 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from agents.base import Agent
 from autoscale_env.world.errors import BackendUnavailable, ModelFileError
 from autoscale_env.world.files import atomic_write
 
 
-class _NonLearning:
-    """Shared plumbing of agents that do not learn."""
+class FixedPolicyAgent(Agent):
+    """Shared plumbing of agents that do not learn: saved as a small JSON description."""
 
     name = "baseline"
     learns = False
-
-    def __init__(self, env: gym.Env):
-        self.env = env
-        self.nbytes = 0
 
     def learn(self, total_timesteps: int, callback=None, progress_bar: bool = False):
         """Nothing to learn; returns ``self``."""
         return self
 
-    def save(self, path: str) -> None:
+    def save(self, path: str | os.PathLike) -> None:
         """Write a small JSON description (there are no parameters)."""
-        atomic_write(path, json.dumps({"agent": self.name, **self._config()}))
+        atomic_write(path, json.dumps({"agent": self.name, "seed": self.seed, **self.hparams}))
 
-    def _config(self) -> dict[str, Any]:
-        return {}
+    @classmethod
+    def load(cls, path: str | os.PathLike, env: gym.Env, **kwargs: Any) -> FixedPolicyAgent:
+        """Rebuild a baseline saved by :meth:`save` for ``env``."""
+        try:
+            with open(path) as f:
+                meta = json.load(f)
+            seed = meta.get("seed", 0)
+            hyperparameters = {k: v for k, v in meta.items() if k not in ("agent", "seed")}
+            return cls(env, seed=seed, **hyperparameters)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ModelFileError(f"{path}: not a saved baseline ({e})") from None
 
 
-class FixedTargetAgent(_NonLearning):
-    """Always runs on one target, e.g. ``FixedTargetAgent(env, "local/cpu/fp32")`` (the mobile-CPU
-    baseline) or ``"cloud/gpu/fp32"`` (cloud offloading)."""
+class FixedTargetAgent(FixedPolicyAgent):
+    """Always runs on one target, e.g. ``FixedTargetAgent(env, target="local/cpu/fp32")`` (the
+    mobile-CPU baseline) or ``"cloud/gpu/fp32"`` (cloud offloading); ``make_agent`` builds it
+    for the name ``fixed:<target>``."""
 
-    def __init__(self, env: gym.Env, target: str):
-        super().__init__(env)
+    def __init__(self, env: gym.Env, seed: int = 0, *, target: str):
+        super().__init__(env, seed)
         self.target = target
         self.action = env.unwrapped.target_index(target)  # raises listing valid names
         self.name = f"fixed:{target}"
@@ -48,18 +56,18 @@ class FixedTargetAgent(_NonLearning):
         """Always the fixed target's action."""
         return self.action, None
 
-    def _config(self):
+    @property
+    def hparams(self) -> dict[str, Any]:
         return {"target": self.target}
 
 
-class RandomAgent(_NonLearning):
+class RandomAgent(FixedPolicyAgent):
     """Picks a target uniformly at random from its own seeded generator."""
 
     name = "random"
 
     def __init__(self, env: gym.Env, seed: int = 0):
-        super().__init__(env)
-        self.seed = seed
+        super().__init__(env, seed)
         self._rng = np.random.default_rng(seed)
         self._n = int(env.action_space.n)
 
@@ -67,11 +75,8 @@ class RandomAgent(_NonLearning):
         """A uniformly random action."""
         return int(self._rng.integers(self._n)), None
 
-    def _config(self):
-        return {"seed": self.seed}
 
-
-class OracleAgent(_NonLearning):
+class OracleAgent(FixedPolicyAgent):
     """Picks the best target for the pending request, knowing every target's outcome.
 
     Only meaningful on the env it was built with (it reads ``env.unwrapped.oracle_action()``);
@@ -88,20 +93,3 @@ class OracleAgent(_NonLearning):
                 "the oracle needs every target's outcome in advance; this backend "
                 f"({type(self.env.unwrapped.backend).__name__}) cannot provide it")
         return action, None
-
-
-def load_baseline(path: str, env: gym.Env):
-    """Rebuild a baseline saved by ``save``."""
-    try:
-        with open(path) as f:
-            meta = json.load(f)
-        name = meta["agent"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ModelFileError(f"{path}: not a saved baseline ({e})") from None
-    if name.startswith("fixed:"):
-        return FixedTargetAgent(env, meta["target"])
-    if name == "random":
-        return RandomAgent(env, meta.get("seed", 0))
-    if name == "oracle":
-        return OracleAgent(env)
-    raise ModelFileError(f"{path}: unknown baseline {name!r}")

@@ -38,7 +38,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.bandits import check_range, OnlineAgent
+from agents.bandits import BanditAgent, check_range
 from autoscale_env.world.errors import DependencyMissing, ModelFileError
 
 #: RSSI hinge points (dBm) of the link features.
@@ -69,7 +69,7 @@ class PredictorConfig:
                              f"{', '.join(FIT_SOURCES)}, got {self.fit_source!r}")
 
 
-class PredictorAgent(OnlineAgent):
+class PredictorAgent(BanditAgent):
     """Neurosurgeon-style: predict every target's latency and energy, take the cheapest feasible.
 
     Args:
@@ -186,7 +186,8 @@ class PredictorAgent(OnlineAgent):
         # nothing predicted to meet QoS: the fastest target that keeps the accuracy (if any)
         return int(np.where(acc_ok if acc_ok.any() else True, latency, np.inf).argmin())
 
-    def _update(self, raw, a: int, reward: float, info: dict[str, Any]) -> None:
+    def _update(self, raw, a: int, reward: float, info: dict[str, Any],
+                next_observation: Any = None, terminated: bool = False) -> None:
         if self.fitted:
             return
         raw = np.array(raw, dtype=np.float64)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from tqdm.auto import tqdm
 
 import autoscale_env
+from agents.base import OnlineAgent, checkpoint_path
 from autoscale_env.world.errors import ModelFileError
 from autoscale_env.world.files import atomic_write, load_npz
 
@@ -44,13 +43,14 @@ class QLearningConfig:
                                  f"[{low}, {high}], got {value!r}")
 
 
-class QLearningAgent:
+class QLearningAgent(OnlineAgent):
     """Tabular Q-learning with an epsilon-greedy policy, the paper's learner.
 
     The table ``q`` has one row per state (``env.unwrapped.encoder.n_states``, 1024 with the default
     bins) and one column per target, float32, initialised to 0: since every reward is negative, an
     untried action looks best, which makes the start optimistic. Deciding is one table row and an
     argmax; learning is one update. Ties go to the lowest action index, so runs are deterministic.
+    The online loop is :meth:`agents.base.OnlineAgent.learn`, shared with the bandits.
 
     Args:
         env: an AutoScale-v0 env (``paper`` observations).
@@ -59,53 +59,41 @@ class QLearningAgent:
     """
 
     name = "qlearning"
+    config_class = QLearningConfig
+    file_format = FORMAT
+    checkpoints = True
+    checkpoint_suffix = ".npz"
+    exports_policy = True
+    _arrays = ("q",)
 
     def __init__(self, env: gym.Env, seed: int = 0, **hyperparameters: float):
-        unknown = set(hyperparameters) - set(QLearningConfig.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown Q-learning hyperparameter(s) {sorted(unknown)}; valid: "
-                             f"{', '.join(QLearningConfig.__dataclass_fields__)}")
-        self.config = QLearningConfig(**hyperparameters)
-        self.env = env
-        self.seed = int(seed)
-        u = env.unwrapped
-        if not isinstance(env.observation_space, gym.spaces.MultiDiscrete):
-            raise ValueError("QLearningAgent needs obs_mode='paper' (a MultiDiscrete observation)")
-        self.encoder = u.encoder
-        self.target_names = [str(t) for t in u.targets]
-        self.q = np.zeros((self.encoder.n_states, len(self.target_names)), dtype=np.float32)
+        super().__init__(env, seed, **hyperparameters)
+        self.q = np.zeros((self.encoder.n_states, self.n_actions), dtype=np.float32)
         self.epsilon = self.config.epsilon
-        self.num_timesteps = 0
-        self._rng = random.Random(self.seed)
-        self._obs: np.ndarray | None = None
-        self._needs_reset = False
-        # obs bytes -> state index: a dict lookup is cheaper than a dot product per decision
-        self._index = {self.encoder.unflatten(s).tobytes(): s for s in range(self.encoder.n_states)}
 
-    # -- the paper's loop -----------------------------------------------------------------------
+    def _check_observation_space(self, space: gym.Space) -> None:
+        if not isinstance(space, gym.spaces.MultiDiscrete):
+            raise ValueError("QLearningAgent needs obs_mode='paper' (a MultiDiscrete observation)")
 
-    @property
-    def nbytes(self) -> int:
-        """Memory of the learned policy (the Q-table), bytes."""
-        return int(self.q.nbytes)
+    # -- the paper's loop (the online loop's hooks) ----------------------------------------------
 
-    def state_index(self, observation: Any) -> int:
-        """Row of the Q-table for an observation."""
-        key = np.asarray(observation, dtype=np.int64).reshape(-1).tobytes()
-        if key not in self._index:
-            raise ValueError(f"observation {observation!r} is not in the observation space "
-                             f"(bins per feature: {self.encoder.nvec.tolist()})")
-        return self._index[key]
-
-    def predict(self, observation, state=None, episode_start=None, deterministic: bool = True):
-        """Greedy action (or epsilon-greedy when ``deterministic`` is False); SB3's signature."""
+    def _key(self, observation: Any) -> int:
         try:
-            s = self._index[observation.tobytes()]
+            return self._index[observation.tobytes()]
         except (AttributeError, KeyError):  # a list, or another integer dtype
-            s = self.state_index(observation)
-        if not deterministic and self._rng.random() < self.epsilon:
-            return self._rng.randrange(self.q.shape[1]), None
-        return int(self.q[s].argmax()), None
+            return self.state_index(observation)
+
+    def _act(self, s: int, explore: bool) -> int:
+        if explore and self._rng.random() < self.epsilon:
+            return self._rng.randrange(self.n_actions)
+        return int(self.q[s].argmax())
+
+    def _update(self, s: int, a: int, reward: float, info: dict[str, Any],
+                next_observation: Any = None, terminated: bool = False) -> None:
+        self.update(s, a, reward, self._index[next_observation.tobytes()], terminated)
+        cfg = self.config
+        if cfg.epsilon_decay != 1.0:
+            self.epsilon = max(cfg.epsilon_min, self.epsilon * cfg.epsilon_decay)
 
     def update(self, s: int, a: int, reward: float, s_next: int, terminated: bool = False) -> None:
         """One Q-learning update; bootstraps unless the episode really terminated."""
@@ -113,51 +101,7 @@ class QLearningAgent:
         target = reward if terminated else reward + self.config.gamma * float(q[s_next].max())
         q[s, a] += self.config.alpha * (target - float(q[s, a]))
 
-    def learn(self, total_timesteps: int, callback=None, progress_bar: bool = False) -> QLearningAgent:
-        """Run the env for ``total_timesteps`` requests, deciding and updating online.
-
-        ``callback`` (optional) gets ``on_reset(info)`` after each reset and
-        ``on_step(action, reward, info)`` after each step; ``on_step`` returning False stops early.
-        """
-        env, cfg = self.env, self.config
-        index, rng, q = self._index, self._rng, self.q
-        n_actions = q.shape[1]
-        obs = self._obs
-        bar = tqdm(total=total_timesteps, disable=not progress_bar, desc="qlearning", unit="step",
-                   mininterval=0.5)
-        for _ in range(total_timesteps):
-            # Reset lazily, at the start of the next step: between learn() calls the env then
-            # rests on an episode boundary, where its whole state is its generator (checkpoints).
-            if obs is None or self._needs_reset:
-                obs, info = env.reset(seed=self.seed if obs is None and self.num_timesteps == 0 else None)
-                self._needs_reset = False
-                if callback is not None:
-                    callback.on_reset(info)
-            s = index[obs.tobytes()]
-            if rng.random() < self.epsilon:
-                a = rng.randrange(n_actions)
-            else:
-                a = int(q[s].argmax())
-            obs, reward, terminated, truncated, info = env.step(a)
-            target = reward if terminated else reward + cfg.gamma * float(q[index[obs.tobytes()]].max())
-            q[s, a] += cfg.alpha * (target - float(q[s, a]))
-            self.num_timesteps += 1
-            if cfg.epsilon_decay != 1.0:
-                self.epsilon = max(cfg.epsilon_min, self.epsilon * cfg.epsilon_decay)
-            self._needs_reset = terminated or truncated
-            bar.update(1)
-            if callback is not None and callback.on_step(a, reward, info) is False:
-                break
-        bar.close()
-        self._obs = obs
-        return self
-
     # -- checkpoints ----------------------------------------------------------------------------
-
-    @property
-    def at_episode_boundary(self) -> bool:
-        """True between an episode's last step and the next reset (or before the first)."""
-        return self._obs is None or self._needs_reset
 
     def checkpoint_state(self) -> dict[str, Any]:
         """Everything besides ``q`` needed to continue bit for bit (JSON-able)."""
@@ -176,28 +120,40 @@ class QLearningAgent:
             self._obs = np.zeros(len(self.encoder.nvec), dtype=np.int64)
             self._needs_reset = True
 
+    def write_checkpoint(self, prefix: str | os.PathLike) -> None:
+        """Atomically write ``q``, the learner's and the env's generator states to
+        ``prefix.npz``; only on an episode boundary, where the env's whole state is its generator."""
+        if not self.at_episode_boundary:
+            raise RuntimeError("checkpoints are only taken on episode boundaries")
+        state = self.checkpoint_state()
+        state["env_rng"] = self.env.unwrapped.np_random.bit_generator.state
+        state["package_version"] = autoscale_env.__version__
+        atomic_write(checkpoint_path(prefix, self.checkpoint_suffix),
+                     lambda f: np.savez(f, q=self.q, state=np.array(json.dumps(state))))
+
+    def restore_checkpoint(self, prefix: str | os.PathLike) -> QLearningAgent:
+        """Load a checkpoint written by :meth:`write_checkpoint` into this agent and its env."""
+        path = checkpoint_path(prefix, self.checkpoint_suffix)
+        data = load_npz(path, ModelFileError)  # sizes and shapes checked before any allocation
+        if "q" not in data or "state" not in data:
+            raise ModelFileError(f"{path}: unreadable checkpoint (needs arrays 'q' and 'state')")
+        q = data["q"]
+        state = json_metadata(data["state"], str(path), "state")
+        if not isinstance(state, dict):
+            raise ModelFileError(f"{path}: checkpoint 'state' must be a JSON object")
+        if q.shape != self.q.shape:
+            raise ModelFileError(f"{path}: q shape {q.shape} does not match {self.q.shape}")
+        self.q[...] = q
+        self.restore_state(state)
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state["env_rng"]
+        self.env.unwrapped.np_random = rng
+        return self
+
     # -- persistence (no pickle) ----------------------------------------------------------------
 
-    def metadata(self) -> dict[str, Any]:
-        """What a saved model records about itself and the env it was trained for."""
-        u = self.env.unwrapped
-        return {
-            "format": FORMAT,
-            "agent": self.name,
-            "package_version": autoscale_env.__version__,
-            "targets": self.target_names,
-            "features": [{"name": f.name, "field": f.field, "edges": list(f.edges),
-                          "descending": f.descending, "labels": list(f.labels)}
-                         for f in self.encoder.features],
-            "nvec": self.encoder.nvec.tolist(),
-            "hyperparameters": asdict(self.config),
-            "epsilon": self.epsilon,
-            "num_timesteps": self.num_timesteps,
-            "seed": self.seed,
-            "env": {"device": getattr(getattr(u.backend, "phone", None), "name", None),
-                    "scenario": u.scenario.name,
-                    "setting": getattr(u.backend, "setting", None)},
-        }
+    def _extra_metadata(self) -> dict[str, Any]:
+        return {"epsilon": self.epsilon}
 
     def save(self, path: str | os.PathLike) -> None:
         """Write ``q`` and JSON metadata to an ``.npz`` atomically (temp file, then rename)."""

@@ -14,6 +14,7 @@ against another device's action space is refused before SB3 is asked to read the
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -23,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
+from agents.base import Agent
 from autoscale_env.world.errors import DependencyMissing, ModelFileError
 from autoscale_env.world.files import atomic_write, load_npz
 
@@ -44,15 +46,18 @@ def _sb3():
     return stable_baselines3, BaseCallback
 
 
-class _SB3Agent:
+class SB3Agent(Agent):
     """Common wrapper; subclasses set ``name`` (also the SB3 class name in lower case)."""
 
     name = "sb3"
+    checkpoints = True
+    checkpoint_suffix = ".zip"
+    tensorboard = True
+    model_suffix = ".zip"
 
     def __init__(self, env: gym.Env, seed: int = 0, **overrides: Any):
         sb3, _ = _sb3()
-        self.env = env
-        self.seed = int(seed)
+        super().__init__(env, seed)
         hp = default_hyperparameters(self.name)
         unknown = set(overrides) - set(hp) - {"policy"}
         cls = getattr(sb3, self.name.upper())
@@ -63,14 +68,16 @@ class _SB3Agent:
             raise ValueError(f"unknown {self.name} hyperparameter(s) {sorted(bad)}; valid: "
                              f"{', '.join(sorted(accepted - {'self', 'env', 'policy_kwargs'}))}, net_arch")
         hp.update(overrides)
-        self.hparams = hp
-        self.tensorboard_log: str | None = None
+        self._hparams = hp
         self.model = None
-        self.num_timesteps = 0
         self._cls = cls
 
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return self._hparams
+
     def _build(self) -> None:
-        hp = dict(self.hparams)
+        hp = dict(self._hparams)
         policy = hp.pop("policy")
         if isinstance(self.env.observation_space, gym.spaces.Dict):
             policy = "MultiInputPolicy"
@@ -148,6 +155,14 @@ class _SB3Agent:
         atomic_write(path, lambda f: self.model.save(f))
         atomic_write(path + ".meta.json", json.dumps(self._meta()))
 
+    def write_checkpoint(self, prefix: str | os.PathLike) -> None:
+        """See :func:`write_sb3_checkpoint`."""
+        write_sb3_checkpoint(self, Path(prefix))
+
+    def restore_checkpoint(self, prefix: str | os.PathLike) -> SB3Agent:
+        """See :func:`restore_sb3_checkpoint`; returns the agent rebuilt from the files."""
+        return restore_sb3_checkpoint(type(self), Path(prefix), self.env)
+
     @classmethod
     def load(cls, path: str, env: gym.Env, **kwargs: Any):
         """Load a model saved by :meth:`save` for ``env``; refuses another action space."""
@@ -196,7 +211,7 @@ def _buffer_arrays(buffer) -> dict[str, np.ndarray]:
     return out
 
 
-def write_sb3_checkpoint(agent: _SB3Agent, path: Path) -> None:
+def write_sb3_checkpoint(agent: SB3Agent, path: Path) -> None:
     """SB3 checkpoint: the model zip plus, for off-policy learners, the replay buffer.
 
     The replay buffer is written without pickle, as plain arrays in ``<path>.buffer.npz`` (its
@@ -216,7 +231,7 @@ def write_sb3_checkpoint(agent: _SB3Agent, path: Path) -> None:
     agent.save(str(path) + ".zip")
 
 
-def restore_sb3_checkpoint(cls: type, path: Path, env: gym.Env) -> _SB3Agent:
+def restore_sb3_checkpoint(cls: type, path: Path, env: gym.Env) -> SB3Agent:
     """Load a checkpoint written by :func:`write_sb3_checkpoint` (see its caveats)."""
     agent = cls.load(str(path) + ".zip", env=env)
     buffer = getattr(agent.model, "replay_buffer", None)
@@ -242,19 +257,19 @@ def restore_sb3_checkpoint(cls: type, path: Path, env: gym.Env) -> _SB3Agent:
     return agent
 
 
-class DQNAgent(_SB3Agent):
+class DQNAgent(SB3Agent):
     """Stable-Baselines3 DQN."""
 
     name = "dqn"
 
 
-class PPOAgent(_SB3Agent):
+class PPOAgent(SB3Agent):
     """Stable-Baselines3 PPO."""
 
     name = "ppo"
 
 
-class A2CAgent(_SB3Agent):
+class A2CAgent(SB3Agent):
     """Stable-Baselines3 A2C."""
 
     name = "a2c"

@@ -1,4 +1,9 @@
-"""Fit a device profile from full traces: ``autoscale calibrate`` as a script."""
-from autoscale_env.tools.calibrate import main
+"""``python scripts/calibrate.py ARGS`` is ``autoscale calibrate ARGS``; options:
+``autoscale calibrate --help``."""
+import sys
+from pathlib import Path
 
-raise SystemExit(main())
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a source checkout, not installed
+from agents.cli import main  # noqa: E402
+
+raise SystemExit(main(["calibrate", *sys.argv[1:]]))

@@ -1,8 +1,9 @@
-"""Fit state bin edges for the highest state ceiling: ``autoscale fit-bins`` (see its --help)."""
-
+"""``python scripts/fit_bins.py ARGS`` is ``autoscale fit-bins ARGS``; options:
+``autoscale fit-bins --help``."""
 import sys
+from pathlib import Path
 
-from agents.cli import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a source checkout, not installed
+from agents.cli import main  # noqa: E402
 
-if __name__ == "__main__":
-    raise SystemExit(main(["fit-bins", *sys.argv[1:]]))
+raise SystemExit(main(["fit-bins", *sys.argv[1:]]))

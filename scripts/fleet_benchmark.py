@@ -1,10 +1,9 @@
-"""Thin wrapper: `python scripts/fleet_benchmark.py ...` is `autoscale fleet-benchmark ...`."""
-
+"""``python scripts/fleet_benchmark.py ARGS`` is ``autoscale fleet-benchmark ARGS``; options:
+``autoscale fleet-benchmark --help``."""
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a source checkout, not installed
+from agents.cli import main  # noqa: E402
 
-from agents.experiments.fleet_benchmark import main  # noqa: E402
-
-raise SystemExit(main())
+raise SystemExit(main(["fleet-benchmark", *sys.argv[1:]]))

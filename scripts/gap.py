@@ -1,4 +1,9 @@
-"""Sim-to-real gap of a profile against a trace: ``autoscale gap`` as a script."""
-from agents.experiments.gap import main
+"""``python scripts/gap.py ARGS`` is ``autoscale gap ARGS``; options:
+``autoscale gap --help``."""
+import sys
+from pathlib import Path
 
-raise SystemExit(main())
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a source checkout, not installed
+from agents.cli import main  # noqa: E402
+
+raise SystemExit(main(["gap", *sys.argv[1:]]))

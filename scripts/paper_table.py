@@ -1,6 +1,9 @@
-"""Thin wrapper: `python scripts/paper_table.py OUT_DIR` prints the README's "Paper versus this
-world" table from a benchmark/sweep output directory."""
+"""``python scripts/paper_table.py ARGS`` is ``autoscale paper-table ARGS``; options:
+``autoscale paper-table --help``."""
+import sys
+from pathlib import Path
 
-from agents.experiments.paper_table import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a source checkout, not installed
+from agents.cli import main  # noqa: E402
 
-raise SystemExit(main())
+raise SystemExit(main(["paper-table", *sys.argv[1:]]))

@@ -1,8 +1,9 @@
-"""Count the world's sourced vs estimated numbers: ``autoscale provenance`` (see its --help)."""
-
+"""``python scripts/provenance.py ARGS`` is ``autoscale provenance ARGS``; options:
+``autoscale provenance --help``."""
 import sys
+from pathlib import Path
 
-from agents.cli import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a source checkout, not installed
+from agents.cli import main  # noqa: E402
 
-if __name__ == "__main__":
-    raise SystemExit(main(["provenance", *sys.argv[1:]]))
+raise SystemExit(main(["provenance", *sys.argv[1:]]))

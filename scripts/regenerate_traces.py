@@ -1,12 +1,9 @@
-"""Regenerate the bundled sim traces from the current sim (``--check``: only compare).
-
-Run from the repository root: ``python scripts/regenerate_traces.py``.
-"""
+"""``python scripts/regenerate_traces.py ARGS`` is ``autoscale regenerate-traces ARGS``; options:
+``autoscale regenerate-traces --help``."""
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a source checkout, not installed
+from agents.cli import main  # noqa: E402
 
-from autoscale_env.tools.bundled_traces import main  # noqa: E402
-
-raise SystemExit(main())
+raise SystemExit(main(["regenerate-traces", *sys.argv[1:]]))

@@ -1,5 +1,9 @@
-"""Thin wrapper: `python scripts/sweep.py ...` is `autoscale sweep ...`."""
+"""``python scripts/sweep.py ARGS`` is ``autoscale sweep ARGS``; options:
+``autoscale sweep --help``."""
+import sys
+from pathlib import Path
 
-from agents.experiments.sweep import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a source checkout, not installed
+from agents.cli import main  # noqa: E402
 
-raise SystemExit(main())
+raise SystemExit(main(["sweep", *sys.argv[1:]]))

@@ -1,5 +1,9 @@
-"""Thin wrapper: `python scripts/validate.py ...` is `autoscale validate ...`."""
+"""``python scripts/validate.py ARGS`` is ``autoscale validate ARGS``; options:
+``autoscale validate --help``."""
+import sys
+from pathlib import Path
 
-from autoscale_env.tools.validate import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a source checkout, not installed
+from agents.cli import main  # noqa: E402
 
-raise SystemExit(main())
+raise SystemExit(main(["validate", *sys.argv[1:]]))

@@ -6,6 +6,8 @@ import dataclasses
 
 import pytest
 
+from agents.cli import main as cli_main
+
 from autoscale_env.world import config
 
 from autoscale_env.tools import bundled_traces as sim_traces
@@ -54,7 +56,7 @@ def test_changing_one_profile_number_fails_the_check_with_the_regenerate_command
 @pytest.mark.slow
 def test_regenerate_command_writes_traces_that_pass_the_check(tmp_path, monkeypatch):
     monkeypatch.setattr(sim_traces, "cells", lambda: [("moto_x_force", "translation", "static")])
-    assert sim_traces.main(["--dir", str(tmp_path), "--quiet"]) == 0
+    assert cli_main(["regenerate-traces", "--dir", str(tmp_path), "--quiet"]) == 0
     written = tmp_path / "sim-moto_x_force-translation-static.csv.gz"
     bundled = sim_traces.traces.load_trace("sim-moto_x_force-translation-static")
     fresh = sim_traces.traces.load_trace(written)

@@ -8,6 +8,8 @@ import dataclasses
 import numpy as np
 import pytest
 
+from agents.cli import main as cli_main
+
 from autoscale_env.tools import calibrate as cal_mod
 from autoscale_env.world import config
 from autoscale_env.backends.sim import SimBackend
@@ -106,7 +108,7 @@ def test_short_trace_is_refused_naming_how_many_more(sim_trace, tmp_path):
 
 
 def test_cli_refuses_with_a_message_and_exit_code_2(sim_trace, tmp_path, capsys):
-    code = cal_mod.main(["--trace", sim_trace, "--out", str(tmp_path / "x.toml"),
+    code = cli_main(["calibrate", "--trace", sim_trace, "--out", str(tmp_path / "x.toml"),
                          "--min-requests", "1000", "--bootstrap", "0", "--quiet"])
     assert code == 2
     assert "400 requests; calibrate needs at least 1000" in capsys.readouterr().err

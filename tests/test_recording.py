@@ -13,14 +13,20 @@ from pathlib import Path
 import pytest
 
 from autoscale_env.traces import format as traces
-from autoscale_env.traces.recorder import main, partial_path
+from agents.cli import main as cli_main
+from autoscale_env.traces.recorder import partial_path
+
+
+def main(argv):
+    """``autoscale record ARGV``."""
+    return cli_main(["record", *argv])
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_recording(out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "autoscale_env.traces.recorder", "--requests", "1000000", "--out",
+        [sys.executable, "-m", "autoscale_env", "record", "--requests", "1000000", "--out",
          str(out), "--batch-size", "20", "--quiet", *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -71,7 +77,7 @@ def test_a_second_recording_into_the_same_trace_is_refused_even_with_force(tmp_p
     try:
         wait_for_bytes(out, 5_000, first)
         second = subprocess.run(
-            [sys.executable, "-m", "autoscale_env.traces.recorder", "--requests", "50", "--out",
+            [sys.executable, "-m", "autoscale_env", "record", "--requests", "50", "--out",
              str(out), "--quiet", "--force"], cwd=ROOT, capture_output=True, text=True,
             timeout=120)
         assert second.returncode == 2, second.stderr

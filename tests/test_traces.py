@@ -26,7 +26,14 @@ from autoscale_env.traces import format as traces
 from autoscale_env.backends.sim import SimBackend
 from autoscale_env.world.config import device_names
 from autoscale_env.world.errors import DependencyMissing, TraceFormatError, UnknownNameError
-from autoscale_env.traces.recorder import main, record
+from agents.cli import main as cli_main
+from autoscale_env.traces.recorder import record
+
+
+def record_main(argv):
+    """``autoscale record ARGV``."""
+    return cli_main(["record", *argv])
+
 
 ARRAYS = ("request", "timestamp_s", "network", "co_cpu_pct", "co_mem_pct", "rssi_wifi_dbm",
           "rssi_p2p_dbm", "latency_ms", "energy_mj", "accuracy", "energy_source")
@@ -292,7 +299,7 @@ def test_every_cut_of_a_recording_loads_a_prefix(small, tmp_path):
 def test_recording_killed_with_sigkill_still_loads(tmp_path):
     out = tmp_path / "killed.csv.gz"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "autoscale_env.traces.recorder", "--requests", "1000000", "--out",
+        [sys.executable, "-m", "autoscale_env", "record", "--requests", "1000000", "--out",
          str(out), "--batch-size", "20", "--quiet"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -314,14 +321,14 @@ def test_recording_killed_with_sigkill_still_loads(tmp_path):
 def test_recording_never_overwrites_without_force(tmp_path, capsys):
     out = tmp_path / "r.csv.gz"
     argv = ["--requests", "30", "--setting", "static", "--out", str(out), "--quiet"]
-    assert main(argv) == 0
+    assert record_main(argv) == 0
     before = out.read_bytes()
-    assert main(argv + ["--seed", "9"]) == 2
+    assert record_main(argv + ["--seed", "9"]) == 2
     assert "--force" in capsys.readouterr().err and out.read_bytes() == before
     with pytest.raises(FileExistsError):
         record(SimBackend(), 5, out, seed=0, progress=False)
     assert out.read_bytes() == before
-    assert main(argv + ["--seed", "9", "--force"]) == 0
+    assert record_main(argv + ["--seed", "9", "--force"]) == 0
     assert out.read_bytes() != before and traces.load_trace(out).header.provenance["seed"] == 9
 
 
@@ -338,8 +345,8 @@ def test_script_and_cli_options(tmp_path):
     t = traces.load_trace(out)
     assert (t.n_requests, t.header.device, t.header.scenario) == (7, "moto_x_force", "translation")
     assert len(t.targets) == 8  # no DSP on the Moto X Force
-    assert main(["--device", "nokia3310", "--out", str(tmp_path / "n.csv"), "--quiet"]) == 2
-    assert main(["--out", str(tmp_path / "n.txt"), "--quiet"]) == 2
+    assert record_main(["--device", "nokia3310", "--out", str(tmp_path / "n.csv"), "--quiet"]) == 2
+    assert record_main(["--out", str(tmp_path / "n.txt"), "--quiet"]) == 2
 
 
 # ---- fuzzing: the loader loads or raises TraceFormatError, nothing else ----------------------

@@ -8,7 +8,12 @@ import pytest
 
 from agents.cli import main as cli_main
 from autoscale_env.world import config
-from autoscale_env.tools.validate import MEASUREMENTS_DIR, compare, main, read_measurements
+from autoscale_env.tools.validate import MEASUREMENTS_DIR, compare, read_measurements
+
+
+def main(argv):
+    """``autoscale validate ARGV``."""
+    return cli_main(["validate", *argv])
 
 
 def test_bundled_measurements_pass_and_print_the_table(capsys):

@@ -113,32 +113,32 @@ def run_task(task: Task, cfg: BenchmarkConfig, out: Path | None, *,
 
     ``progress`` shows a progress bar while a slow (SB3) learner trains."""
     # an agent class may need its envs made differently (e.g. obs_mode="extended" for raw context)
+    cls = agent_class(task.agent)
     make = dict(device=task.device, scenario=task.scenario, setting=task.setting,
-                **{**getattr(agent_class(task.agent), "env_kwargs", {}), **cfg.env_kwargs})
-    learns = getattr(agent_class(task.agent), "learns", True)
+                **{**cls.env_kwargs, **cfg.env_kwargs})
+    hyperparameters = cfg.hyperparameters.get(task.agent, {})
     writer = ScalarWriter(out / "tb" / run_name(*task.key)) if out is not None else None
     train_seconds, curve = 0.0, []
     eval_env = gym.make("AutoScale-v0", **make)
     try:
-        if learns:
+        if cls.learns:
             train_env = gym.make("AutoScale-v0", **make)
-            agent = make_agent(task.agent, train_env, seed=task.seed,
-                               **cfg.hyperparameters.get(task.agent, {}))
-            sb3 = hasattr(agent, "tensorboard_log")
-            if writer is not None and writer.enabled and sb3:
-                agent.tensorboard_log = str(writer.logdir)  # SB3's own scalars, beside ours
+            agent = make_agent(task.agent, train_env, seed=task.seed, **hyperparameters)
+            if writer is not None and writer.enabled and cls.tensorboard:
+                agent.tensorboard_log = str(writer.logdir)  # the agent's own scalars, beside ours
             if writer is not None:
                 writer.text("hyperparameters", _markdown_table(
-                    {"agent": task.agent, **asdict(cfg), **getattr(agent, "hparams", {})}))
+                    {"agent": task.agent, **asdict(cfg), **agent.hparams}))
             monitor = TrainingMonitor(writer, cfg.log_interval)
             t0 = time.perf_counter()
-            agent.learn(cfg.train_steps, callback=monitor, progress_bar=progress and sb3)
+            # a bar per task only for the slow deep learners (the run has its own bar)
+            agent.learn(cfg.train_steps, callback=monitor, progress_bar=progress and cls.tensorboard)
             train_seconds = time.perf_counter() - t0
             monitor.flush()
             curve = monitor.curve
             train_env.close()
         else:
-            agent = make_agent(task.agent, eval_env, seed=task.seed)
+            agent = make_agent(task.agent, eval_env, seed=task.seed, **hyperparameters)
         result = evaluate(agent, eval_env, cfg.eval_steps, seed=EVAL_SEED_OFFSET + task.seed,
                           cpu_target=MOBILE_CPU.split(":", 1)[1],
                           cloud_target=CLOUD.split(":", 1)[1])
@@ -146,11 +146,11 @@ def run_task(task: Task, cfg: BenchmarkConfig, out: Path | None, *,
         eval_env.close()
     metrics = result.metrics()
     base = dict(zip(("agent", "device", "scenario", "setting", "seed"), task.key))
-    row = {**base, **metrics, "train_steps": cfg.train_steps if learns else 0,
+    row = {**base, **metrics, "train_steps": cfg.train_steps if cls.learns else 0,
            "train_seconds": train_seconds, "eval_steps": cfg.eval_steps,
-           "memory_bytes": int(getattr(agent, "nbytes", 0))}
+           "memory_bytes": int(agent.nbytes)}
     if writer is not None:
-        tags = log_evaluation(writer, row, learns=learns, train_steps=cfg.train_steps,
+        tags = log_evaluation(writer, row, learns=cls.learns, train_steps=cfg.train_steps,
                               log_interval=cfg.log_interval)
         writer.hparams(task_hparams(row, cfg.env_kwargs, agent),
                        {tag: row[tag.split("/", 1)[1]] for tag in tags})
@@ -460,3 +460,70 @@ def finish(store: ResultStore, *, figures: bool = True) -> str:
         from agents.experiments.figures import write_figures
         write_figures(store)
     return text
+
+
+# ----------------------------------------------------------------------------------------------
+# A run's plan and its closing lines (``autoscale benchmark`` and ``sweep``)
+
+
+def plan(agents: Sequence[str], devices: Sequence[str], scenarios: Sequence[str],
+         settings: Sequence[str], seeds: int, *, train_steps: int = 64_000,
+         eval_steps: int = 5_000, log_interval: int = 1_000,
+         hyperparameters: dict[str, dict[str, Any]] | None = None, reward: str = "energy",
+         features: str = "paper") -> tuple[list[Task], BenchmarkConfig]:
+    """The tasks and the config of a benchmark over the given names; every name is checked
+    first (an unknown one raises, naming the valid ones) so no task starts on a typo."""
+    from autoscale_env.world import config
+    for d in devices:
+        config.resolve_device_path(d)
+    for s in scenarios:
+        config.get_scenario(s)
+    for s in settings:
+        config.check_setting(s)
+    for a in agents:
+        agent_class(a)
+    config.load_features(features)  # a bad name or file fails before any task starts
+    env_kwargs: dict[str, Any] = {"reward": reward} if reward != "energy" else {}
+    if features != "paper":
+        if features not in config.FEATURE_SETS:  # workers may run elsewhere: an absolute path
+            features = str(Path(features).resolve())
+        env_kwargs["features"] = features
+    cfg = BenchmarkConfig(train_steps=train_steps, eval_steps=eval_steps,
+                          log_interval=log_interval, hyperparameters=hyperparameters or {},
+                          env_kwargs=env_kwargs)
+    return grid(agents, devices, scenarios, settings, seeds), cfg
+
+
+#: What each output of a benchmark or sweep holds, in the order they are listed.
+OUTPUTS = {
+    "results.csv": "one row per agent x cell x seed",
+    "per_network.csv": "energy per network (figures)",
+    "curves.csv": "training curves (figures)",
+    "summary.md": "the table above",
+    "config.json": "the run's configuration",
+}
+
+
+def output_listing(out: str | Path) -> str:
+    """The closing lines of ``benchmark`` / ``sweep``: every file the run produced."""
+    out = Path(out)
+    lines = [f"wrote to {out}/:"]
+    for name, what in OUTPUTS.items():
+        if (out / name).exists():
+            lines.append(f"  {out / name}  ({what})")
+    for png in sorted(out.glob("*.png")):
+        lines.append(f"  {png}  (figure)")
+    tb = out / "tb"
+    if tb.is_dir():
+        runs = sum(1 for d in tb.iterdir() if d.is_dir())
+        lines.append(f"  {tb}/  ({runs} TensorBoard runs: tensorboard --logdir {tb})")
+    return "\n".join(lines)
+
+
+def finished_tasks(out: str | Path) -> int:
+    """How many tasks have a row in ``out/results.csv`` (what an interrupted run keeps)."""
+    try:
+        with open(Path(out) / "results.csv", newline="") as f:
+            return sum(1 for _ in csv.DictReader(f))
+    except OSError:
+        return 0

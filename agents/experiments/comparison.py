@@ -55,3 +55,16 @@ def geomean_table(rows: Sequence[dict[str, Any]], agents: Sequence[str] | None =
             f"{100 * statistics.fmean(m['accuracy_violation_rate'] for m in ms.values()):.1f} | "
             + (f"{below}/{len(ms)} |" if random_cells and agent != "random" else "- |"))
     return "\n".join(lines) + "\n"
+
+
+def comparison_from_csv(path: str, agents: Sequence[str] | None = None, *,
+                        scenario: str | None = None, setting: str | None = None) -> str:
+    """:func:`geomean_table` of a benchmark's ``results.csv``, optionally of some agents (in
+    table order) and the cells of one scenario or setting."""
+    import csv
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows = [r for r in rows if (not agents or r["agent"] in agents)
+            and r["scenario"] == (scenario or r["scenario"])
+            and r["setting"] == (setting or r["setting"])]
+    return geomean_table(rows, list(agents) if agents else None)

@@ -184,14 +184,13 @@ def run_one(agent: str, shift: str, seed: int, cfg: DriftConfig, *,
     shift_at, after = cfg.resolved()
     total = shift_at + after
     cls = agent_class(agent)
-    obs_mode = getattr(cls, "env_kwargs", {}).get("obs_mode", "paper")
+    obs_mode = cls.env_kwargs.get("obs_mode", "paper")
     env = AutoScaleEnv(backend=DriftBackend(device=cfg.device, shift=shift, shift_at=shift_at),
                        obs_mode=obs_mode)
     recorder = _Recorder(env, total)
     try:
-        learner = make_agent(agent, env, seed=seed, **cfg.hyperparameters.get(agent, {})) \
-            if getattr(cls, "learns", True) else make_agent(agent, env, seed=seed)
-        if getattr(learner, "learns", True):
+        learner = make_agent(agent, env, seed=seed, **cfg.hyperparameters.get(agent, {}))
+        if cls.learns:
             learner.learn(total, callback=recorder, progress_bar=progress)
         else:
             obs, info = env.reset(seed=seed)

@@ -287,3 +287,58 @@ def _efficiency(plt, rows, path: Path) -> Path:
     saved = _save(fig, path)
     plt.close(fig)
     return saved
+
+
+def sample_efficiency_figure(runs: Sequence[str | Path], out: str | Path) -> Path:
+    """Sample efficiency: training-window oracle match and energy per request against steps.
+
+    Reads ``curves.csv`` (and ``results.csv`` for the oracle's energy) of each benchmark or sweep
+    directory in ``runs``; one column per cell, mean over seeds, one line per learning agent. The
+    training window includes exploration (epsilon-greedy, SB3's own), so it sits below the greedy
+    evaluation in ``results.csv``. Needs the ``[plots]`` extra.
+    """
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from autoscale_env.world.errors import DependencyMissing
+        raise DependencyMissing("matplotlib", "plots", "the sample-efficiency figure") from None
+    curves: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    oracle_energy: dict = defaultdict(list)
+    for run in map(Path, runs):
+        for r in read_table(run, "curves"):
+            cell = f"{r['device']} / {r['scenario']} / {r['setting']}"
+            curves[cell][r["agent"]][int(r["step"])].append((float(r["oracle_match"]),
+                                                              float(r["energy_mj"])))
+        for r in read_table(run, "results"):
+            if r["agent"] == "oracle":
+                oracle_energy[f"{r['device']} / {r['scenario']} / {r['setting']}"].append(
+                    float(r["energy_mj"]))
+    if not curves:
+        from autoscale_env.world.errors import ConfigError
+        raise ConfigError(f"no training curves in {', '.join(map(str, runs))} (curves.csv)")
+    cells = sorted(curves)
+    fig, axes = plt.subplots(2, len(cells), figsize=(6 * len(cells), 7), squeeze=False)
+    for col, cell in enumerate(cells):
+        for agent, points in sorted(curves[cell].items()):
+            steps = sorted(points)
+            match = [100 * sum(p[0] for p in points[s]) / len(points[s]) for s in steps]
+            energy = [sum(p[1] for p in points[s]) / len(points[s]) for s in steps]
+            axes[0][col].plot(steps, match, label=agent)
+            axes[1][col].plot(steps, energy, label=agent)
+        if oracle_energy[cell]:
+            e = sum(oracle_energy[cell]) / len(oracle_energy[cell])
+            axes[1][col].axhline(e, color="black", ls="--", lw=1, label="oracle (eval)")
+        axes[0][col].set_title(cell)
+        axes[0][col].set_ylabel("oracle match, training window (%)")
+        axes[0][col].set_ylim(0, 100)
+        axes[1][col].set_ylabel("energy per request, training window (mJ)")
+        axes[1][col].set_yscale("log")
+        axes[1][col].set_xlabel("training requests")
+        for ax in axes[:, col]:
+            ax.grid(alpha=0.3)
+    axes[0][-1].legend()
+    axes[1][-1].legend()
+    fig.tight_layout()
+    return _save(fig, Path(out))

@@ -174,82 +174,14 @@ def write(results: dict[str, Any], out_dir: str | os.PathLike, force: bool = Fal
     return paths
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``autoscale fleet-benchmark``."""
-    import argparse
-    import sys
-
-    from autoscale_env.world.errors import AutoScaleError
-
-    p = argparse.ArgumentParser(
-        prog="autoscale fleet-benchmark",
-        description="Many phones sharing one edge device and one Wi-Fi access point: energy per "
-                    "request, QoS violations and price of anarchy against the fleet size.")
-    p.add_argument("--sizes", default=",".join(map(str, SIZES)),
-                   help="fleet sizes N, comma-separated (default: %(default)s)")
-    p.add_argument("--rounds", type=int, default=200, help="evaluation rounds per policy and N")
-    p.add_argument("--edge-rounds", type=int, default=1000, help="rounds of the all-edge run")
-    p.add_argument("--train-rounds", type=int, default=20_000,
-                   help="training rounds of the independent Q-learners (per N)")
-    p.add_argument("--ppo-timesteps", type=int, default=0,
-                   help="phone-steps of shared-parameter PPO training per N (0: skip PPO; needs "
-                        "the [fleet] and [sb3] extras)")
-    p.add_argument("--mix", default="benchmark", help="a [mixes.<name>] of fleet.toml")
-    p.add_argument("--sharing", choices=("equal_throughput", "equal_airtime"), default=None,
-                   help="channel sharing rule (default: fleet.toml's)")
-    p.add_argument("--load-signal", action="store_true",
-                   help="observations include the binned edge / access-point load")
-    p.add_argument("--edge-target", default="edge/gpu/fp32", help="target of the all-edge run")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/fleet", help="folder for results.json and table.md")
-    p.add_argument("--figure", default=None, help="also draw the figure to this PNG path")
-    p.add_argument("--force", action="store_true", help="replace results already in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--render", metavar="DIR", default=None,
-                   help="print the tables of DIR/results.json (an earlier run), draw --figure, exit")
-    args = p.parse_args(argv)
-    if args.render:
-        try:
-            results = json.loads((Path(args.render) / "results.json").read_text())
-            print(table(results))
-            if args.figure:
-                figure(results, args.figure)
-        except (OSError, ValueError, KeyError) as e:
-            print(f"autoscale fleet-benchmark: error: cannot render {args.render}: {e}",
-                  file=sys.stderr)
-            return 2
-        return 0
+def render(directory: str | os.PathLike, figure_path: str | os.PathLike | None = None) -> str:
+    """The tables of an earlier run's ``results.json`` (and its figure, if ``figure_path``)."""
+    from autoscale_env.world.errors import ConfigError
     try:
-        sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
-    except ValueError:
-        p.error(f"--sizes {args.sizes!r}: expected comma-separated integers, e.g. 1,2,4")
-    if not sizes or min(sizes) < 1:
-        p.error(f"--sizes {args.sizes!r}: every size must be >= 1")
-    for name in ("rounds", "train_rounds", "edge_rounds"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    out = Path(args.out)
-    if not args.force and any((out / f).exists() for f in ("results.json", "table.md")):
-        print(f"autoscale fleet-benchmark: error: {out} already holds results; pass --force",
-              file=sys.stderr)
-        return 2
-    try:
-        results = run(sizes, rounds=args.rounds, train_rounds=args.train_rounds,
-                      ppo_timesteps=args.ppo_timesteps, seed=args.seed, mix=args.mix,
-                      load_signal=args.load_signal, edge_target=args.edge_target,
-                      sharing=args.sharing, edge_rounds=args.edge_rounds,
-                      progress=not args.quiet)
-        paths = write(results, out, force=args.force)
-        if args.figure:
-            figure(results, args.figure)
-            paths.append(Path(args.figure))
-    except (AutoScaleError, ValueError) as e:
-        print(f"autoscale fleet-benchmark: error: {e}", file=sys.stderr)
-        return 2
-    print(table(results))
-    print("wrote " + ", ".join(str(x) for x in paths))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        results = json.loads((Path(directory) / "results.json").read_text())
+        text = table(results)
+        if figure_path:
+            figure(results, figure_path)
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"cannot render {directory}: {e}") from None
+    return text

@@ -24,12 +24,10 @@ median outcome the profile predicts there), and compared with what was measured:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,13 +37,13 @@ import numpy as np
 
 import autoscale_env  # noqa: F401  (registers AutoScale-v0)
 from autoscale_env.world import config
-from autoscale_env.world.errors import AutoScaleError, ConfigError
 from autoscale_env.world.files import atomic_write
+from autoscale_env.world.errors import ConfigError
 from autoscale_env.world.reward import reward
 from autoscale_env.world.rules import oracle_actions
 from autoscale_env.traces.format import Trace, load_trace
 
-__all__ = ["gap_report", "main", "oracle_agreement", "qlearning_regret", "sim_outcomes",
+__all__ = ["gap_report", "oracle_agreement", "qlearning_regret", "sim_outcomes",
            "target_errors"]
 
 logger = logging.getLogger(__name__)
@@ -317,40 +315,3 @@ def format_report(report: dict[str, Any]) -> str:
                 f"sim showed >= {COVERED_VISITS} times in training",
             ]
     return "\n".join(lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="autoscale gap",
-        description="Replay a trace's contexts through the sim of a profile: per-target latency "
-                    "and energy error, oracle agreement, sim-to-real regret of a Q-learner, and "
-                    "a sim-vs-measured scatter figure.")
-    p.add_argument("--trace", action="append", required=True,
-                   help="a full trace (path or bundled name); repeat for several")
-    p.add_argument("--profile", required=True, help="phone profile (bundled name or .toml path)")
-    p.add_argument("--out", default="runs/gap", help="directory for gap.json and the figures")
-    p.add_argument("--train-steps", type=int, default=20_000,
-                   help="Q-learning steps in the sim and on the trace (0: skip the regret)")
-    p.add_argument("--seeds", type=int, default=3, help="Q-learning seeds 0..N-1")
-    p.add_argument("--no-figure", action="store_true", help="skip the scatter figures")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``autoscale gap``; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    try:
-        report = gap_report(args.trace, args.profile, out=args.out,
-                            train_steps=args.train_steps, seeds=range(args.seeds),
-                            figure=not args.no_figure, progress=not args.quiet)
-    except AutoScaleError as e:
-        print(f"autoscale gap: error: {e}", file=sys.stderr)
-        return 2
-    print(format_report(report))
-    print(f"\nwrote {Path(args.out) / 'gap.json'}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -74,14 +74,3 @@ def table(out_dir: str | Path, agents: tuple[str, ...] = ("oracle", "qlearning")
                  "geometrically over cells and seeds (arithmetic mean in brackets), rates "
                  "arithmetically.")
     return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python scripts/paper_table.py OUT_DIR``: print the Paper-versus-this-world table."""
-    import argparse
-    p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("out_dir", help="a benchmark or sweep output directory (with results.csv)")
-    p.add_argument("--agents", default="oracle,qlearning")
-    args = p.parse_args(argv)
-    print(table(args.out_dir, tuple(a for a in args.agents.split(",") if a)))
-    return 0

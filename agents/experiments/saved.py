@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 
@@ -24,8 +24,12 @@ import autoscale_env  # noqa: F401  (registers AutoScale-v0)
 from autoscale_env.world import config
 from autoscale_env.world.errors import ModelFileError
 
-#: File kinds ``load_saved`` accepts.
-KINDS = {".npz": "Q-table (qlearning)", ".zip": "Stable-Baselines3 model (dqn, ppo, a2c)",
+if TYPE_CHECKING:
+    from agents.base import Agent
+
+#: File kinds the bundled agents save (a user's agent may save any file ``describe`` reads).
+KINDS = {".npz": "Q-table or bandit model (qlearning, tabular-bandit, linucb, thompson, predictor)",
+         ".zip": "Stable-Baselines3 model (dqn, ppo, a2c)",
          ".json": "baseline description (oracle, random, fixed:<target>)"}
 
 #: The cell evaluated when neither the caller nor the model file names one.
@@ -33,13 +37,23 @@ DEFAULT_CELL = ("mi8pro", "non_streaming", "dynamic")
 
 
 def describe(path: str | Path) -> dict[str, Any]:
-    """What a saved model says about itself: ``agent``, and ``nvec`` / ``env`` when recorded."""
+    """What a saved model says about itself: ``agent`` (the name that loads it), and ``nvec``,
+    ``env`` and ``num_timesteps`` when recorded."""
     path = Path(path)
     suffix = path.suffix
     if suffix == ".npz":
-        from agents.qlearning import read_model_file
-        _, meta = read_model_file(str(path))
-        return {"agent": "qlearning", "nvec": meta.get("nvec"), "env": meta.get("env") or {}}
+        from agents.qlearning import json_metadata
+        from autoscale_env.world.files import load_npz
+        if not path.is_file():
+            raise ModelFileError(f"{path}: no such model file")
+        data = load_npz(path, ModelFileError)  # sizes and shapes checked before any allocation
+        if "meta" not in data:
+            raise ModelFileError(f"{path}: not an autoscale model (no 'meta' array)")
+        meta = json_metadata(data["meta"], str(path), "meta")
+        if not isinstance(meta, dict) or not isinstance(meta.get("agent"), str):
+            raise ModelFileError(f"{path}: metadata names no agent")
+        return {"agent": meta["agent"], "nvec": meta.get("nvec"), "env": meta.get("env") or {},
+                "num_timesteps": meta.get("num_timesteps")}
     if suffix == ".zip":
         side = Path(f"{path}.meta.json")
         try:
@@ -49,26 +63,25 @@ def describe(path: str | Path) -> dict[str, Any]:
             raise ModelFileError(f"{side}: missing or unreadable model description ({e})") from None
         if not path.is_file():
             raise ModelFileError(f"{path}: no such model file")
-        return {"agent": agent, "nvec": meta.get("nvec"), "env": meta.get("env") or {}}
+        return {"agent": agent, "nvec": meta.get("nvec"), "env": meta.get("env") or {},
+                "num_timesteps": meta.get("num_timesteps")}
     if suffix == ".json":
         try:
             meta = json.loads(path.read_text())
             agent = meta["agent"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ModelFileError(f"{path}: not a saved baseline ({e})") from None
-        return {"agent": agent, "nvec": None, "env": {}}
+        return {"agent": agent, "nvec": None, "env": {}, "num_timesteps": 0}
     raise ModelFileError(f"{path}: unknown model file type {suffix!r}; valid: "
                          + ", ".join(f"{k} ({v})" for k, v in KINDS.items()))
 
 
-def load_saved(path: str | Path, env: gym.Env):
-    """Load the agent saved at ``path`` for ``env`` (refused if made for another env)."""
+def load_saved(path: str | Path, env: gym.Env, agent: str | None = None) -> Agent:
+    """Load the agent saved at ``path`` for ``env`` (refused if made for another env), with the
+    class of ``agent`` (a name or ``package.module:Class``; default: the name the file records)."""
     from agents import agent_class
-    cls = agent_class(describe(path)["agent"])
-    if hasattr(cls, "load"):
-        return cls.load(str(path), env=env)
-    from agents.baselines import load_baseline
-    return load_baseline(str(path), env)
+    cls = agent_class(agent or describe(path)["agent"])
+    return cls.load(str(path), env=env)
 
 
 def _features_for(meta: dict[str, Any], device: str, scenario: str, setting: str,
@@ -89,7 +102,7 @@ def _features_for(meta: dict[str, Any], device: str, scenario: str, setting: str
 def evaluate_saved(path: str | Path, *, devices: Sequence[str] | None = None,
                    scenarios: Sequence[str] | None = None, settings: Sequence[str] | None = None,
                    seeds: int = 3, eval_steps: int = 5_000, features: str | None = None,
-                   reward: str = "energy") -> list[dict[str, Any]]:
+                   reward: str = "energy", agent: str | None = None) -> list[dict[str, Any]]:
     """Evaluate a saved agent greedily on every given cell and seed; rows as in ``results.csv``.
 
     Cells not given default to the one recorded in the model file (a Q-table records its
@@ -101,7 +114,13 @@ def evaluate_saved(path: str | Path, *, devices: Sequence[str] | None = None,
     from agents.experiments.benchmark import EVAL_SEED_OFFSET
     from agents.experiments.evaluation import evaluate
 
-    meta = describe(path)
+    try:
+        meta = describe(path)
+    except ModelFileError:
+        if agent is None:
+            raise
+        meta = {"agent": agent, "nvec": None, "env": {}}  # a user's own file kind: its load reads it
+    name = agent or meta["agent"]
     recorded = meta["env"]
     devices = list(devices or [recorded.get("device") or DEFAULT_CELL[0]])
     scenarios = list(scenarios or [recorded.get("scenario") or DEFAULT_CELL[1]])
@@ -117,17 +136,17 @@ def evaluate_saved(path: str | Path, *, devices: Sequence[str] | None = None,
                 env = gym.make("AutoScale-v0", device=device, scenario=scenario,
                                setting=setting, **kwargs)
                 try:
-                    agent = load_saved(path, env)
+                    loaded = load_saved(path, env, name)
                     for seed in range(seeds):
-                        result = evaluate(agent, env, eval_steps, seed=EVAL_SEED_OFFSET + seed,
+                        result = evaluate(loaded, env, eval_steps, seed=EVAL_SEED_OFFSET + seed,
                                           cpu_target=MOBILE_CPU.split(":", 1)[1],
                                           cloud_target=CLOUD.split(":", 1)[1])
-                        rows.append({"agent": meta["agent"], "device": device,
+                        rows.append({"agent": name, "device": device,
                                      "scenario": scenario, "setting": setting, "seed": seed,
                                      **result.metrics(),
-                                     "train_steps": int(getattr(agent, "num_timesteps", 0)),
+                                     "train_steps": int(loaded.num_timesteps),
                                      "eval_steps": eval_steps,
-                                     "memory_bytes": int(getattr(agent, "nbytes", 0))})
+                                     "memory_bytes": int(loaded.nbytes)})
                 finally:
                     env.close()
     return rows

@@ -25,7 +25,6 @@ flight); a different configuration in the same directory is refused unless ``--f
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import io
@@ -47,8 +46,8 @@ from tqdm.auto import tqdm
 from agents.experiments.world_metrics import (CLOUD_TARGET, HEADLINE_METRICS, MOBILE_CPU_TARGET,
                                   QLEARNING_METRIC, Cell, grid_cells, metric_names, world_metrics)
 from autoscale_env.world import config
-from autoscale_env.world.errors import AutoScaleError, ConfigError, DependencyMissing
 from autoscale_env.world.files import atomic_write
+from autoscale_env.world.errors import ConfigError, DependencyMissing
 from autoscale_env.tools.estimates import Estimate, build_world, enumerate_estimates, load_world
 
 METHODS = ("morris", "sobol")
@@ -650,82 +649,36 @@ QUICK = dict(trajectories=4, samples=32, sobol_top=2, tornado_top=10, episodes=1
 FULL = dict(trajectories=10, samples=128, sobol_top=3, tornado_top=10, episodes=40)
 
 
-def _csv_list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="autoscale sensitivity", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", choices=METHODS, default="sobol",
-                   help="morris: screening only; sobol: Morris, then Sobol indices of the top ones")
-    p.add_argument("--samples", type=int, default=None,
-                   help=f"Sobol base samples, a power of 2 (default {FULL['samples']}, "
-                        f"--quick {QUICK['samples']})")
-    p.add_argument("--trajectories", type=int, default=None,
-                   help=f"Morris trajectories (default {FULL['trajectories']}, --quick {QUICK['trajectories']})")
-    p.add_argument("--sobol-top", type=int, default=None,
-                   help=f"per headline metric, the top parameters that get Sobol indices (default "
-                        f"{FULL['sobol_top']}, --quick {QUICK['sobol_top']})")
-    p.add_argument("--tornado-top", type=int, default=None, help="parameters per tornado figure")
-    p.add_argument("--episodes", type=int, default=None,
-                   help=f"episodes of 101 requests per cell and world (default {FULL['episodes']}, "
-                        f"--quick {QUICK['episodes']})")
-    p.add_argument("--quick", action="store_true", help="small design for a run of a few minutes")
-    p.add_argument("--device", default=",".join(DEVICES), help="comma list of phones")
-    p.add_argument("--scenario", default=",".join(SCENARIOS), help="comma list of scenarios")
-    p.add_argument("--setting", default=",".join(SETTINGS), help="comma list of settings")
-    p.add_argument("--features", default="paper", help="state bins for the state ceiling")
-    p.add_argument("--qlearning-steps", type=int, default=0,
-                   help="also train the paper's Q-learner this many requests per cell and world "
-                        "and report its near-optimal rate (slow: 0, the default, skips it)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--engine", choices=ENGINES, default="local")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: the cores)")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: start Ray here)")
-    p.add_argument("--out", default="runs/sensitivity", help="output directory")
-    p.add_argument("--force", action="store_true", help="discard an analysis already in --out")
-    p.add_argument("--list", action="store_true", help="print the parameters and exit")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``autoscale sensitivity`` / ``python scripts/sensitivity.py``."""
-    args = build_parser().parse_args(argv)
+def run_from_options(*, method: str = "sobol", quick: bool = False, devices: Sequence[str] = DEVICES,
+                     scenarios: Sequence[str] = SCENARIOS, settings: Sequence[str] = SETTINGS,
+                     features: str = "paper", qlearning_steps: int = 0, seed: int = 0,
+                     engine: str = "local", workers: int | None = None, address: str | None = None,
+                     out: str | Path = "runs/sensitivity", force: bool = False,
+                     progress: bool = True, samples: int | None = None,
+                     trajectories: int | None = None, sobol_top: int | None = None,
+                     tornado_top: int | None = None, episodes: int | None = None) -> str:
+    """``autoscale sensitivity``: the design from the options (``None``: the ``FULL`` or, with
+    ``quick``, the ``QUICK`` value), the run, and the report text to print."""
     try:
-        estimates = enumerate_estimates()
-        if args.list:
-            print(list_parameters(estimates))
-            return 0
-        try:
-            import SALib  # noqa: F401
-        except ImportError:
-            raise DependencyMissing("SALib", "sensitivity", "autoscale sensitivity") from None
-        base = QUICK if args.quick else FULL
-        opts = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in base.items()}
-        cells = grid_cells(_csv_list(args.device), _csv_list(args.scenario), _csv_list(args.setting))
-        cfg = make_config(method=args.method, cells=cells, seed=args.seed, features=args.features,
-                          qlearning_steps=args.qlearning_steps, estimates=estimates, **opts)
-        workers = args.workers or os.cpu_count() or 1
-        print(f"{len(cfg.parameters)} parameters over {sum(e.count for e in estimates)} estimated "
-              f"numbers; {len(cells)} cells x {cfg.episodes} episodes per world", flush=True)
-        t0 = time.perf_counter()
-        an = run(cfg, args.out, engine=args.engine, workers=workers, address=args.address,
-                 force=args.force, progress=not args.quiet)
-    except KeyboardInterrupt:
-        print(f"autoscale sensitivity: interrupted; finished worlds are in {args.out}/samples.csv, "
-              "rerun the same command to resume", file=sys.stderr)
-        return 130
-    except (AutoScaleError, FileExistsError) as e:
-        print(f"autoscale sensitivity: error: {e}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    print((out / "sensitivity.md").read_text())
-    print(f"{len(next(iter(an.worlds.values())))} worlds, {time.perf_counter() - t0:.0f} s this "
-          f"run; results: {out / 'sensitivity.csv'}, figures: {out}/tornado_*.png")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        import SALib  # noqa: F401
+    except ImportError:
+        raise DependencyMissing("SALib", "sensitivity", "autoscale sensitivity") from None
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    estimates = enumerate_estimates()
+    chosen = {"samples": samples, "trajectories": trajectories, "sobol_top": sobol_top,
+              "tornado_top": tornado_top, "episodes": episodes}
+    base = QUICK if quick else FULL
+    opts = {k: (chosen[k] if chosen[k] is not None else v) for k, v in base.items()}
+    cells = grid_cells(list(devices), list(scenarios), list(settings))
+    cfg = make_config(method=method, cells=cells, seed=seed, features=features,
+                      qlearning_steps=qlearning_steps, estimates=estimates, **opts)
+    print(f"{len(cfg.parameters)} parameters over {sum(e.count for e in estimates)} estimated "
+          f"numbers; {len(cells)} cells x {cfg.episodes} episodes per world", flush=True)
+    t0 = time.perf_counter()
+    an = run(cfg, out, engine=engine, workers=workers or os.cpu_count() or 1, address=address,
+             force=force, progress=progress)
+    out = Path(out)
+    return ((out / "sensitivity.md").read_text() + "\n"
+            f"{len(next(iter(an.worlds.values())))} worlds, {time.perf_counter() - t0:.0f} s this "
+            f"run; results: {out / 'sensitivity.csv'}, figures: {out}/tornado_*.png")

@@ -20,7 +20,6 @@ SIGKILLed (Linux). A rerun with another configuration is refused (see ``ResultSt
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
 import signal
@@ -159,42 +158,28 @@ def _raise_on_sigterm():
     return signal.signal(signal.SIGTERM, handler)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``autoscale sweep`` / ``python scripts/sweep.py``."""
-    from agents.cli import FORMATTER, tasks_and_config, add_grid_arguments, output_listing
-    parser = argparse.ArgumentParser(prog="autoscale sweep", description=__doc__.splitlines()[0],
-                                     formatter_class=FORMATTER)
-    add_grid_arguments(parser)
-    parser.add_argument("--engine", choices=ENGINES, default="local",
-                        help="local: a process pool here; ray: Ray tasks (the [distributed] extra)")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
-    parser.add_argument("--address", default=None, help="Ray cluster address (default: start Ray here)")
-    args = parser.parse_args(argv)
+def run_sweep(tasks: Sequence[Task], cfg: BenchmarkConfig, out: str | Path, *,
+              engine: str = "local", workers: int | None = None, address: str | None = None,
+              force: bool = False, progress: bool = True, figures: bool = True) -> str:
+    """Run the missing tasks into ``out`` (``autoscale sweep``); returns the summary table.
+
+    A sweep resumes by default: rerunning it completes only the missing tasks (``force`` starts
+    over). SIGTERM stops it like Ctrl-C, as :class:`Interrupted` (exit code 143); either keeps
+    every finished task in ``out/results.csv``.
+    """
+    if engine not in ENGINES:
+        raise AutoScaleError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
     store = None
     previous = _raise_on_sigterm()
     try:
-        tasks, cfg = tasks_and_config(args)
-        # a sweep resumes by default: rerunning it completes only the missing tasks
-        store = ResultStore(args.out, force=args.force, resume=not args.force, config=cfg)
-        if args.engine == "local":
-            run_local(tasks, cfg, store, workers=args.workers, progress=not args.quiet)
+        store = ResultStore(out, force=force, resume=not force, config=cfg)
+        if engine == "local":
+            run_local(tasks, cfg, store, workers=workers, progress=progress)
         else:
-            run_ray(tasks, cfg, store, address=args.address, workers=args.workers,
-                    progress=not args.quiet)
-        print(finish(store, figures=not args.no_figures))
-    except KeyboardInterrupt as e:
-        done = len(store.read("results")) if store is not None else 0
-        print(f"autoscale sweep: interrupted; {done} finished task(s) are saved in "
-              f"{Path(args.out) / 'results.csv'}; rerun the same command to run the rest",
-              file=sys.stderr)
-        return getattr(e, "exit_code", 130)
-    except (AutoScaleError, FileExistsError) as e:
-        print(f"autoscale sweep: error: {e}", file=sys.stderr)
-        return 2
+            run_ray(tasks, cfg, store, address=address, workers=workers, progress=progress)
+        return finish(store, figures=figures)
     finally:
         if store is not None:
             store.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    print(output_listing(args.out))
-    return 0

@@ -18,12 +18,14 @@ Without tensorboardX nothing is written and one warning names the extra to insta
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agents.base import Agent
 
 logger = logging.getLogger(__name__)
 
@@ -126,14 +128,9 @@ def log_evaluation(writer: ScalarWriter, row: Mapping[str, Any], *, learns: bool
     return tags
 
 
-def agent_hyperparameters(agent: Any) -> dict[str, Any]:
-    """An agent's hyperparameters: SB3 agents' ``hparams``, the Q-learner's ``config``."""
-    if isinstance(getattr(agent, "hparams", None), Mapping):
-        return dict(agent.hparams)
-    config = getattr(agent, "config", None)
-    if dataclasses.is_dataclass(config):
-        return dataclasses.asdict(config)
-    return {}
+def agent_hyperparameters(agent: Agent) -> dict[str, Any]:
+    """An agent's hyperparameters (:attr:`agents.base.Agent.hparams`)."""
+    return dict(agent.hparams)
 
 
 def task_hparams(row: Mapping[str, Any], env_kwargs: Mapping[str, Any],

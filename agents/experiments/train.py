@@ -7,12 +7,10 @@ import logging
 import math
 import hashlib
 import re
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
-import numpy as np
 
 import autoscale_env
 from agents import agent_class, make_agent
@@ -20,18 +18,17 @@ from agents.experiments.evaluation import TrainingMonitor
 from agents.experiments.tracking import ScalarWriter, run_name
 from autoscale_env.world.config import FEATURE_SETS, resolve_features_path
 from autoscale_env.world.errors import AutoScaleError
-from autoscale_env.world.files import atomic_write, load_npz
+from autoscale_env.world.files import atomic_write
+
+if TYPE_CHECKING:
+    from agents.base import Agent
 
 logger = logging.getLogger(__name__)
 
 
 def model_filename(agent: str) -> str:
-    """Where ``train`` saves each kind of agent."""
-    if agent == "qlearning" or agent_class(agent).__module__ in ("agents.bandits", "agents.predictor"):
-        return "model.npz"
-    if agent in ("dqn", "ppo", "a2c"):
-        return "model.zip"
-    return "model.json"
+    """Where ``train`` saves each kind of agent: ``model`` + the class's ``model_suffix``."""
+    return "model" + agent_class(agent).model_suffix
 
 
 def train(*, agent: str = "qlearning", device: str = "mi8pro", scenario: str = "non_streaming",
@@ -54,64 +51,59 @@ def train(*, agent: str = "qlearning", device: str = "mi8pro", scenario: str = "
     model of exactly ``steps`` returns it untouched.
     """
     out = Path(out)
+    cls = agent_class(agent)
     model_path = out / model_filename(agent)
     if model_path.exists() and not (force or resume):
         raise FileExistsError(f"{model_path} already exists; pass --force to overwrite or --resume")
     out.mkdir(parents=True, exist_ok=True)
     env = gym.make("AutoScale-v0", device=device, scenario=scenario, setting=setting,
-                   features=features, **getattr(agent_class(agent), "env_kwargs", {}))
+                   features=features, **cls.env_kwargs)
     learner = make_agent(agent, env, seed=seed, **(hyperparameters or {}))
     ckpt_dir = out / "checkpoints"
-    sb3 = agent in ("dqn", "ppo", "a2c")
+    if checkpoint_every > 0 and not cls.checkpoints:
+        env.close()
+        raise RunMismatch(f"agent {agent!r} cannot checkpoint; drop --checkpoint-every")
     identity = run_identity(learner, agent=agent, device=device, scenario=scenario,
                             setting=setting, seed=seed, features=features)
     if not force:
-        finished = _check_previous(out, model_path, ckpt_dir, identity, steps, resume, sb3)
+        finished = _check_previous(out, model_path, ckpt_dir, identity, steps, resume,
+                                   cls.checkpoint_suffix)
         if finished:
             env.close()
             return model_path
     else:
         (out / RUN_FILE).unlink(missing_ok=True)
     atomic_write(out / RUN_FILE, json.dumps(identity, indent=1, sort_keys=True) + "\n")
-    if resume:
-        if sb3:
-            newest_sb3 = latest_sb3_checkpoint(ckpt_dir)
-            if newest_sb3 is not None:
-                from agents.sb3 import restore_sb3_checkpoint
-                learner = restore_sb3_checkpoint(type(learner), newest_sb3, env)
-        else:
-            newest = latest_checkpoint(ckpt_dir)
-            if newest is not None:
-                restore_checkpoint(learner, env, newest)
-                logger.info("resumed from %s at step %d", newest, learner.num_timesteps)
+    if resume and cls.checkpoints:
+        newest = latest_checkpoint(ckpt_dir, cls.checkpoint_suffix)
+        if newest is not None:
+            learner = learner.restore_checkpoint(newest.with_suffix(""))
+            logger.info("resumed from %s at step %d", newest, learner.num_timesteps)
     elif force:
         for old in ckpt_dir.glob("ckpt-*"):
             old.unlink()
     writer = ScalarWriter(out / "tb" / run_name(agent, device, scenario, setting, seed))
-    if writer.enabled and hasattr(learner, "tensorboard_log"):
-        learner.tensorboard_log = str(writer.logdir)  # SB3's own train/* scalars, beside ours
+    if writer.enabled and cls.tensorboard:
+        learner.tensorboard_log = str(writer.logdir)  # e.g. SB3's own train/* scalars, beside ours
     monitor = TrainingMonitor(writer, log_interval)
-    monitor.step = getattr(learner, "num_timesteps", 0)
+    monitor.step = learner.num_timesteps
     episode = env.spec.max_episode_steps or 1
     chunk = steps
     if checkpoint_every > 0:
         chunk = math.ceil(checkpoint_every / episode) * episode
-    done = getattr(learner, "num_timesteps", 0)
+    done = learner.num_timesteps
     while done < steps:
         n = min(chunk, steps - done)
         learner.learn(n, callback=monitor, progress_bar=progress)
-        done = getattr(learner, "num_timesteps", done + n)
+        # an agent that does not count its steps (a fixed policy) has still done them
+        done = max(learner.num_timesteps, done + n)
         if checkpoint_every > 0 and done < steps:
-            if sb3:
-                from agents.sb3 import write_sb3_checkpoint
-                ckpt_dir.mkdir(parents=True, exist_ok=True)
-                write_sb3_checkpoint(learner, ckpt_dir / f"ckpt-{done:012d}")
-            else:
-                write_checkpoint(learner, env, ckpt_dir / f"ckpt-{done:012d}.npz")
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            learner.write_checkpoint(ckpt_dir / f"ckpt-{done:012d}")
     monitor.flush()
     writer.close()
     learner.save(str(model_path))
-    if hasattr(learner, "export_json"):
+    if cls.exports_policy:
         learner.export_json(out / "policy.json")
     env.close()
     return model_path
@@ -127,13 +119,10 @@ class RunMismatch(AutoScaleError, ValueError):
     """``train`` into a directory holding another run's model or checkpoints."""
 
 
-def run_identity(learner: Any, *, agent: str, device: str, scenario: str, setting: str,
+def run_identity(learner: Agent, *, agent: str, device: str, scenario: str, setting: str,
                  seed: int, features: str | None) -> dict[str, Any]:
     """Everything that makes two training runs the same run (JSON data)."""
-    if hasattr(learner, "config") and is_dataclass(learner.config):
-        hp = asdict(learner.config)
-    else:
-        hp = dict(getattr(learner, "hparams", {}) or {})
+    hp = dict(learner.hparams)
     feats: dict[str, Any] = {"name": features or "paper"}
     if features and features not in FEATURE_SETS:
         path = resolve_features_path(features)
@@ -147,24 +136,19 @@ def run_identity(learner: Any, *, agent: str, device: str, scenario: str, settin
 
 def model_steps(path: Path) -> int | None:
     """Training steps recorded in a saved model (None when the file does not say)."""
+    from agents.experiments.saved import describe
     try:
-        if path.suffix == ".npz":
-            from agents.qlearning import read_model_file
-            steps = read_model_file(str(path))[1].get("num_timesteps")
-        elif path.suffix == ".zip":
-            steps = json.loads(Path(f"{path}.meta.json").read_text()).get("num_timesteps")
-        else:
-            return 0  # baselines do not train
+        steps = describe(path).get("num_timesteps")
     except (OSError, ValueError, AutoScaleError):
         return None
     return steps if isinstance(steps, int) and not isinstance(steps, bool) else None
 
 
 def _check_previous(out: Path, model_path: Path, ckpt_dir: Path, identity: dict[str, Any],
-                    steps: int, resume: bool, sb3: bool) -> bool:
+                    steps: int, resume: bool, checkpoint_suffix: str) -> bool:
     """Refuse to mix this run with another one in ``out``; True if the model is already done."""
     run_file = out / RUN_FILE
-    newest = latest_sb3_checkpoint(ckpt_dir) if sb3 else latest_checkpoint(ckpt_dir)
+    newest = latest_checkpoint(ckpt_dir, checkpoint_suffix)
     if run_file.exists():
         from agents.experiments.benchmark import recorded_differences
         diffs = recorded_differences(run_file, identity, RunMismatch)
@@ -197,51 +181,27 @@ def _check_previous(out: Path, model_path: Path, ckpt_dir: Path, identity: dict[
     return False
 
 
-# ---- checkpoints (Q-learner) ---------------------------------------------------------------
+# ---- checkpoints ----------------------------------------------------------------------------
 
 
-def write_checkpoint(learner: Any, env: gym.Env, path: Path) -> None:
-    """Atomically write the learner and every random generator's state to ``path``."""
-    if not hasattr(learner, "checkpoint_state"):
-        raise NotImplementedError(f"{type(learner).__name__} cannot checkpoint")
-    if not learner.at_episode_boundary:
-        raise RuntimeError("checkpoints are only taken on episode boundaries")
-    state = learner.checkpoint_state()
-    state["env_rng"] = env.unwrapped.np_random.bit_generator.state
-    state["package_version"] = autoscale_env.__version__
-    atomic_write(path, lambda f: np.savez(f, q=learner.q, state=np.array(json.dumps(state))))
+def write_checkpoint(learner: Agent, env: gym.Env, path: Path) -> None:
+    """Write ``learner``'s checkpoint ``path`` (``ckpt-N`` + its class's ``checkpoint_suffix``)."""
+    learner.write_checkpoint(Path(path).with_suffix(""))
 
 
-def latest_checkpoint(directory: Path) -> Path | None:
-    """The checkpoint with the most steps in ``directory`` (None if there is none)."""
-    found = [p for p in directory.glob("ckpt-*.npz") if re.fullmatch(r"ckpt-\d+\.npz", p.name)]
-    return max(found, key=lambda p: int(p.stem.split("-")[1])) if found else None
+def latest_checkpoint(directory: Path, suffix: str = ".npz") -> Path | None:
+    """The checkpoint file ``ckpt-N<suffix>`` with the most steps in ``directory`` (None if none)."""
+    pattern = r"ckpt-\d+" + re.escape(suffix)
+    found = [p for p in directory.glob(f"ckpt-*{suffix}") if re.fullmatch(pattern, p.name)]
+    return max(found, key=lambda p: int(p.name[5:len(p.name) - len(suffix)])) if found else None
 
 
 def latest_sb3_checkpoint(directory: Path) -> Path | None:
     """Prefix of the newest SB3 checkpoint (``ckpt-N`` of ``ckpt-N.zip``) in ``directory``."""
-    found = [p for p in directory.glob("ckpt-*.zip") if re.fullmatch(r"ckpt-\d+\.zip", p.name)]
-    if not found:
-        return None
-    newest = max(found, key=lambda p: int(p.name[5:-4]))
-    return newest.with_suffix("")
+    newest = latest_checkpoint(directory, ".zip")
+    return None if newest is None else newest.with_suffix("")
 
 
-def restore_checkpoint(learner: Any, env: gym.Env, path: Path) -> None:
-    """Load a checkpoint written by :func:`write_checkpoint` into ``learner`` and ``env``."""
-    from agents.qlearning import json_metadata
-    from autoscale_env.world.errors import ModelFileError
-    data = load_npz(path, ModelFileError)  # sizes and shapes checked before any allocation
-    if "q" not in data or "state" not in data:
-        raise ModelFileError(f"{path}: unreadable checkpoint (needs arrays 'q' and 'state')")
-    q = data["q"]
-    state = json_metadata(data["state"], str(path), "state")
-    if not isinstance(state, dict):
-        raise ModelFileError(f"{path}: checkpoint 'state' must be a JSON object")
-    if q.shape != learner.q.shape:
-        raise ModelFileError(f"{path}: q shape {q.shape} does not match {learner.q.shape}")
-    learner.q[...] = q
-    learner.restore_state(state)
-    rng = np.random.default_rng()
-    rng.bit_generator.state = state["env_rng"]
-    env.unwrapped.np_random = rng
+def restore_checkpoint(learner: Agent, env: gym.Env, path: Path) -> Agent:
+    """Continue ``learner`` (made for ``env``) from the checkpoint file ``path``."""
+    return learner.restore_checkpoint(Path(path).with_suffix(""))

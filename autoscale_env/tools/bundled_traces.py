@@ -11,8 +11,6 @@ seed contract change, the traces no longer show what the sim shows;
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tempfile
 from pathlib import Path
 
@@ -106,30 +104,3 @@ def table(directory: str | Path | None = None) -> str:
         rows.append(f"| `{name}` | {device} | {scenario} | {setting} | {t.n_requests} | "
                     f"{len(t.targets)} | {path.stat().st_size / 1024:.0f} KiB |")
     return "\n".join(rows)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="regenerate_traces",
-        description="Regenerate the bundled sim traces from the current sim (seed 0, 2020 "
-                    "requests, episodes of 101), or check that they still match it.")
-    p.add_argument("--check", action="store_true",
-                   help="only compare; exit 1 naming the stale traces")
-    p.add_argument("--dir", default=None, help="where to write (default: the bundled folder)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = p.parse_args(argv)
-    if args.check:
-        problems = stale()
-        if problems:
-            print(stale_message(problems), file=sys.stderr)
-            return 1
-        print("every bundled sim trace matches the current sim")
-        return 0
-    paths = regenerate(args.dir, progress=not args.quiet)
-    print(f"regenerated {len(paths)} sim traces in {paths[0].parent}")
-    print(table(args.dir))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

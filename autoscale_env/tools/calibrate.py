@@ -40,11 +40,9 @@ target (the reward's reference), traces of different devices or targets.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -66,7 +64,7 @@ __all__ = [
     "Calibration",
     "Estimate",
     "calibrate",
-    "main",
+    "summary",
     "write_profile",
 ]
 
@@ -812,33 +810,6 @@ def write_profile(cal: Calibration, out: str | os.PathLike, *, force: bool = Fal
 # CLI
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="autoscale calibrate",
-        description="Fit a device profile (latency, interference, noise, server latency, power "
-                    "where measured) from full traces, with 95 %% confidence intervals.")
-    p.add_argument("--trace", action="append", required=True,
-                   help="a full trace (path or bundled name); repeat to pool several (e.g. a "
-                        "static and a dynamic recording of one device)")
-    p.add_argument("--out", required=True, help="profile to write (.toml); edge/cloud server "
-                   "profiles <stem>_edge.toml / <stem>_cloud.toml and the report "
-                   "<stem>.calibration.json go beside it")
-    p.add_argument("--base", default="mi8pro",
-                   help="phone profile whose values are kept where the traces identify nothing "
-                        "(default mi8pro, the live backend's power profile)")
-    p.add_argument("--name", default=None, help="profile name (default: --out's stem)")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates (CI)")
-    p.add_argument("--block", type=int, default=10, help="requests per bootstrap block")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--min-requests", type=int, default=100,
-                   help="refuse traces with fewer requests in total")
-    p.add_argument("--min-per-network", type=int, default=10,
-                   help="refuse traces with fewer requests of a network of the scenario's mix")
-    p.add_argument("--force", action="store_true", help="replace existing output files")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
 def summary(cal: Calibration) -> str:
     """A short human-readable report of the fit."""
     out = [f"{cal.name}: {cal.source}"]
@@ -852,24 +823,3 @@ def summary(cal: Calibration) -> str:
     for link, e in cal.link_goodput_scale.items():
         out.append(f"  goodput scale {link}: {e.text()}")
     return "\n".join(out)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``autoscale calibrate``; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    try:
-        cal = calibrate(args.trace, base=args.base, name=args.name or Path(args.out).stem,
-                        bootstrap=args.bootstrap, block_requests=args.block, seed=args.seed,
-                        min_requests=args.min_requests, min_per_network=args.min_per_network,
-                        progress=not args.quiet)
-        paths = write_profile(cal, args.out, force=args.force)
-    except (AutoScaleError, FileExistsError) as e:
-        print(f"autoscale calibrate: error: {e}", file=sys.stderr)
-        return 2
-    print(summary(cal))
-    print("wrote " + ", ".join(str(p) for p in paths))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -16,8 +16,7 @@ fit sees exactly the requests and oracle an agent sees.
 
 from __future__ import annotations
 
-import argparse
-import shlex
+import os
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -202,53 +201,40 @@ def edges_of(features: str | None) -> list[list[float]]:
     return [list(specs[f].edges) for f in FIELDS]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``autoscale fit-bins``: fit state bin edges for the highest state ceiling."""
-    p = argparse.ArgumentParser(prog="autoscale fit-bins", description=main.__doc__)
-    p.add_argument("--device", default="mi8pro,galaxy_s10e,moto_x_force")
-    p.add_argument("--scenario", default="non_streaming,streaming,translation")
-    p.add_argument("--setting", default="static,dynamic")
-    p.add_argument("--seeds", type=int, default=3, help="training seeds (and as many held out)")
-    p.add_argument("--requests", type=int, default=8000, help="requests per cell and seed")
-    p.add_argument("--start", default="paper", help="features to start from (name or path)")
-    p.add_argument("--min-gain", type=float, default=0.001, help="stop below this mean gain")
-    p.add_argument("--max-states", type=int, default=4096)
-    p.add_argument("--compare", default="paper,per_network",
-                   help="feature sets whose held-out ceilings to report beside the fit")
-    p.add_argument("--out", required=True, help="features .toml to write (refuses to overwrite "
-                                                "unless --force)")
-    p.add_argument("--force", action="store_true")
-    p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        print(f"autoscale fit-bins: error: {out} exists (use --force to overwrite)", file=sys.stderr)
-        return 2
-    split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
-    for d in split(args.device):
+def fit_and_write(out: str | os.PathLike, *, devices: Sequence[str], scenarios: Sequence[str],
+                  settings: Sequence[str], seeds: int = 3, requests: int = 8000,
+                  start: str = "paper", min_gain: float = 0.001, max_states: int = 4096,
+                  compare: Sequence[str] = ("paper", "per_network"), force: bool = False,
+                  progress: bool = True, command: str = "autoscale fit-bins") -> str:
+    """``autoscale fit-bins``: fit the edges on training seeds, write the features file ``out``
+    (refused if it exists, unless ``force``) and return the held-out ceiling table.
+
+    ``command`` is recorded in the file's header (how it was made)."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise FileExistsError(f"{out} exists (use --force to overwrite)")
+    for d in devices:
         config.resolve_device_path(d)
-    for s in split(args.scenario):
+    for s in scenarios:
         config.get_scenario(s)
-    for s in split(args.setting):
+    for s in settings:
         config.check_setting(s)
-    cells = [(d, s, t) for d in split(args.device) for s in split(args.scenario)
-             for t in split(args.setting)]
-    train_seeds = [TRAIN_SEED_BASE + i for i in range(args.seeds)]
-    held_seeds = [HELDOUT_SEED_BASE + i for i in range(args.seeds)]
-    progress = not args.quiet
-    train = collect(cells, train_seeds, args.requests, progress)
-    held = collect(cells, held_seeds, args.requests, progress)
-    edges, history = fit(train, edges_of(args.start), min_gain=args.min_gain,
-                         max_states=args.max_states, progress=progress)
-    command = "autoscale fit-bins " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    cells = [(d, s, t) for d in devices for s in scenarios for t in settings]
+    train_seeds = [TRAIN_SEED_BASE + i for i in range(seeds)]
+    held_seeds = [HELDOUT_SEED_BASE + i for i in range(seeds)]
+    train = collect(cells, train_seeds, requests, progress)
+    held = collect(cells, held_seeds, requests, progress)
+    edges, history = fit(train, edges_of(start), min_gain=min_gain, max_states=max_states,
+                         progress=progress)
     n_states = int(np.prod([len(e) + 1 for e in edges]))
-    sets = {name: edges_of(name) for name in split(args.compare)}
+    sets = {name: edges_of(name) for name in compare}
     sets["fitted"] = edges
     table = {name: ceilings(held, e) for name, e in sets.items()}
-    header = (f"# State bins fitted by `autoscale fit-bins` (autoscale_env/fit_bins.py): the same\n"
-              f"# seven features as the paper reconstruction (features.toml), edges chosen greedily\n"
-              f"# for the highest state ceiling on training seeds {train_seeds[0]}..{train_seeds[-1]}\n"
-              f"# ({args.requests} requests per cell and seed) over {len(cells)} cells; {n_states} "
+    header = (f"# State bins fitted by `autoscale fit-bins` (autoscale_env/tools/fit_bins.py): the "
+              f"same\n# seven features as the paper reconstruction (features.toml), edges chosen "
+              f"greedily\n# for the highest state ceiling on training seeds "
+              f"{train_seeds[0]}..{train_seeds[-1]}\n"
+              f"# ({requests} requests per cell and seed) over {len(cells)} cells; {n_states} "
               f"states.\n# Made by: {command}\n"
               f"# Mean state ceiling: training {100 * history[-1]:.1f} %, held-out (seeds "
               f"{held_seeds[0]}..{held_seeds[-1]}) {100 * table['fitted'].mean():.1f} %.\n"
@@ -258,15 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     schemas.validate(schemas.FeaturesFile, tomllib.loads(text), out)
     atomic_write(out, text)
     names = list(table)
-    print(f"wrote {out} ({n_states} states)\n")
-    print("Held-out state ceiling (%) per cell:\n")
-    print("| device | scenario | setting | " + " | ".join(names) + " |")
-    print("|---|---|---|" + "---|" * len(names))
+    lines = [f"wrote {out} ({n_states} states)\n", "Held-out state ceiling (%) per cell:\n",
+             "| device | scenario | setting | " + " | ".join(names) + " |",
+             "|---|---|---|" + "---|" * len(names)]
     for i, (d, s, t) in enumerate(cells):
-        print(f"| {d} | {s} | {t} | " + " | ".join(f"{100 * table[n][i]:.1f}" for n in names) + " |")
-    print("| mean | | | " + " | ".join(f"{100 * table[n].mean():.1f}" for n in names) + " |")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        lines.append(f"| {d} | {s} | {t} | "
+                     + " | ".join(f"{100 * table[n][i]:.1f}" for n in names) + " |")
+    lines.append("| mean | | | " + " | ".join(f"{100 * table[n].mean():.1f}" for n in names) + " |")
+    return "\n".join(lines)

@@ -29,18 +29,16 @@ a GPU at its default precision on a profile that only has ``gpu/fp32``) is count
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import statistics
-import sys
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from autoscale_env.world import config
-from autoscale_env.world.errors import AutoScaleError, ConfigError
+from autoscale_env.world.errors import ConfigError
 
 MEASUREMENTS_DIR = config.DATA_DIR / "measurements"
 QUANTITIES = ("latency_ms", "accuracy", "power_w")
@@ -232,47 +230,3 @@ def failures_text(failing: Sequence[Comparison]) -> str:
                            f"log2 error {c.log2_error:.2f}" for c in cs)
         out.append(f"{file}: rows {rows}\n{detail}")
     return "\n".join(out)
-
-
-def _profile_arg(text: str) -> tuple[str, str]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"--profile {text!r}: expected NAME=PATH (e.g. mi8pro=my.toml)")
-    return name, path
-
-
-def main(argv: list[str] | None = None, print_fn: Callable[[str], None] = print) -> int:
-    """Entry point of ``autoscale validate`` / ``python scripts/validate.py``."""
-    parser = argparse.ArgumentParser(
-        prog="autoscale validate",
-        description="Compare the world's numbers with the public measurements bundled in "
-                    "autoscale_env/data/measurements; exit 1 when a row breaks the bound.")
-    parser.add_argument("--max-log2-error", type=float, default=DEFAULT_MAX_LOG2_ERROR,
-                        help="largest |log2(sim/measured)| allowed per row "
-                             f"(default {DEFAULT_MAX_LOG2_ERROR}: a factor of sqrt(2))")
-    parser.add_argument("--measurements", nargs="+", default=None, metavar="CSV",
-                        help="measurement files (default: every bundled one)")
-    parser.add_argument("--profile", action="append", type=_profile_arg, default=[],
-                        metavar="NAME=PATH",
-                        help="validate this profile file in place of the bundled device NAME")
-    args = parser.parse_args(argv)
-    if not (args.max_log2_error >= 0):
-        parser.error(f"--max-log2-error must be >= 0, got {args.max_log2_error}")
-    try:
-        comparisons, meta = compare(args.measurements, dict(args.profile))
-    except AutoScaleError as e:
-        print(f"autoscale validate: error: {e}", file=sys.stderr)
-        return 2
-    table, failing = report(comparisons, args.max_log2_error)
-    print_fn(table)
-    print_fn("Sources:\n" + "\n".join(f"- {Path(f).name}: {m['origin']}; {m['version']}; "
-                                        f"table {m['table']}" for f, m in meta.items()))
-    if failing:
-        print(f"autoscale validate: {len(failing)} measurement(s) break |log2(sim/measured)| <= "
-              f"{args.max_log2_error:g}:\n{failures_text(failing)}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -23,9 +23,7 @@ with a warning). An existing file is never overwritten without ``force``.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import logging
 import math
 import os
@@ -47,7 +45,6 @@ from autoscale_env.world import config
 
 from autoscale_env.traces import format as traces
 from autoscale_env.world.types import Backend, RequestBlock
-from autoscale_env.world.errors import AutoScaleError, BackendUnavailable
 from autoscale_env.world.files import PathLock
 
 log = logging.getLogger(__name__)
@@ -305,93 +302,3 @@ def _progress(total: int, enabled: bool, out: Path):
 
     return tqdm(total=total, unit="req", desc=out.name, file=sys.stderr, dynamic_ncols=True,
                 disable=not enabled)
-
-
-# --------------------------------------------------------------------------------------------
-# Command line
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Arguments of ``autoscale record`` / ``scripts/record_traces.py``."""
-    p = argparse.ArgumentParser(
-        prog="autoscale record",
-        description="Record a full trace (every target's outcome of every request) from the sim "
-                    "or the live backend. See traces/README.md for the format.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--backend", choices=("sim", "live"), default="sim",
-                   help="sim: the simulator; live: real inference (the [live] extra)")
-    p.add_argument("--device", default=None,
-                   help="sim: phone profile name or path (default mi8pro); live: host (the "
-                        "default)")
-    p.add_argument("--scenario", default="non_streaming",
-                   help="non_streaming, streaming or translation")
-    p.add_argument("--setting", default="dynamic", help="static or dynamic")
-    p.add_argument("--requests", type=int, default=2000, help="requests to record")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seeds the generator as env.reset(seed=SEED) does")
-    p.add_argument("--out", required=True, help="output file: .csv, .csv.gz or .parquet")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                   help="requests between flushes to disk")
-    p.add_argument("--episode-requests", type=int, default=DEFAULT_EPISODE_REQUESTS,
-                   help="reset the backend every N requests (0: never); default: one gym.make "
-                        "episode")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra backend keyword argument (VALUE parsed as JSON when it is JSON)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-def _options(pairs: list[str]) -> dict[str, Any]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--option {pair!r} must look like KEY=VALUE")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``autoscale record``; returns the exit status (0 ok, 2 error, 130 cut)."""
-    args = build_parser().parse_args(argv)
-    from autoscale_env.backends import make_backend
-
-    try:
-        device = args.device or ("host" if args.backend == "live" else "mi8pro")
-        kwargs = dict(device=device, scenario=args.scenario, setting=args.setting,
-                      **_options(args.option))
-        try:
-            backend = make_backend(args.backend, **kwargs)
-        except ModuleNotFoundError as e:
-            raise BackendUnavailable(f"backend {args.backend!r} is not available here ({e})") \
-                from None
-        try:
-            path = record(backend, args.requests, args.out, seed=args.seed, force=args.force,
-                          batch_size=args.batch_size, episode_requests=args.episode_requests,
-                          progress=not args.quiet)
-        finally:
-            backend.close()
-    except KeyboardInterrupt:
-        if args.out.endswith(".parquet"):  # Parquet is written whole at the end: not yet
-            partial = partial_path(args.out)
-            where = (f"{args.out} was not written; the requests flushed so far are in "
-                     f"{partial} (it loads as a trace; a rerun keeps it under a new name and "
-                     f"records afresh)") if partial.exists() else f"{args.out} was not written"
-        else:
-            where = f"{args.out} holds the requests flushed so far"
-        print(f"autoscale record: interrupted; {where}", file=sys.stderr)
-        return 130
-    except (AutoScaleError, FileExistsError, ValueError, OSError) as e:
-        print(f"autoscale record: error: {e}", file=sys.stderr)
-        return 2
-    size_kb = path.stat().st_size / 1024
-    print(f"recorded {args.requests} requests to {path} ({size_kb:.0f} KiB)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

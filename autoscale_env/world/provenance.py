@@ -19,12 +19,9 @@ analysis enumerates and perturbs. State bins (``features*.toml``) and reward wei
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
-import sys
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -224,25 +221,3 @@ def _fmt(v: Any) -> str:
     if isinstance(v, tuple):
         return "[" + ", ".join(_fmt(x) for x in v) + "]"
     return f"{v:g}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``autoscale provenance``: count sourced vs estimated numbers, list the estimates."""
-    p = argparse.ArgumentParser(prog="autoscale provenance", description=main.__doc__)
-    p.add_argument("--by", choices=("file", "kind"), default="file", help="group rows by")
-    p.add_argument("--top", type=int, default=15, help="estimates to list")
-    p.add_argument("--ranking", help="a sensitivity.csv (parameter, mu_star/ST) to rank estimates")
-    p.add_argument("--json", action="store_true", help="print every entry as JSON lines instead")
-    p.add_argument("--data-dir", default=str(DATA_DIR), help="data directory to read")
-    args = p.parse_args(argv)
-    entries = collect(args.data_dir)
-    if args.json:
-        for e in entries:
-            print(json.dumps({"name": e.name, **asdict(e)}))
-        return 0
-    sys.stdout.write(report(entries, by=args.by, top=args.top, ranking=args.ranking))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

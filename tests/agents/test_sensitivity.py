@@ -7,9 +7,15 @@ import json
 
 import pytest
 
-from agents.experiments.sensitivity import SampleStore, main, make_config, run
+from agents.cli import main as cli_main
+from agents.experiments.sensitivity import SampleStore, make_config, run
 from agents.experiments.world_metrics import grid_cells
 from autoscale_env.tools.estimates import enumerate_estimates
+
+
+def main(argv):
+    """``autoscale sensitivity ARGV``."""
+    return cli_main(["sensitivity", *argv])
 
 pytest.importorskip("SALib")
 

@@ -7,7 +7,8 @@ import csv
 import pytest
 
 from agents.experiments.benchmark import BenchmarkConfig, ResultStore, grid, run
-from agents.experiments.sweep import main, run_local
+from agents.cli import main as cli_main
+from agents.experiments.sweep import run_local
 
 CFG = BenchmarkConfig(train_steps=1_500, eval_steps=300, log_interval=500)
 TASKS = grid(["qlearning", "random"], ["mi8pro", "moto_x_force"], ["translation"], ["static"], 2)
@@ -77,6 +78,11 @@ import os  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+
+
+def main(argv):
+    """``autoscale sweep ARGV``."""
+    return cli_main(["sweep", *argv])
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 

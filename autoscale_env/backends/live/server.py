@@ -1,6 +1,6 @@
 """The edge/cloud inference server: a threaded TCP server speaking :mod:`.wire`.
 
-Run it as ``python -m autoscale_env.backends.live.server --role cloud --port 0``: it prints
+Run it as ``autoscale serve --role cloud --port 0`` (or ``python -m autoscale_env serve ...``): it prints
 ``READY <port>`` on stdout once it listens, then answers requests until SIGTERM or SIGINT.
 :class:`ServerProcess` starts one as a child process and reads that line for you.
 
@@ -31,7 +31,6 @@ in clear text, so it keeps out other users of a trusted network, not an eavesdro
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import selectors
@@ -58,7 +57,7 @@ from autoscale_env.backends.live.wire import (
     WireError,
 )
 
-__all__ = ["ROLES", "TOKEN_ENV", "InferenceServer", "ServerProcess", "main", "make_server",
+__all__ = ["ROLES", "TOKEN_ENV", "InferenceServer", "ServerProcess", "make_server",
            "serve"]
 
 log = logging.getLogger(__name__)
@@ -402,7 +401,7 @@ def _die_with_parent() -> None:
 
 
 class ServerProcess:
-    """A server running as a child process (``python -m autoscale_env.backends.live.server``).
+    """A server running as a child process (``python -m autoscale_env serve``).
 
     Example::
 
@@ -414,7 +413,7 @@ class ServerProcess:
         host: address to bind.
         port: port to bind (0: a free one, read back from the ``READY`` line).
         start_timeout_s: how long to wait for ``READY``.
-        extra_args: more command-line arguments for the server (see :func:`main`).
+        extra_args: more command-line arguments for the server (``autoscale serve --help``).
         env: environment for the child (defaults to this process's).
     """
 
@@ -427,7 +426,7 @@ class ServerProcess:
         self.host = host
         self.port = 0
         self.start_timeout_s = start_timeout_s
-        cmd = [sys.executable, "-m", "autoscale_env.backends.live.server", "--role", role,
+        cmd = [sys.executable, "-m", "autoscale_env", "serve", "--role", role,
                "--host", host, "--port", str(port), *extra_args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                      env=env, text=True, preexec_fn=_die_with_parent)
@@ -501,91 +500,3 @@ class ServerProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m autoscale_env.backends.live.server --role edge|cloud ...``.
-
-    Returns:
-        The exit code (0 after a clean shutdown).
-    """
-    p = argparse.ArgumentParser(prog="autoscale serve",
-                                description="AutoScale edge/cloud inference server (the [live] "
-                                            "extra); prints READY <port> once it listens",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--role", choices=ROLES, required=True,
-                   help="which device this server stands in for: edge (Wi-Fi Direct) or cloud")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (loopback)")
-    p.add_argument("--port", type=int, default=0, help="port (0: any free port, printed)")
-    p.add_argument("--max-bytes", type=int, default=wire.DEFAULT_MAX_BYTES,
-                   help="largest request accepted, bytes")
-    p.add_argument("--read-timeout-s", type=float, default=10.0,
-                   help="a message must arrive in full within this many seconds of its first byte")
-    p.add_argument("--idle-timeout-s", type=float, default=60.0,
-                   help="an idle keep-alive connection is closed after this many seconds")
-    p.add_argument("--max-connections", type=int, default=32,
-                   help="connections served at once; more are answered BUSY")
-    p.add_argument("--max-per-peer", type=int, default=None,
-                   help="connections one client address may hold (default: 16, or "
-                        "--max-connections if smaller)")
-    p.add_argument("--first-byte-timeout-s", type=float, default=5.0,
-                   help="how long a new connection may stay silent before its first request")
-    p.add_argument("--models", default=None,
-                   help="comma-separated networks this server will build ('all': every catalog "
-                        "network; default: the --preload names if given, else all)")
-    p.add_argument("--token", default=None,
-                   help=f"shared token clients must present (default: ${TOKEN_ENV}); set one "
-                        f"before binding anything but loopback")
-    p.add_argument("--max-batch", type=int, default=8, help="largest batch in one request")
-    p.add_argument("--seed", type=int, default=0, help="model weight seed")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: default)")
-    p.add_argument("--no-fallback", action="store_true",
-                   help="refuse units this host cannot run instead of falling back to CPU")
-    p.add_argument("--preload", default="",
-                   help="comma-separated name@unit pairs to load before READY, "
-                        "e.g. mnv1@cpu/fp32,mbert@cpu/int8")
-    p.add_argument("--log-level", default="WARNING", help="Python logging level on stderr")
-    p.add_argument("--quiet", action="store_true", help="no start-up report on stderr")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format=f"%(asctime)s {args.role} %(levelname)s %(name)s: %(message)s")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    engine = InferenceEngine(seed=args.seed, allow_fallback=not args.no_fallback,
-                             max_batch=args.max_batch)
-    preload = [item.partition("@") for item in filter(None, args.preload.split(","))]
-    if args.models is None:
-        allowed = sorted({name for name, _, _ in preload}) or None
-    elif args.models.strip() == "all":
-        allowed = None
-    else:
-        allowed = sorted(filter(None, (m.strip() for m in args.models.split(","))))
-    unknown = sorted(set(allowed or ()) - set(models.SPECS))
-    if unknown:
-        p.error(f"--models: unknown network(s) {', '.join(unknown)}; valid: "
-                f"{', '.join(models.SPECS)}")
-    for name, _, unit in preload:
-        if allowed is not None and name not in allowed:
-            p.error(f"--preload {name}: not in --models")
-        t0 = time.perf_counter()
-        engine.load(name, unit or "cpu/fp32")  # built and warmed with one inference
-        if not args.quiet:
-            print(f"autoscale {args.role} server: {name} {unit or 'cpu/fp32'} loaded and warmed "
-                  f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
-    token = args.token or os.environ.get(TOKEN_ENV) or None
-    try:
-        serve(args.role, args.host, args.port, engine=engine, max_bytes=args.max_bytes,
-              read_timeout_s=args.read_timeout_s, idle_timeout_s=args.idle_timeout_s,
-              max_connections=args.max_connections, max_per_peer=args.max_per_peer,
-              first_byte_timeout_s=args.first_byte_timeout_s, models=allowed, token=token)
-    except OSError as e:  # e.g. --host ::1 on a host without IPv6, or a port in use
-        print(f"autoscale serve: error: cannot listen on {args.host} port {args.port}: "
-              f"{e.strerror or e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

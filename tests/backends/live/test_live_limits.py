@@ -187,7 +187,7 @@ def test_ipv6_loopback_works_or_is_refused_cleanly():
                     c.infer("mnv1", np.zeros((1, 3, 224, 224), np.float32))
                 assert info.value.status == Status.UNKNOWN_MODEL
     else:
-        proc = subprocess.run([sys.executable, "-m", "autoscale_env.backends.live.server",
+        proc = subprocess.run([sys.executable, "-m", "autoscale_env", "serve",
                                "--role", "edge", "--host", "::1"], capture_output=True,
                               text=True, timeout=60)
         assert proc.returncode == 2 and "cannot listen on ::1" in proc.stderr
