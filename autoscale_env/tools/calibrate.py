@@ -36,6 +36,20 @@ CPU that hardly varied) keeps the base profile's value, and its source says so.
 A trace that cannot support the fit is refused with a message naming what is missing: partial
 coverage, too few requests overall or for a network of the scenario's mix, no ``local/cpu/fp32``
 target (the reward's reference), traces of different devices or targets.
+
+**Recording conditions.** A measured trace whose header says that processes outside the recording
+used more than :data:`MAX_FOREIGN_CPU` of the machine's CPU time while it ran (``conditions.
+foreign_cpu.mean``, written by :mod:`autoscale_env.traces.recorder`) is refused, naming the
+figure; ``force=True`` (``--force``) fits it anyway and the report carries a warning. Why 10 %:
+unmeasured contention stretches the recorded latency by up to ``1 / (1 - f)`` when a foreign
+share ``f`` competes for the cores the inference runs on (processor sharing), an error the fit
+cannot attribute to any context column. At ``f = 0.10`` that is ``log(1/0.9) = 0.105``, which
+leaves room under the sim-to-real bar (median ``|log(sim/measured)|`` <= 0.15) for the sim's own
+noise (sigma 0.05); at ``f = 0.14`` the contention alone reaches the bar. The host's bundled
+traces were recorded at 90-99 % co-running load from other users, far beyond it. Simulated traces
+are never refused (host load does not change a simulated outcome); a trace without
+``conditions`` (recorded before the recorder wrote them) is fitted with a note that its
+conditions are unknown.
 """
 
 from __future__ import annotations
@@ -79,6 +93,9 @@ MAX_INTERFERENCE = 10.0
 MIN_CONTEXT_SPREAD = 0.05
 #: Robust sigma of a normal from its median absolute deviation.
 MAD_TO_SIGMA = 1.4826
+#: Largest mean share of the machine's CPU time that processes outside a measured recording may
+#: have used (``conditions.foreign_cpu.mean``) for calibrate to fit it (module docstring: why).
+MAX_FOREIGN_CPU = 0.10
 
 
 class CalibrationError(AutoScaleError, ValueError):
@@ -142,6 +159,10 @@ class Calibration:
     """co_cpu_pct / co_mem_pct: p10, median, p90 over the trace's requests."""
     kept: list[str] = field(default_factory=list)
     """Human-readable list of what was not identifiable and kept from the base profile."""
+    conditions: dict[str, Any] = field(default_factory=dict)
+    """trace -> its header's recording conditions (None: not recorded)."""
+    warnings: list[str] = field(default_factory=list)
+    """What the fit had to accept (a trace recorded under foreign load, with ``force``)."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of every estimate."""
@@ -196,6 +217,54 @@ def check_traces(traces: Sequence[Trace], *, min_requests: int, min_per_network:
             + ", ".join(f"{net} ({k})" for net, k in short.items())
             + f" in scenario {first.header.scenario!r}'s mix; calibrate needs at least "
             f"{min_per_network} per network (--min-per-network)")
+
+
+def check_conditions(traces: Sequence[Trace], *, max_foreign_cpu: float = MAX_FOREIGN_CPU,
+                     force: bool = False) -> list[str]:
+    """Refuse measured traces recorded under foreign load (module docstring, "Recording
+    conditions"); with ``force``, return the refusals as warnings instead.
+
+    Returns:
+        Warnings and notes for the report (forced refusals, unknown conditions).
+
+    Raises:
+        CalibrationError: a measured trace's foreign CPU share exceeds ``max_foreign_cpu``; the
+            message names the trace, the share, the load average and the threshold.
+    """
+    notes: list[str] = []
+    for t in traces:
+        if t.header.provenance.get("kind") != "measured":
+            continue
+        c = t.header.conditions
+        foreign = (c or {}).get("foreign_cpu") or {}
+        share = foreign.get("mean")
+        if share is None:
+            why = ("its header has no recording conditions (recorded before the recorder wrote "
+                   "them)" if c is None else "its header's conditions have no foreign CPU share "
+                                             "(not readable on the recording machine)")
+            notes.append(f"{t.path}: foreign load unknown: {why}; the fit assumes the machine "
+                         f"ran nothing else")
+            continue
+        if share <= max_foreign_cpu:
+            continue
+        cpus = c.get("cpus_used") or c.get("cpu_count")
+        load = (f"; load average {_loads(c.get('load_average_before'))} before, "
+                f"{_loads(c.get('load_average_after'))} after")
+        peak = foreign.get("max_interval")
+        peak = f"{peak * 100:.1f} %" if isinstance(peak, (int, float)) else "unknown"
+        text = (f"{t.path}: foreign CPU load {share * 100:.1f} % of {cpus} CPU(s) during the "
+                f"recording (mean; busiest interval {peak}{load}) exceeds "
+                f"{max_foreign_cpu * 100:.0f} % (--max-foreign-cpu): other processes competed "
+                f"with the recording, so its latencies mix the co-running load the model fits "
+                f"with contention no context column records. Re-record on a quiet machine")
+        if not force:
+            raise CalibrationError(text + ", or pass --force to fit it anyway")
+        notes.append("FORCED: " + text + "; fitted anyway (--force), treat the fit as confounded")
+    return notes
+
+
+def _loads(v: Any) -> str:
+    return "/".join(f"{x:g}" for x in v) if isinstance(v, list) else "unknown"
 
 
 def _requests_per_network(traces: Sequence[Trace]) -> dict[str, int]:
@@ -319,7 +388,8 @@ def _link_ms(link: config.LinkModel, rssi: np.ndarray, kbit: np.ndarray,
 def calibrate(traces: Sequence[str | os.PathLike], *, base: str = "mi8pro", name: str = "fitted",
               bootstrap: int = 200, block_requests: int = 10, seed: int = 0,
               min_requests: int = 100, min_per_network: int = 10,
-              progress: bool = False) -> Calibration:
+              progress: bool = False, max_foreign_cpu: float = MAX_FOREIGN_CPU,
+              force: bool = False) -> Calibration:
     """Fit a profile's parameters from full traces of one device (module docstring).
 
     Args:
@@ -332,12 +402,16 @@ def calibrate(traces: Sequence[str | os.PathLike], *, base: str = "mi8pro", name
         min_requests: refuse fewer requests than this in all traces together.
         min_per_network: refuse fewer requests than this of any network of the scenario's mix.
         progress: show a progress bar over bootstrap replicates.
+        max_foreign_cpu: refuse a measured trace whose recording conditions say other processes
+            used more than this share of the machine's CPU time (:data:`MAX_FOREIGN_CPU`).
+        force: fit such a trace anyway; the refusal becomes a warning in the report.
 
     Raises:
         CalibrationError: the traces cannot support a fit (the message names what is missing).
     """
     loaded = [load_trace(t) for t in traces]
     check_traces(loaded, min_requests=min_requests, min_per_network=min_per_network)
+    notes = check_conditions(loaded, max_foreign_cpu=max_foreign_cpu, force=force)
     base_profile = config.load_device(base)
     if base_profile.kind != "phone":
         raise CalibrationError(f"--base {base!r} is a {base_profile.kind} profile; it must be a "
@@ -354,6 +428,7 @@ def calibrate(traces: Sequence[str | os.PathLike], *, base: str = "mi8pro", name
         settings=sorted({t.header.setting for t in loaded}), bootstrap=int(bootstrap),
         block_requests=int(block_requests),
         requests_per_network=_requests_per_network(loaded),
+        conditions={t.path: t.header.conditions for t in loaded}, warnings=notes,
         context={k: dict(zip(("p10", "median", "p90"),
                              (float(v) for v in np.percentile(x * 100, [10, 50, 90]))))
                  for k, x in (("co_cpu_pct", data.cpu), ("co_mem_pct", data.mem))},
@@ -731,6 +806,8 @@ def render_profile(cal: Calibration, stem: str) -> dict[str, str]:
         lines.append(f"#   {target}: {e.text()}")
     for link, e in cal.link_goodput_scale.items():
         lines.append(f"# Link goodput scale, measured / links.toml model, {link}: {e.text()}")
+    for w in cal.warnings:
+        lines.append(f"# WARNING: {w}")
     lines.append("# Kept from the base profile:")
     for k in cal.kept:
         lines.append(f"#   {k}")
@@ -834,14 +911,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse traces with fewer requests in total")
     p.add_argument("--min-per-network", type=int, default=10,
                    help="refuse traces with fewer requests of a network of the scenario's mix")
-    p.add_argument("--force", action="store_true", help="replace existing output files")
+    p.add_argument("--max-foreign-cpu", type=float, default=MAX_FOREIGN_CPU,
+                   help="refuse a measured trace whose recording conditions say other processes "
+                        "used more than this share of the CPU time (0-1)")
+    p.add_argument("--force", action="store_true",
+                   help="replace existing output files, and fit a trace recorded under foreign "
+                        "load anyway (the report warns)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def summary(cal: Calibration) -> str:
     """A short human-readable report of the fit."""
-    out = [f"{cal.name}: {cal.source}"]
+    out = [f"{cal.name}: {cal.source}"] + [f"  WARNING: {w}" for w in cal.warnings]
     for proc, d in cal.interference.items():
         out.append(f"  {proc}: " + "; ".join(f"{k} {e.text()}" for k, e in
                                              {**d, **cal.power[proc]}.items()))
@@ -856,12 +938,16 @@ def summary(cal: Calibration) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``autoscale calibrate``; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.max_foreign_cpu <= 1.0:
+        parser.error(f"--max-foreign-cpu must be a fraction in [0, 1], got {args.max_foreign_cpu}")
     try:
         cal = calibrate(args.trace, base=args.base, name=args.name or Path(args.out).stem,
                         bootstrap=args.bootstrap, block_requests=args.block, seed=args.seed,
                         min_requests=args.min_requests, min_per_network=args.min_per_network,
-                        progress=not args.quiet)
+                        progress=not args.quiet, max_foreign_cpu=args.max_foreign_cpu,
+                        force=args.force)
         paths = write_profile(cal, args.out, force=args.force)
     except (AutoScaleError, FileExistsError) as e:
         print(f"autoscale calibrate: error: {e}", file=sys.stderr)
