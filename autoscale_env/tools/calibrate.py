@@ -70,6 +70,7 @@ from tqdm import tqdm
 
 from autoscale_env.world import config
 from autoscale_env.world import radio
+from autoscale_env.tools import interference
 from autoscale_env.world.types import Target
 from autoscale_env.world.errors import AutoScaleError
 from autoscale_env.world.files import atomic_write
@@ -161,6 +162,10 @@ class Calibration:
     """Human-readable list of what was not identifiable and kept from the base profile."""
     conditions: dict[str, Any] = field(default_factory=dict)
     """trace -> its header's recording conditions (None: not recorded)."""
+    interference_ps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """processor -> the processor-sharing fit of its CPU interference beside the linear one
+    (report only; :mod:`autoscale_env.tools.interference`): form, params, 95 % intervals and
+    each model's median ``|log(fit / measured)|``."""
     warnings: list[str] = field(default_factory=list)
     """What the fit had to accept (a trace recorded under foreign load, with ``force``)."""
 
@@ -438,8 +443,47 @@ def calibrate(traces: Sequence[str | os.PathLike], *, base: str = "mi8pro", name
 
     power = _model_power_profile(loaded)
     _fit_local(cal, data, targets, base_profile, samples, progress, power)
+    _fit_sharing(cal, data, targets, loaded, bootstrap=min(int(bootstrap), 20), seed=seed,
+                 block=block_requests)
     _fit_remote(cal, data, targets, base_profile, samples)
     return cal
+
+
+def _fit_sharing(cal: Calibration, data: _Data, targets: list[Target], traces: Sequence[Trace],
+                 *, bootstrap: int, seed: int, block: int) -> None:
+    """Fit processor sharing beside the linear factor, per local processor (report only).
+
+    A measured trace's co-running CPU is the co-runners' share over the request (the live
+    monitor), so the ``share`` form; a simulated one's is exogenous demand, the ``demand`` form.
+    """
+    form = "share" if all(t.header.provenance.get("kind") == "measured" for t in traces) \
+        else "demand"
+    local = [(j, t) for j, t in enumerate(targets) if t.is_local]
+    for proc in sorted({t.processor for _, t in local}):
+        cols = [(j, t) for j, t in local if t.processor == proc]
+        keys = sorted({(n, t.unit) for n in data.network.tolist() for _, t in cols})
+        index = {k: g for g, k in enumerate(keys)}
+        lat = np.concatenate([data.latency[:, j] for j, _ in cols])
+        u = np.tile(data.cpu, len(cols))
+        group = np.array([index[(n, t.unit)] for _, t in cols for n in data.network.tolist()])
+        ok = np.isfinite(lat) & (lat > 0)
+        if ok.sum() < 10:
+            continue
+        lat, u, group = lat[ok], u[ok], group[ok]
+        linear = interference.fit(lat, u, group, "linear")
+        sharing = interference.fit(lat, u, group, form)
+        # The share form is a 1-D fit, cheap to bootstrap; the demand form's 2-D grid is not
+        # (seconds per fit): its interval is left to interference.bootstrap, and said so.
+        ci = interference.bootstrap(lat, u, group, form, replicates=bootstrap, block=block,
+                                    seed=seed) if bootstrap and form == "share" else {}
+        cal.interference_ps[proc] = {
+            "form": form, "params": sharing.params, "ci95": ci,
+            "median_abs_log_error": sharing.median_abs_log_error,
+            "linear_cpu_interference": linear.params["cpu_interference"],
+            "linear_median_abs_log_error": linear.median_abs_log_error,
+            "note": "" if ci else "95 % interval not computed (run "
+                                  "autoscale_env.tools.interference.bootstrap)",
+        }
 
 
 def _model_power_profile(traces: Sequence[Trace]) -> config.DeviceProfile | None:
@@ -929,6 +973,13 @@ def summary(cal: Calibration) -> str:
                                              {**d, **cal.power[proc]}.items()))
     for target, e in cal.noise_sigma.items():
         out.append(f"  noise sigma {target}: {e.text()}")
+    for proc, d in cal.interference_ps.items():
+        params = ", ".join(f"{k} {v:.3g}" + (f" [{d['ci95'][k][0]:.3g}, {d['ci95'][k][1]:.3g}]"
+                                             if k in d["ci95"] else "")
+                           for k, v in d["params"].items())
+        out.append(f"  {proc} processor sharing ({d['form']} form, report only): {params}; median "
+                   f"|log error| {d['median_abs_log_error']:.3f} vs linear "
+                   f"{d['linear_median_abs_log_error']:.3f}")
     for target, d in cal.server_latency_ms.items():
         out.append(f"  {target} server ms: " + ", ".join(f"{n} {e.value:.1f}" for n, e in d.items()))
     for link, e in cal.link_goodput_scale.items():
