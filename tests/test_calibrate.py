@@ -3,7 +3,14 @@ says what it could not identify, and refuses traces that cannot support a fit.""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -141,3 +148,91 @@ def test_bundled_host_profile_is_fitted_from_the_bundled_live_traces():
     env.reset(seed=0)
     _, _, _, _, info = env.step(0)
     assert info["latency_ms"] > 0 and info["energy_source"] == "model"
+
+
+# --------------------------------------------------------------------------------------------
+# Recording conditions: a trace recorded on a busy machine is refused, naming the load
+
+BURN = "import time\nend = time.monotonic() + {s}\nwhile time.monotonic() < end:\n    pass\n"
+
+
+def start_foreign_burners(n: int, seconds: float) -> list[int]:
+    """Start ``n`` bounded busy loops that are *not* descendants of this process (an intermediate
+    process starts them in their own session and exits), as another user's job would be."""
+    code = ("import subprocess, sys\n"
+            f"ps = [subprocess.Popen([sys.executable, '-c', {BURN.format(s=seconds)!r}], "
+            f"start_new_session=True) for _ in range({n})]\n"
+            "print(' '.join(str(p.pid) for p in ps))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=30)
+    return [int(pid) for pid in out.stdout.split()]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="foreign load is read from /proc")
+def test_a_trace_recorded_beside_a_cpu_burner_is_refused_naming_the_load(tmp_path):
+    cpus = len(os.sched_getaffinity(0))
+    if cpus > 16:
+        pytest.skip(f"{cpus} CPUs: burning all of them is too heavy for a unit test")
+    pids = start_foreign_burners(cpus, seconds=5.0)
+    try:
+        time.sleep(0.5)  # the burners are running
+        # A sim recording labelled measured: the recorder measures foreign load whatever the
+        # backend, and calibrate refuses only measured traces (host load cannot change a sim).
+        out = record(SimBackend("mi8pro", "non_streaming", "dynamic"), 400,
+                     tmp_path / "busy.csv.gz", seed=0, progress=False,
+                     provenance={"kind": "measured"})
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    foreign = load_trace(out).header.conditions["foreign_cpu"]["mean"]
+    assert foreign > cal_mod.MAX_FOREIGN_CPU  # every CPU had a burner on it
+    with pytest.raises(CalibrationError, match=rf"foreign CPU load {foreign * 100:.1f} % of "
+                                               rf"{cpus} CPU\(s\).*exceeds 10 %.*--force"):
+        calibrate([str(out)], bootstrap=0)
+
+
+def with_conditions(trace: str, path, kind: str, **conditions) -> str:
+    t = load_trace(trace)
+    header = dataclasses.replace(t.header, conditions=conditions,
+                                 provenance={**t.header.provenance, "kind": kind})
+    return str(write_trace(t, path, header=header))
+
+
+def test_a_quiet_recording_passes_and_force_fits_a_loaded_one_with_a_warning(sim_trace,
+                                                                             tmp_path):
+    quiet = with_conditions(sim_trace, tmp_path / "quiet.csv.gz", "measured", cpus_used=4,
+                            foreign_cpu={"mean": 0.02, "max_interval": 0.05},
+                            load_average_before=[0.1, 0.2, 0.1])
+    assert cal_mod.check_conditions([load_trace(quiet)]) == []
+    busy = with_conditions(sim_trace, tmp_path / "busy.csv.gz", "measured", cpus_used=2,
+                           foreign_cpu={"mean": 0.47, "max_interval": 0.92},
+                           load_average_before=[3.9, 3.1, 2.0],
+                           load_average_after=[4.2, 3.3, 2.1])
+    with pytest.raises(CalibrationError, match=r"foreign CPU load 47\.0 % of 2 CPU\(s\).*"
+                                               r"busiest interval 92\.0 %.*3\.9/3\.1/2 before"):
+        cal_mod.check_conditions([load_trace(busy)])
+    notes = cal_mod.check_conditions([load_trace(busy)], force=True)
+    assert len(notes) == 1 and notes[0].startswith("FORCED: ") and "47.0 %" in notes[0]
+    # a simulated trace is never refused (host load does not change a simulated outcome) ...
+    sim = with_conditions(sim_trace, tmp_path / "sim.csv.gz", "simulated",
+                          foreign_cpu={"mean": 0.9, "max_interval": 1.0})
+    assert cal_mod.check_conditions([load_trace(sim)]) == []
+    # ... and a measured one without conditions is fitted with a note that they are unknown
+    old = with_conditions(sim_trace, tmp_path / "old.csv.gz", "measured")
+    assert "foreign load unknown" in cal_mod.check_conditions([load_trace(old)])[0]
+
+
+def test_forced_fit_carries_the_warning_into_its_report(sim_trace, tmp_path, capsys):
+    busy = with_conditions(sim_trace, tmp_path / "busy.csv.gz", "measured", cpus_used=2,
+                           foreign_cpu={"mean": 0.47, "max_interval": 0.92})
+    out = tmp_path / "b.toml"
+    assert cli_main(["calibrate", "--trace", busy, "--out", str(out), "--bootstrap", "0",
+                         "--quiet"]) == 2
+    assert "foreign CPU load 47.0 %" in capsys.readouterr().err and not out.exists()
+    assert cli_main(["calibrate", "--trace", busy, "--out", str(out), "--bootstrap", "0", "--quiet",
+                         "--force"]) == 0
+    assert "WARNING: FORCED:" in capsys.readouterr().out
+    assert "# WARNING: FORCED: " in out.read_text()
+    report = json.loads((tmp_path / "b.calibration.json").read_text())
+    assert report["warnings"][0].startswith("FORCED: ") and report["conditions"][busy]

@@ -3,6 +3,7 @@ two recordings into one trace cannot run at once."""
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from autoscale_env.traces.recorder import partial_path
 def main(argv):
     """``autoscale record ARGV``."""
     return cli_main(["record", *argv])
+from autoscale_env.world.errors import TraceFormatError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,3 +96,32 @@ def test_a_second_recording_into_the_same_trace_is_refused_even_with_force(tmp_p
         t = traces.load_trace(out)  # one writer's rows, intact
     assert t.n_requests >= 20 and t.complete
     assert not (tmp_path / ".r.csv.gz.lock").exists()  # released
+
+
+def test_a_recording_says_under_which_conditions_it_ran(tmp_path):
+    import hashlib
+
+    from autoscale_env.world import config
+    from autoscale_env.backends.sim import SimBackend
+    from autoscale_env.traces.recorder import record
+
+    out = record(SimBackend("mi8pro", "non_streaming", "static"), 50, tmp_path / "t.csv.gz",
+                 seed=0, progress=False, batch_size=10)
+    c = traces.load_trace(out).header.conditions
+    links = hashlib.sha256((config.DATA_DIR / "links.toml").read_bytes()).hexdigest()
+    assert c["link_model"] == f"sha256:{links}"  # which link model the trace was shaped to
+    assert c["cpu_count"] >= c["cpus_used"] >= 1 and c["complete"] is True
+    for key in ("load_average_before", "load_average_after"):
+        assert len(c[key]) == 3 and min(c[key]) >= 0
+    foreign = c["foreign_cpu"]
+    assert 0.0 <= foreign["mean"] <= foreign["max_interval"] <= 1.0
+    assert "governor" in c  # null where /sys/.../scaling_governor is unreadable (here: a VM)
+
+
+def test_traces_without_conditions_load_and_bad_conditions_are_named(tmp_path):
+    old = traces.load_trace("sim-mi8pro-non_streaming-static")  # recorded before conditions
+    assert old.header.conditions is None
+    bad = traces.write_trace(old, tmp_path / "bad.csv", header=dataclasses.replace(
+        old.header, conditions={"foreign_cpu": {"mean": 1.7}}))
+    with pytest.raises(TraceFormatError, match=r"conditions\.foreign_cpu\.mean.*1\.7"):
+        traces.load_trace(bad)

@@ -57,6 +57,16 @@ app = typer.Typer(
          "defaults and valid values.")
 
 
+#: Command groups: ``autoscale GROUP COMMAND``.
+GROUPS = {
+    "profile": typer.Typer(cls=AppGroup, rich_markup_mode=None, no_args_is_help=True,
+                           context_settings=CONTEXT,
+                           help="Device profiles from your own measurements."),
+}
+for _name, _group in GROUPS.items():
+    app.add_typer(_group, name=_name)
+
+
 def valid_names() -> dict[str, str]:
     """The valid names for the options, as shown in ``--help`` (read from the data files)."""
     from agents import agent_names
@@ -94,8 +104,9 @@ def os_error_line(e: OSError) -> str:
 
 
 def command(name: str, *, help: str, kept: Callable[[dict[str, Any]], str] | None = None,
-            usage_errors: tuple[type[BaseException], ...] = ()) -> Callable:
-    """Register ``fn`` as ``autoscale NAME`` behind the top-level error handler.
+            usage_errors: tuple[type[BaseException], ...] = (), group: str = "") -> Callable:
+    """Register ``fn`` as ``autoscale NAME`` (``autoscale GROUP NAME`` with ``group``, one of
+    :data:`GROUPS`) behind the top-level error handler.
 
     The handler turns the library's :class:`~autoscale_env.world.errors.AutoScaleError` and
     ``FileExistsError`` (and the command's ``usage_errors``) into ``autoscale NAME: error: ...``
@@ -103,6 +114,8 @@ def command(name: str, *, help: str, kept: Callable[[dict[str, Any]], str] | Non
     ``autoscale NAME: interrupted; <kept(options)>`` and exit 130 (an interrupt may carry its own
     ``exit_code``, e.g. 143 for SIGTERM). The function returns its exit code (None: 0).
     """
+    label = f"{group} {name}" if group else name
+
     def register(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def guarded(**options: Any) -> int:
@@ -111,17 +124,17 @@ def command(name: str, *, help: str, kept: Callable[[dict[str, Any]], str] | Non
                 return int(fn(**options) or 0)
             except KeyboardInterrupt as e:
                 what = kept(options) if kept is not None else "nothing was written"
-                print(f"autoscale {name}: interrupted; {what}", file=sys.stderr)
+                print(f"autoscale {label}: interrupted; {what}", file=sys.stderr)
                 return int(getattr(e, "exit_code", 130))
             except (AutoScaleError, FileExistsError, *usage_errors) as e:
-                print(f"autoscale {name}: error: {e}", file=sys.stderr)
+                print(f"autoscale {label}: error: {e}", file=sys.stderr)
                 return 2
             except OSError as e:
                 if e.errno not in OS_ERRORS:
                     raise
-                print(f"autoscale {name}: error: {os_error_line(e)}", file=sys.stderr)
+                print(f"autoscale {label}: error: {os_error_line(e)}", file=sys.stderr)
                 return 1
-        app.command(name, help=help, cls=NamesInHelp)(guarded)
+        (GROUPS[group] if group else app).command(name, help=help, cls=NamesInHelp)(guarded)
         return fn
     return register
 

@@ -302,13 +302,20 @@ def calibrate(
         help="refuse traces with fewer requests in total")] = 100,
     min_per_network: Annotated[int, typer.Option(
         help="refuse traces with fewer requests of a network of the scenario's mix")] = 10,
-    force: Annotated[bool, typer.Option("--force", help="replace existing output files")] = False,
+    max_foreign_cpu: Annotated[float, typer.Option(
+        min=0.0, max=1.0,
+        help="refuse a measured trace whose recording conditions say other processes used more "
+             "than this share of the CPU time (0-1)")] = 0.10,
+    force: Annotated[bool, typer.Option(
+        "--force", help="replace existing output files, and fit a trace recorded under foreign "
+                        "load anyway (the report warns)")] = False,
     quiet: Quiet = False,
 ) -> int:
     from autoscale_env.tools import calibrate as cal_mod
     cal = cal_mod.calibrate(trace, base=base, name=name or Path(out).stem, bootstrap=bootstrap,
                             block_requests=block, seed=seed, min_requests=min_requests,
-                            min_per_network=min_per_network, progress=not quiet)
+                            min_per_network=min_per_network, progress=not quiet,
+                            max_foreign_cpu=max_foreign_cpu, force=force)
     paths = cal_mod.write_profile(cal, out, force=force)
     print(cal_mod.summary(cal))
     print("wrote " + ", ".join(str(p) for p in paths))
@@ -368,4 +375,71 @@ def live_report(
     from autoscale_env.backends.live.report import live_report as report
     report(csv_list(networks) if networks else None, inputs=inputs, runs=runs,
            emit=lambda line: print(line, flush=True))
+    return 0
+
+
+def _benchmark_spec(text: str) -> tuple[str, str, str]:
+    """``NETWORK:UNIT=FILE`` -> ``(network, unit, file)``."""
+    spec, sep, path = text.partition("=")
+    net, sep2, unit = spec.partition(":")
+    if not (sep and sep2 and net and unit and path):
+        raise typer.BadParameter(f"{text!r}: expected NETWORK:UNIT=FILE (e.g. "
+                                 f"mnv1:cpu/fp32=logs/mnv1_cpu_fp32_t4.txt)",
+                                 param_hint="'--benchmark'")
+    return net, unit, path
+
+
+@command("import", group="profile",
+         help="Build a phone profile from TFLite benchmark_model outputs and the phone's "
+              "power_profile.xml; what they do not give comes from --base and is reported. "
+              "Exit 1 when a covered `autoscale validate` row fails (--validate-as).")
+def profile_import(
+    power_profile: Annotated[str, typer.Option(help="the phone's power_profile.xml")],
+    out: Annotated[str, typer.Option(
+        help="profile to write (.toml); <stem>.import.json goes beside it (write under runs/, "
+             "not into the package)")],
+    benchmark: Annotated[list[str] | None, typer.Option(
+        metavar="NETWORK:UNIT=FILE",
+        help="one benchmark_model output for a catalog network on a unit (cpu|gpu|dsp / "
+             "fp32|fp16|int8, e.g. mnv1:gpu/fp16=mnv1_gpu.txt); repeat")] = None,
+    benchmark_dir: Annotated[str | None, typer.Option(
+        help="a folder of outputs named <network>_<processor>_<precision>[_t<threads>].txt")]
+    = None,
+    name: Annotated[str | None, typer.Option(help="profile name", show_default="--out's stem")]
+    = None,
+    base: Annotated[str, typer.Option(
+        help="bundled phone profile for what the inputs do not give")] = "mi8pro",
+    soc: Annotated[str | None, typer.Option(help="the phone's SoC (the profile's soc field)")]
+    = None,
+    battery_voltage_v: Annotated[float, typer.Option(
+        help="converts power_profile.xml's mA to W (the file gives no battery voltage; the "
+             "nominal Li-ion cell)")] = 3.85,
+    validate_as: Annotated[str | None, typer.Option(
+        metavar="DEVICE",
+        help="also run autoscale validate's rows of bundled DEVICE whose numbers the inputs "
+             "gave, with this profile in its place (exit 1 if one fails)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
+) -> int:
+    from autoscale_env.tools import profile_import as pi
+    from autoscale_env.tools import validate
+    runs = [_benchmark_spec(b) for b in benchmark or []]
+    if benchmark_dir:
+        runs += pi.benchmarks_in(benchmark_dir)
+    report = pi.import_profile(power_profile, runs, out, name=name, base=base, soc=soc,
+                               battery_voltage_v=battery_voltage_v, force=force)
+    n = sum(len(u) for u in report.latency_ms.values())
+    print(f"wrote {out}: {n} latency rows and {len(report.power)} power figures from "
+          f"{len(report.inputs)} files; {len(report.missing)} items not in the inputs (from "
+          f"{report.base}):")
+    for m in report.missing:
+        print(f"  missing: {m}")
+    for note in report.notes:
+        print(f"  note: {note}")
+    if validate_as:
+        rows = pi.covered_validation(out, validate_as, [i["file"] for i in report.inputs])
+        table, failing = validate.report(rows, validate.DEFAULT_MAX_LOG2_ERROR)
+        print(f"\nautoscale validate, rows of {validate_as} the inputs cover:\n{table}")
+        if failing:
+            print(validate.failures_text(failing), file=sys.stderr)
+            return 1
     return 0

@@ -42,6 +42,7 @@ from autoscale_env.world.errors import ConfigError
 from autoscale_env.world.reward import reward
 from autoscale_env.world.rules import oracle_actions
 from autoscale_env.traces.format import Trace, load_trace
+from autoscale_env.traces.recorder import link_model_version
 
 __all__ = ["gap_report", "oracle_agreement", "qlearning_regret", "sim_outcomes",
            "target_errors"]
@@ -266,6 +267,8 @@ def gap_report(traces: Sequence[str], profile: str, *, out: str | os.PathLike | 
             "trace": str(name), "requests": trace.n_requests, "setting": trace.header.setting,
             "targets": target_errors(trace, latency, energy),
             "oracle": oracle_agreement(trace, latency, energy, sim.reference_energy_mj),
+            "conditions": trace.header.conditions,
+            "link_model_current": _link_model_current(trace.header.conditions),
         }
         if train_steps > 0:
             entry["qlearning"] = qlearning_regret(name, str(profile), train_steps=train_steps,
@@ -280,12 +283,40 @@ def gap_report(traces: Sequence[str], profile: str, *, out: str | os.PathLike | 
     return report
 
 
+def _link_model_current(conditions: dict[str, Any] | None) -> bool | None:
+    """Whether the trace was recorded under today's ``links.toml`` (None: not recorded). A live
+    trace recorded under another link model cannot match the sim's remote targets."""
+    recorded = (conditions or {}).get("link_model")
+    return None if recorded is None else recorded == link_model_version()
+
+
+def conditions_text(conditions: dict[str, Any] | None, link_current: bool | None) -> str:
+    """One line on how the trace was recorded: load average, foreign CPU, link model."""
+    if not conditions:
+        return "recording conditions: not in the trace's header (recorded before they were kept)"
+    def loads(key: str) -> str:
+        v = conditions.get(key)
+        return "/".join(f"{x:g}" for x in v) if v else "unknown"
+    foreign = conditions.get("foreign_cpu") or {}
+    share = foreign.get("mean")
+    link = {True: "the current links.toml", False: "ANOTHER links.toml than today's (remote "
+            "targets cannot match)", None: "unknown"}[link_current]
+    return (f"recording conditions: load average {loads('load_average_before')} before, "
+            f"{loads('load_average_after')} after (1/5/15 min) on {conditions.get('cpus_used')} "
+            f"CPU(s); foreign CPU "
+            + (f"{share * 100:.1f} % (mean), {foreign.get('max_interval', 0) * 100:.1f} % "
+               f"(busiest interval)" if share is not None else "unknown")
+            + f"; link model: {link}")
+
+
 def format_report(report: dict[str, Any]) -> str:
     """Markdown tables of a :func:`gap_report`."""
     lines = [f"profile: {report['profile']}"]
     for label, e in report["traces"].items():
-        lines += ["", f"### {label} ({e['requests']} requests, {e['setting']})", "",
-                  "| target | latency median abs log | latency p90 | energy median abs log | "
+        lines += ["", f"### {label} ({e['requests']} requests, {e['setting']})", ""]
+        if "conditions" in e:
+            lines += [conditions_text(e["conditions"], e.get("link_model_current")), ""]
+        lines += ["| target | latency median abs log | latency p90 | energy median abs log | "
                   "energy p90 |", "|---|---|---|---|---|"]
         for t, r in e["targets"].items():
             lines.append(f"| {t} | {r['latency_median_abs_log']:.3f} | "

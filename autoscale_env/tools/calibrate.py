@@ -36,6 +36,20 @@ CPU that hardly varied) keeps the base profile's value, and its source says so.
 A trace that cannot support the fit is refused with a message naming what is missing: partial
 coverage, too few requests overall or for a network of the scenario's mix, no ``local/cpu/fp32``
 target (the reward's reference), traces of different devices or targets.
+
+**Recording conditions.** A measured trace whose header says that processes outside the recording
+used more than :data:`MAX_FOREIGN_CPU` of the machine's CPU time while it ran (``conditions.
+foreign_cpu.mean``, written by :mod:`autoscale_env.traces.recorder`) is refused, naming the
+figure; ``force=True`` (``--force``) fits it anyway and the report carries a warning. Why 10 %:
+unmeasured contention stretches the recorded latency by up to ``1 / (1 - f)`` when a foreign
+share ``f`` competes for the cores the inference runs on (processor sharing), an error the fit
+cannot attribute to any context column. At ``f = 0.10`` that is ``log(1/0.9) = 0.105``, which
+leaves room under the sim-to-real bar (median ``|log(sim/measured)|`` <= 0.15) for the sim's own
+noise (sigma 0.05); at ``f = 0.14`` the contention alone reaches the bar. The host's bundled
+traces were recorded at 90-99 % co-running load from other users, far beyond it. Simulated traces
+are never refused (host load does not change a simulated outcome); a trace without
+``conditions`` (recorded before the recorder wrote them) is fitted with a note that its
+conditions are unknown.
 """
 
 from __future__ import annotations
@@ -54,6 +68,7 @@ from tqdm import tqdm
 
 from autoscale_env.world import config
 from autoscale_env.world import radio
+from autoscale_env.tools import interference
 from autoscale_env.world.types import Target
 from autoscale_env.world.errors import AutoScaleError
 from autoscale_env.world.files import atomic_write
@@ -77,6 +92,9 @@ MAX_INTERFERENCE = 10.0
 MIN_CONTEXT_SPREAD = 0.05
 #: Robust sigma of a normal from its median absolute deviation.
 MAD_TO_SIGMA = 1.4826
+#: Largest mean share of the machine's CPU time that processes outside a measured recording may
+#: have used (``conditions.foreign_cpu.mean``) for calibrate to fit it (module docstring: why).
+MAX_FOREIGN_CPU = 0.10
 
 
 class CalibrationError(AutoScaleError, ValueError):
@@ -140,6 +158,14 @@ class Calibration:
     """co_cpu_pct / co_mem_pct: p10, median, p90 over the trace's requests."""
     kept: list[str] = field(default_factory=list)
     """Human-readable list of what was not identifiable and kept from the base profile."""
+    conditions: dict[str, Any] = field(default_factory=dict)
+    """trace -> its header's recording conditions (None: not recorded)."""
+    interference_ps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """processor -> the processor-sharing fit of its CPU interference beside the linear one
+    (report only; :mod:`autoscale_env.tools.interference`): form, params, 95 % intervals and
+    each model's median ``|log(fit / measured)|``."""
+    warnings: list[str] = field(default_factory=list)
+    """What the fit had to accept (a trace recorded under foreign load, with ``force``)."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of every estimate."""
@@ -194,6 +220,54 @@ def check_traces(traces: Sequence[Trace], *, min_requests: int, min_per_network:
             + ", ".join(f"{net} ({k})" for net, k in short.items())
             + f" in scenario {first.header.scenario!r}'s mix; calibrate needs at least "
             f"{min_per_network} per network (--min-per-network)")
+
+
+def check_conditions(traces: Sequence[Trace], *, max_foreign_cpu: float = MAX_FOREIGN_CPU,
+                     force: bool = False) -> list[str]:
+    """Refuse measured traces recorded under foreign load (module docstring, "Recording
+    conditions"); with ``force``, return the refusals as warnings instead.
+
+    Returns:
+        Warnings and notes for the report (forced refusals, unknown conditions).
+
+    Raises:
+        CalibrationError: a measured trace's foreign CPU share exceeds ``max_foreign_cpu``; the
+            message names the trace, the share, the load average and the threshold.
+    """
+    notes: list[str] = []
+    for t in traces:
+        if t.header.provenance.get("kind") != "measured":
+            continue
+        c = t.header.conditions
+        foreign = (c or {}).get("foreign_cpu") or {}
+        share = foreign.get("mean")
+        if share is None:
+            why = ("its header has no recording conditions (recorded before the recorder wrote "
+                   "them)" if c is None else "its header's conditions have no foreign CPU share "
+                                             "(not readable on the recording machine)")
+            notes.append(f"{t.path}: foreign load unknown: {why}; the fit assumes the machine "
+                         f"ran nothing else")
+            continue
+        if share <= max_foreign_cpu:
+            continue
+        cpus = c.get("cpus_used") or c.get("cpu_count")
+        load = (f"; load average {_loads(c.get('load_average_before'))} before, "
+                f"{_loads(c.get('load_average_after'))} after")
+        peak = foreign.get("max_interval")
+        peak = f"{peak * 100:.1f} %" if isinstance(peak, (int, float)) else "unknown"
+        text = (f"{t.path}: foreign CPU load {share * 100:.1f} % of {cpus} CPU(s) during the "
+                f"recording (mean; busiest interval {peak}{load}) exceeds "
+                f"{max_foreign_cpu * 100:.0f} % (--max-foreign-cpu): other processes competed "
+                f"with the recording, so its latencies mix the co-running load the model fits "
+                f"with contention no context column records. Re-record on a quiet machine")
+        if not force:
+            raise CalibrationError(text + ", or pass --force to fit it anyway")
+        notes.append("FORCED: " + text + "; fitted anyway (--force), treat the fit as confounded")
+    return notes
+
+
+def _loads(v: Any) -> str:
+    return "/".join(f"{x:g}" for x in v) if isinstance(v, list) else "unknown"
 
 
 def _requests_per_network(traces: Sequence[Trace]) -> dict[str, int]:
@@ -317,7 +391,8 @@ def _link_ms(link: config.LinkModel, rssi: np.ndarray, kbit: np.ndarray,
 def calibrate(traces: Sequence[str | os.PathLike], *, base: str = "mi8pro", name: str = "fitted",
               bootstrap: int = 200, block_requests: int = 10, seed: int = 0,
               min_requests: int = 100, min_per_network: int = 10,
-              progress: bool = False) -> Calibration:
+              progress: bool = False, max_foreign_cpu: float = MAX_FOREIGN_CPU,
+              force: bool = False) -> Calibration:
     """Fit a profile's parameters from full traces of one device (module docstring).
 
     Args:
@@ -330,12 +405,16 @@ def calibrate(traces: Sequence[str | os.PathLike], *, base: str = "mi8pro", name
         min_requests: refuse fewer requests than this in all traces together.
         min_per_network: refuse fewer requests than this of any network of the scenario's mix.
         progress: show a progress bar over bootstrap replicates.
+        max_foreign_cpu: refuse a measured trace whose recording conditions say other processes
+            used more than this share of the machine's CPU time (:data:`MAX_FOREIGN_CPU`).
+        force: fit such a trace anyway; the refusal becomes a warning in the report.
 
     Raises:
         CalibrationError: the traces cannot support a fit (the message names what is missing).
     """
     loaded = [load_trace(t) for t in traces]
     check_traces(loaded, min_requests=min_requests, min_per_network=min_per_network)
+    notes = check_conditions(loaded, max_foreign_cpu=max_foreign_cpu, force=force)
     base_profile = config.load_device(base)
     if base_profile.kind != "phone":
         raise CalibrationError(f"--base {base!r} is a {base_profile.kind} profile; it must be a "
@@ -352,6 +431,7 @@ def calibrate(traces: Sequence[str | os.PathLike], *, base: str = "mi8pro", name
         settings=sorted({t.header.setting for t in loaded}), bootstrap=int(bootstrap),
         block_requests=int(block_requests),
         requests_per_network=_requests_per_network(loaded),
+        conditions={t.path: t.header.conditions for t in loaded}, warnings=notes,
         context={k: dict(zip(("p10", "median", "p90"),
                              (float(v) for v in np.percentile(x * 100, [10, 50, 90]))))
                  for k, x in (("co_cpu_pct", data.cpu), ("co_mem_pct", data.mem))},
@@ -361,8 +441,47 @@ def calibrate(traces: Sequence[str | os.PathLike], *, base: str = "mi8pro", name
 
     power = _model_power_profile(loaded)
     _fit_local(cal, data, targets, base_profile, samples, progress, power)
+    _fit_sharing(cal, data, targets, loaded, bootstrap=min(int(bootstrap), 20), seed=seed,
+                 block=block_requests)
     _fit_remote(cal, data, targets, base_profile, samples)
     return cal
+
+
+def _fit_sharing(cal: Calibration, data: _Data, targets: list[Target], traces: Sequence[Trace],
+                 *, bootstrap: int, seed: int, block: int) -> None:
+    """Fit processor sharing beside the linear factor, per local processor (report only).
+
+    A measured trace's co-running CPU is the co-runners' share over the request (the live
+    monitor), so the ``share`` form; a simulated one's is exogenous demand, the ``demand`` form.
+    """
+    form = "share" if all(t.header.provenance.get("kind") == "measured" for t in traces) \
+        else "demand"
+    local = [(j, t) for j, t in enumerate(targets) if t.is_local]
+    for proc in sorted({t.processor for _, t in local}):
+        cols = [(j, t) for j, t in local if t.processor == proc]
+        keys = sorted({(n, t.unit) for n in data.network.tolist() for _, t in cols})
+        index = {k: g for g, k in enumerate(keys)}
+        lat = np.concatenate([data.latency[:, j] for j, _ in cols])
+        u = np.tile(data.cpu, len(cols))
+        group = np.array([index[(n, t.unit)] for _, t in cols for n in data.network.tolist()])
+        ok = np.isfinite(lat) & (lat > 0)
+        if ok.sum() < 10:
+            continue
+        lat, u, group = lat[ok], u[ok], group[ok]
+        linear = interference.fit(lat, u, group, "linear")
+        sharing = interference.fit(lat, u, group, form)
+        # The share form is a 1-D fit, cheap to bootstrap; the demand form's 2-D grid is not
+        # (seconds per fit): its interval is left to interference.bootstrap, and said so.
+        ci = interference.bootstrap(lat, u, group, form, replicates=bootstrap, block=block,
+                                    seed=seed) if bootstrap and form == "share" else {}
+        cal.interference_ps[proc] = {
+            "form": form, "params": sharing.params, "ci95": ci,
+            "median_abs_log_error": sharing.median_abs_log_error,
+            "linear_cpu_interference": linear.params["cpu_interference"],
+            "linear_median_abs_log_error": linear.median_abs_log_error,
+            "note": "" if ci else "95 % interval not computed (run "
+                                  "autoscale_env.tools.interference.bootstrap)",
+        }
 
 
 def _model_power_profile(traces: Sequence[Trace]) -> config.DeviceProfile | None:
@@ -729,6 +848,8 @@ def render_profile(cal: Calibration, stem: str) -> dict[str, str]:
         lines.append(f"#   {target}: {e.text()}")
     for link, e in cal.link_goodput_scale.items():
         lines.append(f"# Link goodput scale, measured / links.toml model, {link}: {e.text()}")
+    for w in cal.warnings:
+        lines.append(f"# WARNING: {w}")
     lines.append("# Kept from the base profile:")
     for k in cal.kept:
         lines.append(f"#   {k}")
@@ -812,12 +933,19 @@ def write_profile(cal: Calibration, out: str | os.PathLike, *, force: bool = Fal
 
 def summary(cal: Calibration) -> str:
     """A short human-readable report of the fit."""
-    out = [f"{cal.name}: {cal.source}"]
+    out = [f"{cal.name}: {cal.source}"] + [f"  WARNING: {w}" for w in cal.warnings]
     for proc, d in cal.interference.items():
         out.append(f"  {proc}: " + "; ".join(f"{k} {e.text()}" for k, e in
                                              {**d, **cal.power[proc]}.items()))
     for target, e in cal.noise_sigma.items():
         out.append(f"  noise sigma {target}: {e.text()}")
+    for proc, d in cal.interference_ps.items():
+        params = ", ".join(f"{k} {v:.3g}" + (f" [{d['ci95'][k][0]:.3g}, {d['ci95'][k][1]:.3g}]"
+                                             if k in d["ci95"] else "")
+                           for k, v in d["params"].items())
+        out.append(f"  {proc} processor sharing ({d['form']} form, report only): {params}; median "
+                   f"|log error| {d['median_abs_log_error']:.3f} vs linear "
+                   f"{d['linear_median_abs_log_error']:.3f}")
     for target, d in cal.server_latency_ms.items():
         out.append(f"  {target} server ms: " + ", ".join(f"{n} {e.value:.1f}" for n, e in d.items()))
     for link, e in cal.link_goodput_scale.items():

@@ -146,6 +146,12 @@ class TraceHeader:
         episode_requests: requests per recorded episode (the recorder reset its backend every
             this many requests, e.g. 101 = a reset plus ``MAX_EPISODE_STEPS`` steps), or None
             for one continuous stream. Sequential replay starts episodes at these boundaries.
+        conditions: the machine's state while the trace was recorded (optional; traces written
+            before it existed have none): load average before/after, CPU count, governor,
+            the CPU share used by processes outside the recording's process tree
+            (``foreign_cpu``), the link model's version. Written by
+            :mod:`autoscale_env.traces.recorder`, read by ``autoscale calibrate`` to refuse a
+            trace whose foreign load would confound the fit. See :data:`CONDITION_FIELDS`.
         extra: any other header fields, kept as they are.
     """
 
@@ -156,6 +162,7 @@ class TraceHeader:
     targets: tuple[str, ...] = ()
     coverage: str = "full"
     episode_requests: int | None = None
+    conditions: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,6 +172,8 @@ class TraceHeader:
                                "targets": list(self.targets), "coverage": self.coverage,
                                "episode_requests": self.episode_requests,
                                "provenance": self.provenance}
+        if self.conditions is not None:
+            out["conditions"] = self.conditions
         out.update({k: v for k, v in self.extra.items() if k not in out})
         return out
 
@@ -218,12 +227,53 @@ class TraceHeader:
         if episode is not None and (isinstance(episode, bool) or not isinstance(episode, int)
                                     or episode < 1):
             fail("episode_requests", f"must be a positive integer or null, got {episode!r}")
+        conditions = data.get("conditions")
+        if conditions is not None:
+            _check_conditions(conditions, fail)
         known = {"format", "version", "device", "scenario", "setting", "provenance", "targets",
-                 "coverage", "episode_requests"}
+                 "coverage", "episode_requests", "conditions"}
         return cls(device=text["device"], scenario=text["scenario"], setting=text["setting"],
                    provenance=provenance, targets=tuple(targets), coverage=coverage,
-                   episode_requests=episode,
+                   episode_requests=episode, conditions=conditions,
                    extra={k: v for k, v in data.items() if k not in known})
+
+
+#: Numeric fields of a header's ``conditions`` object and their valid range (all optional; a
+#: field the recorder could not read is null). ``foreign_cpu`` is an object of fractions.
+CONDITION_FIELDS: dict[str, tuple[float, float]] = {
+    "cpu_count": (1, math.inf),
+    "cpus_used": (1, math.inf),
+    "duration_s": (0.0, math.inf),
+}
+#: Fractions of the machine's CPU time inside ``conditions.foreign_cpu``.
+FOREIGN_CPU_FIELDS = ("mean", "max_interval")
+
+
+def _check_conditions(conditions: Any, fail: Callable[[str, str], None]) -> None:
+    """Validate the optional ``conditions`` header object (types and ranges, not completeness)."""
+    if not isinstance(conditions, dict):
+        fail("conditions", f"must be an object, got {type(conditions).__name__}")
+    for key, (low, high) in CONDITION_FIELDS.items():
+        v = conditions.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                              or not low <= v <= high):
+            fail(f"conditions.{key}", f"must be a number in [{low}, {high}] or null, got {v!r}")
+    for key in ("load_average_before", "load_average_after"):
+        v = conditions.get(key)
+        if v is not None and (not isinstance(v, list) or len(v) != 3 or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in v)):
+            fail(f"conditions.{key}", f"must be [1 min, 5 min, 15 min] load averages or null, "
+                                      f"got {v!r}")
+    foreign = conditions.get("foreign_cpu")
+    if foreign is not None:
+        if not isinstance(foreign, dict):
+            fail("conditions.foreign_cpu", f"must be an object or null, got {foreign!r}")
+        for key in FOREIGN_CPU_FIELDS:
+            v = foreign.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                  or not 0.0 <= v <= 1.0):
+                fail(f"conditions.foreign_cpu.{key}", f"must be a fraction in [0, 1] or null, "
+                                                      f"got {v!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1015,6 +1065,6 @@ def load_trace_cached(trace: str | os.PathLike) -> Trace:
 
 __all__ = [
     "COLUMNS", "COLUMN_NAMES", "COVERAGES", "FORMAT", "HEADER_PREFIX", "SUFFIXES", "VERSION",
-    "Column", "Trace", "TraceCutWarning", "TraceHeader", "TraceWriter", "bundled_traces",
+    "CONDITION_FIELDS", "Column", "FOREIGN_CPU_FIELDS", "Trace", "TraceCutWarning", "TraceHeader", "TraceWriter", "bundled_traces",
     "load_trace", "load_trace_cached", "resolve_trace", "write_trace",
 ]

@@ -19,10 +19,21 @@ run bit for bit (``tests/backends/test_replay.py`` checks it).
 Rows are written append-only and flushed and synced every ``batch_size`` requests, so a recording
 killed at any moment leaves a file that loads (all complete rows; a torn last line is dropped
 with a warning). An existing file is never overwritten without ``force``.
+
+Every recording also says under which conditions it ran (the header's ``conditions``, see
+:class:`HostConditions`): the load average before and after, the CPU count and governor, the share
+of CPU time that processes *outside* the recording's own process tree used while it ran (other
+users' jobs; the live backend's servers and load generators are children of the recorder and
+count as its own), and the link model's version. The header is written first with what is known
+then (``complete: false``) and rewritten atomically with the rest when the recording ends, so a
+killed recording still says it was cut. ``autoscale calibrate`` reads the foreign share to refuse
+a trace recorded on a busy machine.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import glob
 import hashlib
 import logging
 import math
@@ -30,6 +41,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -123,8 +135,10 @@ def _record(backend: Backend, n_requests: int, out: Path, *, seed: int, force: b
                         "trace) and recording afresh", stream, kept)
 
     rng, _ = seeding.np_random(int(seed))  # the generator env.reset(seed=seed) creates
+    host = HostConditions()
     header = describe(backend, seed=int(seed), episode_requests=episode, n_requests=n_requests,
                       provenance=provenance)
+    header = dataclasses.replace(header, conditions=host.start())
     gap_s = getattr(getattr(backend, "scenario", None), "request_gap_ms", 0.0) / 1000.0
     bar = _progress(n_requests, progress, out)
     written = skipped = 0
@@ -166,16 +180,214 @@ def _record(backend: Backend, n_requests: int, out: Path, *, seed: int, force: b
                 bar.update(take)
                 if pending >= batch_size:
                     writer.flush()
+                    host.sample()
                     pending = 0
         finally:
             bar.close()
     if skipped:
         log.warning("%s: skipped %d of %d requests whose outcome on some target was not a "
                     "finite number", stream, skipped, n_requests)
+    # The conditions are complete only now: rewrite the header (atomically; the rows are the
+    # ones just written, read back bit for bit).
+    final = dataclasses.replace(header, conditions=host.finish())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", traces.TraceCutWarning)
+        recorded = traces.load_trace(stream)
+    traces.write_trace(recorded, out, header=final, force=True)
     if parquet:
-        traces.write_trace(traces.load_trace(stream), out, force=force)
         stream.unlink()
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Recording conditions
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def link_model_version() -> str:
+    """``sha256:<hex>`` of ``links.toml``: which link model the live backend shaped transfers to
+    (a trace recorded under another link model does not match the current sim's remote targets)."""
+    return "sha256:" + hashlib.sha256((config.DATA_DIR / "links.toml").read_bytes()).hexdigest()
+
+
+def cpu_governors() -> dict[str, int] | None:
+    """``{governor: number of CPUs}`` from ``/sys/.../cpufreq/scaling_governor``, or None where
+    unreadable (containers, VMs without cpufreq, other systems)."""
+    out: dict[str, int] = {}
+    for path in sorted(glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_governor")):
+        text = _read(path)
+        if text and text.strip():
+            out[text.strip()] = out.get(text.strip(), 0) + 1
+    return out or None
+
+
+def _cpu_jiffies(cpus: set[int] | None) -> tuple[int, int] | None:
+    """(busy, total) clock ticks of ``cpus`` (all when None) since boot, from ``/proc/stat``."""
+    text = _read("/proc/stat")
+    if text is None:
+        return None
+    busy = total = 0
+    seen = False
+    for line in text.splitlines():
+        if not line.startswith("cpu") or line.startswith("cpu "):
+            continue
+        name, *fields = line.split()
+        try:
+            cpu = int(name[3:])
+            v = [int(x) for x in fields[:8]]
+        except ValueError:
+            continue
+        if cpus is not None and cpu not in cpus:
+            continue
+        v += [0] * (8 - len(v))
+        user, nice, system, idle, iowait, irq, softirq, steal = v
+        b = user + nice + system + irq + softirq + steal  # guest time is inside user already
+        busy += b
+        total += b + idle + iowait
+        seen = True
+    return (busy, total) if seen else None
+
+
+def _tree_jiffies(root: int) -> int | None:
+    """CPU clock ticks (user + system, plus reaped children's) of ``root`` and its live
+    descendants, from ``/proc/<pid>/stat``; None without ``/proc``."""
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        text = _read(f"/proc/{pid}/stat")
+        if not text:
+            continue
+        rest = text[text.rfind(")") + 2:].split()  # the command name may hold spaces
+        try:  # fields 4 (ppid) and 14-17 (utime, stime, cutime, cstime) of proc(5)
+            parent[pid] = int(rest[1])
+            ticks[pid] = sum(int(x) for x in rest[11:15])
+        except (IndexError, ValueError):
+            continue
+    if root not in ticks:
+        return None
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parent.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += ticks.get(pid, 0)
+        todo.extend(children.get(pid, ()))
+    return total
+
+
+class HostConditions:
+    """The machine's state over a recording: what the header's ``conditions`` say.
+
+    ``foreign_cpu`` is the share of the CPUs this process may run on (its affinity set) that
+    processes outside its own tree kept busy: ``(busy ticks of those CPUs - ticks of this process
+    and its descendants) / all ticks of those CPUs`` between two samples. The recorder samples at
+    the start, after every flushed batch and at the end; ``mean`` covers the whole recording and
+    ``max_interval`` the busiest interval between samples. The recording's own work (the sim,
+    inference, the live backend's servers and load generators, which are its children) is not
+    foreign; another user's job is. Fields that cannot be read on this system are null.
+    """
+
+    #: Shortest interval between samples that counts towards ``max_interval`` (the kernel counts
+    #: CPU time in ticks of 1-10 ms; shorter intervals would report a tick's noise as a share).
+    MIN_INTERVAL_S = 1.0
+
+    def __init__(self):
+        self.pid = os.getpid()
+        try:
+            self.cpus: set[int] | None = set(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            self.cpus = None
+        self._first: tuple[float, int, int, int] | None = None
+        self._last: tuple[float, int, int, int] | None = None
+        self._max: float | None = None
+        self._intervals = 0
+        self._before: list[float] | None = None
+
+    def _now(self) -> tuple[float, int, int, int] | None:
+        cpu = _cpu_jiffies(self.cpus)
+        own = _tree_jiffies(self.pid)
+        if cpu is None or own is None:
+            return None
+        return (time.monotonic(), cpu[0], cpu[1], own)
+
+    @staticmethod
+    def _share(a: tuple[float, int, int, int], b: tuple[float, int, int, int]) -> float | None:
+        d_busy, d_total, d_own = b[1] - a[1], b[2] - a[2], b[3] - a[3]
+        if d_total <= 0:
+            return None
+        return min(1.0, max(0.0, (d_busy - d_own) / d_total))
+
+    @staticmethod
+    def _loadavg() -> list[float] | None:
+        try:
+            return [round(x, 2) for x in os.getloadavg()]
+        except (AttributeError, OSError):
+            return None
+
+    def static(self) -> dict[str, Any]:
+        """What does not change over a recording: CPUs, governor, link model, platform."""
+        return {
+            "cpu_count": os.cpu_count(),
+            "cpus_used": len(self.cpus) if self.cpus is not None else None,
+            "governor": cpu_governors(),
+            "link_model": link_model_version(),
+            "platform": platform.platform(),
+        }
+
+    def start(self) -> dict[str, Any]:
+        """Take the first sample; the conditions known before the first request."""
+        self._before = self._loadavg()
+        self._first = self._last = self._now()
+        self._started = time.monotonic()
+        return {**self.static(), "load_average_before": self._before, "complete": False}
+
+    def sample(self) -> None:
+        """Close an interval (called after every flushed batch)."""
+        now = self._now()
+        if now is None or self._last is None:
+            return
+        if now[0] - self._last[0] < self.MIN_INTERVAL_S:  # a few clock ticks say nothing yet
+            return
+        share = self._share(self._last, now)
+        if share is not None:
+            self._max = share if self._max is None else max(self._max, share)
+            self._intervals += 1
+        self._last = now
+
+    def finish(self) -> dict[str, Any]:
+        """The complete conditions, to be written into the header at the end of the recording."""
+        end = self._now()
+        if end is not None and self._last is not None and end[2] > self._last[2]:
+            share = self._share(self._last, end)  # the last interval, however short
+            if share is not None and (self._max is None
+                                      or end[0] - self._last[0] >= self.MIN_INTERVAL_S):
+                self._max = share if self._max is None else max(self._max, share)
+            self._intervals += 1
+        mean = self._share(self._first, end) if self._first and end else None
+        if mean is not None and self._max is None:
+            self._max = mean
+        foreign = None if mean is None else {
+            "mean": round(mean, 4), "max_interval": round(self._max, 4),
+            "intervals": max(self._intervals, 1),
+            "method": "/proc/stat busy ticks of the CPUs in this process's affinity set minus "
+                      "the ticks of this process and its descendants (/proc/<pid>/stat)",
+        }
+        return {**self.static(), "load_average_before": self._before,
+                "load_average_after": self._loadavg(),
+                "duration_s": round(time.monotonic() - self._started, 3),
+                "foreign_cpu": foreign, "complete": True}
 
 
 def _execute_all(backend: Backend, block: RequestBlock, pos: int, take: int, first: int,

@@ -81,3 +81,26 @@ def test_fitted_host_profile_is_closer_to_the_measurements_than_its_base(name):
             base[target]["latency_median_abs_log"], target
         assert fitted[target]["energy_median_abs_log"] < \
             base[target]["energy_median_abs_log"], target
+
+
+def test_report_says_how_each_trace_was_recorded(tmp_path):
+    import dataclasses
+
+    from agents.experiments.gap import conditions_text
+    from autoscale_env.traces.format import load_trace, write_trace
+
+    t = load_trace("sim-mi8pro-non_streaming-static")
+    old = gap.gap_report([t.path], "mi8pro", train_steps=0, figure=False)
+    assert "not in the trace's header" in gap.format_report(old)
+    stale = dataclasses.replace(t.header, conditions={
+        "load_average_before": [0.1, 0.2, 0.3], "load_average_after": [0.4, 0.2, 0.3],
+        "cpus_used": 2, "foreign_cpu": {"mean": 0.012, "max_interval": 0.05},
+        "link_model": "sha256:0000"})
+    path = write_trace(t, tmp_path / "t.csv.gz", header=stale)
+    entry = next(iter(gap.gap_report([str(path)], "mi8pro", train_steps=0,
+                                 figure=False)["traces"].values()))
+    assert entry["link_model_current"] is False
+    text = conditions_text(entry["conditions"], entry["link_model_current"])
+    assert "load average 0.1/0.2/0.3 before, 0.4/0.2/0.3 after" in text
+    assert "foreign CPU 1.2 % (mean), 5.0 % (busiest interval)" in text
+    assert "ANOTHER links.toml" in text
