@@ -114,8 +114,8 @@ def test_weak_wifi_direct_moves_work_from_the_edge_device():
 @pytest.mark.parametrize("conditions", [STRONG, WEAK_WIFI, NO_LINKS,
                                         dict(co_cpu_pct=85, co_mem_pct=80, **STRONG)])
 def test_int8_is_never_best_where_its_accuracy_loss_exceeds_the_tolerance(device, conditions):
-    # SqueezeNet and MobileNet v3 small lose 2.0 / 2.6 pt at INT8, over non_streaming's 1 pt
-    for network in ("sqz", "mnv3s"):
+    # MobileNet v3 small and large lose 2.6 / 1.3 pt at INT8 (TF-Slim), over non_streaming's 1 pt
+    for network in ("mnv3s", "mnv3l"):
         assert not best_target(device, "non_streaming", network, **conditions).endswith("/int8")
 
 
