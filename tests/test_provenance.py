@@ -129,3 +129,13 @@ def test_collect_reads_another_data_directory(tmp_path):
     links.write_text(links.read_text().replace("rtt_ms = 10.0", "rtt_ms = 12.0", 1))
     by_name = {e.name: e for e in provenance.collect(tmp_path / "data")}
     assert by_name["links.toml:wifi.rtt_ms"].value == 12.0
+
+
+def test_every_radio_and_signal_number_is_sourced_or_argued_with_an_explicit_range():
+    for e in provenance.collect():
+        if e.kind in ("radio", "signal") and e.estimate:
+            assert e.explicit_range, f"{e.name}: an estimate without its own range"
+            lo_hi = e.range if isinstance(e.value, tuple) else (e.range,)
+            values = e.value if isinstance(e.value, tuple) else (e.value,)
+            for v, (lo, hi) in zip(values, lo_hi):
+                assert lo <= v <= hi, f"{e.name}: {v} outside its range [{lo}, {hi}]"
