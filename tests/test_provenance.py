@@ -139,3 +139,18 @@ def test_every_radio_and_signal_number_is_sourced_or_argued_with_an_explicit_ran
             values = e.value if isinstance(e.value, tuple) else (e.value,)
             for v, (lo, hi) in zip(values, lo_hi):
                 assert lo <= v <= hi, f"{e.name}: {v} outside its range [{lo}, {hi}]"
+
+
+def test_cli_json_marks_fitted_numbers_and_a_passing_gap_report_counts_them(tmp_path, capsys):
+    import json
+    from agents.cli import main
+    assert main(["provenance", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    host = [r for r in rows if r["fitted_profile"] == "host"]
+    assert host and not any(r["counts_as_sourced"] for r in host)
+    gap = tmp_path / "gap.json"
+    gap.write_text(json.dumps({"profile": "host", "traces": {"t": {"targets": {
+        "local/cpu/fp32": {"latency_median_abs_log": 0.05}}}}}))
+    assert main(["provenance", "--json", "--gap-report", str(gap)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert all(r["counts_as_sourced"] == (not r["estimate"]) for r in rows)
