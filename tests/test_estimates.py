@@ -142,7 +142,7 @@ def test_provenance_entries_become_one_parameter_each_with_their_ranges(monkeypa
 
 def test_a_link_parameter_reaches_the_remote_targets_only():
     cell = dict(device="mi8pro", scenario="streaming", setting="dynamic")
-    tx = param("links.toml", "wifi", "tx_power_multiplier")
+    tx = param("links.toml", "wifi", "rx_power_multiplier")  # receive power: energy, not time
     base = _outcomes(SimBackend("mi8pro", "streaming", "dynamic"))
     moved = build_world({tx.name: tx.high}, **cell)
     lat, energy = _outcomes(moved)

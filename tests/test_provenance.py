@@ -46,12 +46,47 @@ def test_ranges_are_explicit_or_default_to_plus_minus_half():
 
 def test_report_counts_sourced_and_estimated_numbers_by_file_and_kind():
     entries = provenance.collect()
-    text = provenance.report(entries)
-    total = sum(e.count for e in entries)
-    sourced = sum(e.count for e in entries if not e.estimate)
-    assert f"{sourced} of {total} numbers carry a source" in text
+    fitted = provenance.fitted_profiles()
+    text = provenance.report(entries, fitted=fitted)
+    world = [e for e in entries if e.file not in fitted]
+    total = sum(e.count for e in world)
+    sourced = sum(e.count for e in world if not e.estimate)
+    assert f"**The paper's world** (phones, tablet, cloud, links, settings, scenarios, workloads): " \
+           f"{sourced} of {total} numbers carry a source" in text
     assert "| links.toml | radio |" in text
-    assert "| radio |" in provenance.report(entries, by="kind")
+    assert "| radio |" in provenance.report(entries, by="kind", fitted=fitted)
+
+
+def test_the_fitted_host_profile_is_apart_from_the_papers_world():
+    fitted = provenance.fitted_profiles()
+    assert set(fitted) == {"devices/host.toml", "devices/host_cloud.toml", "devices/host_edge.toml"}
+    assert {s.profile for s in fitted.values()} == {"host"}
+    paper = {e.file for e in provenance.collect()} - set(fitted)
+    assert "devices/mi8pro.toml" in paper and "links.toml" in paper
+
+
+def test_a_fitted_number_counts_as_sourced_only_when_its_profile_passes_its_gap_check(tmp_path):
+    import json
+    gap = {"profile": "host", "traces": {"t": {"targets": {
+        "local/cpu/fp32": {"latency_median_abs_log": 0.10},
+        "cloud/cpu/fp32": {"latency_median_abs_log": 0.29}}}}}
+    path = tmp_path / "gap.json"
+    path.write_text(json.dumps(gap))
+    failing = provenance.fitted_profiles(gap_report=path)["devices/host.toml"]
+    assert not failing.passes and "0.10-0.29" in failing.reason
+    gap["traces"]["t"]["targets"]["cloud/cpu/fp32"]["latency_median_abs_log"] = 0.12
+    path.write_text(json.dumps(gap))
+    assert provenance.fitted_profiles(gap_report=path)["devices/host_cloud.toml"].passes
+    assert not provenance.fitted_profiles(gap_report=tmp_path / "none.json")["devices/host.toml"].passes
+    entry = next(e for e in provenance.collect() if e.file == "devices/host.toml" and not e.estimate)
+    assert not provenance.counts_as_sourced(entry, {"devices/host.toml": failing})
+    assert provenance.counts_as_sourced(entry, {})
+
+
+def test_the_bundled_host_profile_fails_its_gap_check_and_counts_as_not_sourced():
+    # docs/gap/gap.json: median latency errors 0.29-1.42 against the 0.15 bound
+    text = provenance.report(provenance.collect())
+    assert "**Fitted profile host**" in text and "counted as not sourced" in text
 
 
 def test_report_ranks_estimates_by_a_sensitivity_file(tmp_path):
@@ -94,3 +129,28 @@ def test_collect_reads_another_data_directory(tmp_path):
     links.write_text(links.read_text().replace("rtt_ms = 10.0", "rtt_ms = 12.0", 1))
     by_name = {e.name: e for e in provenance.collect(tmp_path / "data")}
     assert by_name["links.toml:wifi.rtt_ms"].value == 12.0
+
+
+def test_every_radio_and_signal_number_is_sourced_or_argued_with_an_explicit_range():
+    for e in provenance.collect():
+        if e.kind in ("radio", "signal") and e.estimate:
+            assert e.explicit_range, f"{e.name}: an estimate without its own range"
+            lo_hi = e.range if isinstance(e.value, tuple) else (e.range,)
+            values = e.value if isinstance(e.value, tuple) else (e.value,)
+            for v, (lo, hi) in zip(values, lo_hi):
+                assert lo <= v <= hi, f"{e.name}: {v} outside its range [{lo}, {hi}]"
+
+
+def test_cli_json_marks_fitted_numbers_and_a_passing_gap_report_counts_them(tmp_path, capsys):
+    import json
+    from agents.cli import main
+    assert main(["provenance", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    host = [r for r in rows if r["fitted_profile"] == "host"]
+    assert host and not any(r["counts_as_sourced"] for r in host)
+    gap = tmp_path / "gap.json"
+    gap.write_text(json.dumps({"profile": "host", "traces": {"t": {"targets": {
+        "local/cpu/fp32": {"latency_median_abs_log": 0.05}}}}}))
+    assert main(["provenance", "--json", "--gap-report", str(gap)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert all(r["counts_as_sourced"] == (not r["estimate"]) for r in rows)

@@ -94,7 +94,8 @@ def test_list_lengths_that_belong_together_are_checked(tmp_path):
 
 
 def test_an_item_of_a_list_is_named_by_its_index(tmp_path):
-    text = LINKS.replace("mcs_min_rssi_dbm = [-82.0,", "mcs_min_rssi_dbm = [-182.0,", 1)
+    text = re.sub(r"mcs_min_rssi_dbm = \[[-0-9.]+,", "mcs_min_rssi_dbm = [-182.0,", LINKS, count=1)
+    assert text != LINKS
     message = refused(schemas.LinksFile, text, tmp_path)
     assert "field 'wifi.mcs_min_rssi_dbm' item 0: must be >= -150 and <= 0 dBm, got -182.0" in message
 

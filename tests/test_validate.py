@@ -37,7 +37,40 @@ def test_bundled_rows_all_name_something_in_the_world():
     comparisons, _ = compare()
     compared = [c for c in comparisons if c.world is not None]
     assert len(compared) >= 40
-    assert {c.m.quantity for c in compared} == {"latency_ms", "accuracy", "power_w"}
+    assert {c.m.quantity for c in compared} == {"latency_ms", "accuracy", "power_w", "latency_ratio"}
+
+
+def test_a_ratio_row_compares_the_worlds_ratio_of_two_profiles(tmp_path):
+    f = tmp_path / "r.csv"
+    f.write_text("# origin: test\n# version: 1\n# table: t\n"
+                 "quantity,device,network,unit,relation,value,published,measured_on,conditions\n"
+                 "latency_ratio,galaxy_tab_s6/mi8pro,mnv1,cpu/fp32,=,0.5,x,x,y\n")
+    (c,), _ = compare([f])
+    tab = config.load_device("galaxy_tab_s6").latency_ms["mnv1"]["cpu/fp32"]
+    mi8 = config.load_device("mi8pro").latency_ms["mnv1"]["cpu/fp32"]
+    assert c.world == pytest.approx(tab / mi8)
+    assert c.ratio == pytest.approx(tab / mi8 / 0.5)
+
+
+def test_every_device_with_rows_gets_its_median_error_and_bias(capsys):
+    from autoscale_env.tools.validate import summaries
+    comparisons, _ = compare()
+    by = {d.device: d for d in summaries(comparisons)}
+    assert {"mi8pro", "galaxy_tab_s6", "galaxy_s10e", "moto_x_force"} <= set(by)
+    for d in by.values():  # the bound: median <= 0.4, bias within a factor 1.25
+        assert d.median_log2_error <= 0.4 and 1 / 1.25 <= d.bias <= 1.25, d
+    assert main([]) == 0
+    assert "| galaxy_s10e | 7 |" in capsys.readouterr().out
+
+
+def test_a_device_biased_beyond_the_bound_fails_although_every_row_passes(tmp_path, capsys):
+    path = _wrong_profile(tmp_path, factor=1.3)  # every mi8pro latency 1.3x: log2 0.38 per row
+    files = [str(MEASUREMENTS_DIR / f) for f in ("tflite_hosted_models.csv",
+                                                   "tflite_benchmarks_android.csv")]
+    assert main([*(a for f in files for a in ("--measurements", f)), "--profile", f"mi8pro={path}"]) == 1
+    err = capsys.readouterr().err
+    assert "device mi8pro" in err and "geometric-mean bias" in err
+    assert "break |log2(sim/measured)|" not in err  # no single row breaks the 0.5 bound
 
 
 def _wrong_profile(tmp_path, factor=10.0):
@@ -67,13 +100,19 @@ def test_latency_table_times_ten_fails_naming_file_and_rows(tmp_path, capsys):
     assert f"{bench}: rows 6, 7, 8, 9, 10, 11\n" in err
     assert "tflite_hosted_models.csv: rows 6," in err
     assert "sim 239 vs measured 23.9" in err
-    assert "galaxy_tab_s6" not in err and "android_power_profiles" not in err
+    # the tablet's own absolute rows still pass; its ratios to the (wrong) Mi 8 Pro do not
+    assert "tflite_benchmarks_android.csv: rows 6, 7, 8, 9, 10, 11\n" in err
+    assert "paddle_lite_benchmark.csv: rows" in err and "android_power_profiles" not in err
+    assert "device mi8pro" in err and "median |log2(sim/measured)|" in err
 
 
 def test_bound_is_a_parameter(tmp_path):
     path = _wrong_profile(tmp_path, factor=1.2)  # log2(1.2) = 0.26
-    assert main(["--profile", f"mi8pro={path}"]) == 0
-    assert main(["--profile", f"mi8pro={path}", "--max-log2-error", "0.2"]) == 1
+    files = [str(MEASUREMENTS_DIR / f) for f in ("tflite_hosted_models.csv",
+                                                   "tflite_benchmarks_android.csv")]
+    args = [*(a for f in files for a in ("--measurements", f)), "--profile", f"mi8pro={path}"]
+    assert main(args) == 0
+    assert main(args + ["--max-log2-error", "0.2"]) == 1
 
 
 def test_ceiling_rows_fail_only_above_the_ceiling(tmp_path):

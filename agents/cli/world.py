@@ -193,18 +193,26 @@ def provenance(
         "--json", help="print every entry as JSON lines instead")] = False,
     data_dir: Annotated[str | None, typer.Option(
         help="data directory to read", show_default="the bundled autoscale_env/data")] = None,
+    gap_report: Annotated[str | None, typer.Option(
+        help="gap.json of the fitted profile (autoscale gap); a fitted profile's numbers count as "
+             "sourced only when it passes", show_default="the bundled host gap report")] = None,
 ) -> int:
     from dataclasses import asdict
 
     from autoscale_env.world import provenance as prov
     if by not in ("file", "kind"):
         raise typer.BadParameter(f"{by!r} is not file or kind", param_hint="'--by'")
-    entries = prov.collect(data_dir or prov.DATA_DIR)
+    data_dir = data_dir or str(prov.DATA_DIR)
+    entries = prov.collect(data_dir)
+    fitted = prov.fitted_profiles(data_dir, gap_report or str(prov.DEFAULT_GAP_REPORT))
     if json_:
         for e in entries:
-            print(json.dumps({"name": e.name, **asdict(e)}))
+            status = fitted.get(e.file)
+            print(json.dumps({"name": e.name, **asdict(e),
+                              "fitted_profile": status.profile if status else None,
+                              "counts_as_sourced": prov.counts_as_sourced(e, fitted)}))
         return 0
-    sys.stdout.write(prov.report(entries, by=by, top=top, ranking=ranking))
+    sys.stdout.write(prov.report(entries, by=by, top=top, ranking=ranking, fitted=fitted))
     return 0
 
 
@@ -247,11 +255,17 @@ def _argv_of(name: str) -> list[str]:
 
 @command("validate",
          help="Compare the world's numbers with the public measurements bundled in "
-              "autoscale_env/data/measurements; exit 1 when a row breaks the bound.")
+              "autoscale_env/data/measurements; exit 1 when a row breaks the bound, or a device's "
+              "median error or bias does.")
 def validate(
     max_log2_error: Annotated[float, typer.Option(
         help="largest |log2(sim/measured)| allowed per row (0.5: a factor of sqrt(2))", min=0.0)]
     = 0.5,
+    max_median_log2_error: Annotated[float, typer.Option(
+        help="largest median |log2(sim/measured)| allowed per device", min=0.0)] = 0.4,
+    max_bias: Annotated[float, typer.Option(
+        help="per device, the geometric-mean bias sim/measured must lie in [1/this, this]",
+        min=1.0)] = 1.25,
     measurements: Annotated[list[str] | None, typer.Option(
         "--measurements", metavar="CSV", show_default="every bundled one",
         help="a measurement file (repeatable)")] = None,
@@ -260,7 +274,7 @@ def validate(
         help="validate this profile file in place of the bundled device NAME (repeatable)")]
     = None,
 ) -> int:
-    from autoscale_env.tools.validate import compare, failures_text, report
+    from autoscale_env.tools.validate import compare, failures_text, report, summaries
     profiles = {}
     for item in profile or []:
         name, sep, path = item.partition("=")
@@ -273,11 +287,15 @@ def validate(
     print(table)
     print("Sources:\n" + "\n".join(f"- {Path(f).name}: {m['origin']}; {m['version']}; "
                                    f"table {m['table']}" for f, m in meta.items()))
+    broken = [(d, d.breaks(max_median_log2_error, max_bias)) for d in summaries(comparisons)]
+    broken = [(d, why) for d, why in broken if why]
     if failing:
         print(f"autoscale validate: {len(failing)} measurement(s) break |log2(sim/measured)| <= "
               f"{max_log2_error:g}:\n{failures_text(failing)}", file=sys.stderr)
-        return 1
-    return 0
+    for d, why in broken:
+        print(f"autoscale validate: device {d.device} ({d.rows} rows): {'; '.join(why)}",
+              file=sys.stderr)
+    return 1 if failing or broken else 0
 
 
 @command("calibrate",

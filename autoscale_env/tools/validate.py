@@ -8,9 +8,12 @@ file starts with ``# key: value`` lines naming its ``origin`` (repository or pag
 column         meaning
 =============  ==================================================================================
 quantity       ``latency_ms`` (a device profile's ``latency_ms.<network>.<unit>``), ``accuracy``
-               (the catalog's ``accuracy_<unit>`` of ``<network>``) or ``power_w`` (a device
-               profile's field, dotted: ``base.wifi_active_w``, ``processors.cpu.busy_power_w``)
-device         profile name (empty for accuracy)
+               (the catalog's ``accuracy_<unit>`` of ``<network>``), ``power_w`` (a device
+               profile's field, dotted: ``base.wifi_active_w``, ``processors.cpu.busy_power_w``) or
+               ``latency_ratio`` (``device`` is ``A/B``: A's latency over B's for one network and
+               unit, against the ratio of two SoCs measured in ONE framework: the way to use a
+               framework whose absolute times differ from TFLite's)
+device         profile name (empty for accuracy; ``A/B`` for a ratio)
 network        catalog network (empty for power)
 unit           ``cpu/fp32``..., a precision for accuracy, the field path for power
 relation       ``=`` (compare), ``<=`` (the world must not exceed it: a ceiling), ``>=`` (a floor)
@@ -23,7 +26,11 @@ conditions     threads, delegate, precision, model file...
 For every row the ratio world / measured is computed; its error is ``|log2(ratio)|`` for ``=`` rows
 and only the part on the wrong side for ``<=`` / ``>=`` rows. The report groups rows per device and
 quantity/unit (median and worst ratio) and fails when any row's error exceeds ``--max-log2-error``,
-naming the file and the line of every failing row. A row whose unit the profile does not model (e.g.
+naming the file and the line of every failing row. Per device (a ratio row counts for its
+numerator A) it also gives the median ``|log2(sim/measured)|`` and the geometric-mean bias
+(``2 ** mean(log2(sim/measured))`` over ``=`` rows: below 1 the world is too fast / too low) and
+fails when a device's median exceeds ``--max-median-log2-error`` (0.4) or its bias leaves
+``[1/--max-bias, --max-bias]`` (1.25). A row whose unit the profile does not model (e.g.
 a GPU at its default precision on a profile that only has ``gpu/fp32``) is counted, not compared.
 """
 
@@ -41,7 +48,7 @@ from autoscale_env.world import config
 from autoscale_env.world.errors import ConfigError
 
 MEASUREMENTS_DIR = config.DATA_DIR / "measurements"
-QUANTITIES = ("latency_ms", "accuracy", "power_w")
+QUANTITIES = ("latency_ms", "accuracy", "power_w", "latency_ratio")
 RELATIONS = ("=", "<=", ">=")
 COLUMNS = ("quantity", "device", "network", "unit", "relation", "value", "published",
            "measured_on", "conditions")
@@ -52,6 +59,10 @@ REQUIRED_META = ("origin", "version", "table")
 #: mappings stated in the files (Pixel 3 for the Mi 8 Pro), and catches a wrong unit or a slipped
 #: digit (a factor of 10 is 3.3).
 DEFAULT_MAX_LOG2_ERROR = 0.5
+#: Per device: the median |log2(sim/measured)| may not exceed this (a factor of 1.32).
+DEFAULT_MAX_MEDIAN_LOG2_ERROR = 0.4
+#: Per device: the geometric-mean bias sim/measured must lie in [1/this, this].
+DEFAULT_MAX_BIAS = 1.25
 
 
 @dataclass(frozen=True)
@@ -152,6 +163,13 @@ def world_value(m: Measurement, profiles: Mapping[str, str] | None = None) -> fl
         if m.quantity == "accuracy":
             net = config.load_workloads()[m.network]
             return net.accuracy.get(m.unit)
+        if m.quantity == "latency_ratio":
+            num, sep, den = m.device.partition("/")
+            if not (sep and num and den):
+                raise KeyError(f"device {m.device!r} is not A/B")
+            a = config.load_device((profiles or {}).get(num, num)).latency_ms[m.network].get(m.unit)
+            b = config.load_device((profiles or {}).get(den, den)).latency_ms[m.network].get(m.unit)
+            return None if a is None or b is None else a / b
         device = config.load_device((profiles or {}).get(m.device, m.device))
         if m.quantity == "latency_ms":
             return device.latency_ms[m.network].get(m.unit)
@@ -192,6 +210,46 @@ def _group_key(c: Comparison) -> tuple[str, str, str]:
     return (c.m.device or "(catalog)", c.m.quantity, c.m.unit)
 
 
+def device_of(c: Comparison) -> str:
+    """The device a row validates: its profile, a ratio's numerator, or ``(catalog)``."""
+    return c.m.device.partition("/")[0] if c.m.device else "(catalog)"
+
+
+@dataclass(frozen=True)
+class DeviceSummary:
+    """Per device: rows compared, median |log2(sim/measured)| and geometric-mean bias."""
+
+    device: str
+    rows: int
+    median_log2_error: float
+    bias: float
+    """``2 ** mean(log2(sim/measured))`` over ``=`` rows (1.0 when there are none)."""
+
+    def breaks(self, max_median: float, max_bias: float) -> list[str]:
+        """What this device breaks: the median bound, the bias bound, or nothing."""
+        out = []
+        if self.median_log2_error > max_median:
+            out.append(f"median |log2(sim/measured)| {self.median_log2_error:.2f} > {max_median:g}")
+        if not (1 / max_bias <= self.bias <= max_bias):
+            out.append(f"geometric-mean bias {self.bias:.3g} outside [{1 / max_bias:.3g}, {max_bias:g}]")
+        return out
+
+
+def summaries(comparisons: Sequence[Comparison]) -> list[DeviceSummary]:
+    """One :class:`DeviceSummary` per device with compared rows, sorted by device."""
+    by: dict[str, list[Comparison]] = defaultdict(list)
+    for c in comparisons:
+        if c.world is not None:
+            by[device_of(c)].append(c)
+    out = []
+    for dev in sorted(by):
+        cs = by[dev]
+        eq = [math.log2(c.ratio) for c in cs if c.m.relation == "="]
+        out.append(DeviceSummary(dev, len(cs), statistics.median(c.log2_error for c in cs),
+                                 2 ** statistics.fmean(eq) if eq else 1.0))
+    return out
+
+
 def report(comparisons: Sequence[Comparison], max_log2_error: float) -> tuple[str, list[Comparison]]:
     """The Markdown table (per device and quantity/unit) and the rows that break the bound."""
     groups: dict[tuple, list[Comparison]] = defaultdict(list)
@@ -213,7 +271,11 @@ def report(comparisons: Sequence[Comparison], max_log2_error: float) -> tuple[st
     failing = [c for c in comparisons if c.world is not None and c.log2_error > max_log2_error]
     compared = sum(len(v) for v in groups.values())
     lines += ["", f"{compared} measurements compared, {skipped} not modelled by the world "
-                  f"(no such unit in the profile); bound |log2(sim/measured)| <= {max_log2_error:g}."]
+                  f"(no such unit in the profile); bound |log2(sim/measured)| <= {max_log2_error:g}.",
+              "", "| device | rows | median abs log2(sim/measured) | geometric-mean bias sim/measured |",
+              "|---|---|---|---|"]
+    for d in summaries(comparisons):
+        lines.append(f"| {d.device} | {d.rows} | {d.median_log2_error:.3f} | {d.bias:.3f} |")
     return "\n".join(lines) + "\n", failing
 
 

@@ -15,10 +15,20 @@ is read as a citation. :func:`collect` returns one :class:`Entry` per numeric fi
 entry of several numbers), which is what ``autoscale provenance`` counts and what a sensitivity
 analysis enumerates and perturbs. State bins (``features*.toml``) and reward weights
 (``rewards.toml``) are design choices, not claims about the world, and are not counted.
+
+The report keeps two worlds apart: **the paper's world** (the phones, the tablet, the cloud, the
+links, the settings, the scenarios and the workloads) and **profiles fitted from traces** by
+``autoscale calibrate`` (``display_name`` ending in "(fitted)", or a ``<name>.calibration.json``
+beside the profile; a fitted phone's ``edge``/``cloud`` profiles belong to it). A fitted number
+cites its trace, but it counts as sourced only when its profile passes its own gap check: every
+target's median ``|log(sim / measured)|`` latency error in the gap report (``autoscale gap``,
+``docs/gap/gap.json`` by default) at most :data:`GAP_MEDIAN_LOG_ERROR_MAX`. Without a passing gap
+report a fitted number counts as not sourced.
 """
 
 from __future__ import annotations
 
+import json
 import csv
 from collections import defaultdict
 from dataclasses import dataclass
@@ -29,6 +39,11 @@ from autoscale_env.world.config import DATA_DIR, read_toml
 
 #: Files that describe the world (relative to the data directory); devices/*.toml are added.
 WORLD_FILES = ("workloads.toml", "links.toml", "scenarios.toml", "settings.toml")
+#: A fitted profile's numbers count as sourced only when every target's median |log(sim/measured)|
+#: latency error in its gap report is at most this (0.15: about 16 %; the calibration's target).
+GAP_MEDIAN_LOG_ERROR_MAX = 0.15
+#: Where the repository keeps the gap report of the bundled fitted profile (a source checkout).
+DEFAULT_GAP_REPORT = Path(__file__).resolve().parents[2] / "docs" / "gap" / "gap.json"
 #: The span of an estimate without an explicit range: value x (1 -+ this).
 DEFAULT_RELATIVE_RANGE = 0.5
 _META_KEYS = ("source", "sources", "ranges")
@@ -152,6 +167,72 @@ def estimates(data_dir: Path | str = DATA_DIR) -> list[Entry]:
     return [e for e in collect(data_dir) if e.estimate]
 
 
+@dataclass(frozen=True)
+class FittedStatus:
+    """A profile fitted from traces and whether its numbers count as sourced."""
+
+    profile: str
+    """The fitted phone profile the file belongs to (``host`` for ``host_cloud.toml``)."""
+    passes: bool
+    reason: str
+
+
+def _gap_status(profile: str, gap_report: Path | str | None) -> tuple[bool, str]:
+    path = Path(gap_report) if gap_report else None
+    if path is None or not path.is_file():
+        return False, "no gap report"
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return False, f"gap report {path} unreadable ({e})"
+    if report.get("profile") != profile:
+        return False, f"the gap report {path.name} is for profile {report.get('profile')!r}"
+    errors = [t["latency_median_abs_log"] for tr in report.get("traces", {}).values()
+              for t in tr.get("targets", {}).values() if "latency_median_abs_log" in t]
+    if not errors:
+        return False, f"gap report {path.name} has no latency errors"
+    worst = max(errors)
+    verdict = "passes" if worst <= GAP_MEDIAN_LOG_ERROR_MAX else "fails"
+    return worst <= GAP_MEDIAN_LOG_ERROR_MAX, (
+        f"gap check {verdict}: median latency |log(sim/measured)| {min(errors):.2f}-{worst:.2f} "
+        f"per target (bound {GAP_MEDIAN_LOG_ERROR_MAX:g})")
+
+
+def fitted_profiles(data_dir: Path | str = DATA_DIR,
+                    gap_report: Path | str | None = DEFAULT_GAP_REPORT) -> dict[str, FittedStatus]:
+    """Data files of profiles fitted from traces (``devices/host.toml``...) and their gap status."""
+    d = Path(data_dir)
+    fitted: dict[str, str] = {}
+    docs = {p: read_toml(p) for p in sorted((d / "devices").glob("*.toml"))}
+    for path, doc in docs.items():
+        name = path.stem
+        if str(doc.get("display_name", "")).rstrip().endswith("(fitted)") \
+                or (path.parent / f"{name}.calibration.json").is_file():
+            fitted[path.relative_to(d).as_posix()] = name
+    # A fitted phone's edge and cloud profiles are part of its fit.
+    for path, doc in docs.items():
+        root = fitted.get(path.relative_to(d).as_posix())
+        if root is None or doc.get("kind") != "phone":
+            continue
+        for ref in (doc.get("edge"), doc.get("cloud")):
+            if isinstance(ref, str) and ref:
+                rel = f"devices/{Path(ref).stem}.toml"
+                if rel in fitted or (d / rel).is_file():
+                    fitted[rel] = root
+    out = {}
+    for rel, root in fitted.items():
+        passes, reason = _gap_status(root, gap_report)
+        out[rel] = FittedStatus(profile=root, passes=passes, reason=reason)
+    return out
+
+
+def counts_as_sourced(e: Entry, fitted: dict[str, FittedStatus]) -> bool:
+    """Whether entry ``e`` counts as sourced: it cites a source and, in a fitted profile, that
+    profile passes its gap check."""
+    status = fitted.get(e.file)
+    return not e.estimate and (status is None or status.passes)
+
+
 def counts(entries: list[Entry], by: str = "file") -> dict[tuple[str, str], list[int]]:
     """(file or kind, kind or file) -> [sourced numbers, estimated numbers]."""
     out: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
@@ -179,22 +260,54 @@ def _ranking(path: str | None) -> dict[str, float]:
     return score
 
 
-def report(entries: list[Entry], *, by: str = "file", top: int = 15,
-           ranking: str | None = None) -> str:
-    """The Markdown report ``autoscale provenance`` prints."""
+def _share(entries: list[Entry], ok) -> tuple[int, int]:
     total = sum(e.count for e in entries)
+    return sum(e.count for e in entries if ok(e)), total
+
+
+def report(entries: list[Entry], *, by: str = "file", top: int = 15,
+           ranking: str | None = None, fitted: dict[str, FittedStatus] | None = None) -> str:
+    """The Markdown report ``autoscale provenance`` prints.
+
+    ``fitted`` maps the files of fitted profiles to their gap status (default:
+    :func:`fitted_profiles` of the bundled data and gap report).
+    """
+    if fitted is None:
+        fitted = fitted_profiles()
+    world = [e for e in entries if e.file not in fitted]
+    fit = [e for e in entries if e.file in fitted]
+    ws, wt = _share(world, lambda e: not e.estimate)
+    total = sum(e.count for e in entries)
+    counted = sum(e.count for e in entries if counts_as_sourced(e, fitted))
     est = sum(e.count for e in entries if e.estimate)
     lines = ["# Provenance of the world's numbers\n",
-             f"{total - est} of {total} numbers carry a source ({100 * (total - est) / max(total, 1):.1f} % "
-             f"sourced), {est} are estimates ({sum(e.estimate for e in entries)} parameters).\n",
-             f"| {by} | {'kind' if by == 'file' else 'file'} | sourced | estimate | sourced % |",
-             "|---|---|---|---|---|"]
-    for (a, b), (s, e) in counts(entries, by).items():
+             f"**The paper's world** (phones, tablet, cloud, links, settings, scenarios, workloads): "
+             f"{ws} of {wt} numbers carry a source ({100 * ws / max(wt, 1):.1f} % sourced).\n"]
+    for profile in sorted({s.profile for s in fitted.values()}):
+        members = [e for e in fit if fitted[e.file].profile == profile]
+        if not members:
+            continue
+        status = next(s for f, s in fitted.items() if s.profile == profile)
+        cited, n = _share(members, lambda e: not e.estimate)
+        lines.append(f"**Fitted profile {profile}** ({', '.join(sorted({e.file for e in members}))}): "
+                     f"{cited} of {n} numbers cite a trace; {status.reason}: counted as "
+                     f"{'sourced' if status.passes else 'not sourced'}.\n")
+    lines += [f"All together: {counted} of {total} numbers count as sourced "
+              f"({100 * counted / max(total, 1):.1f} %), {est} are estimates "
+              f"({sum(e.estimate for e in entries)} parameters).\n",
+              f"| {by} | {'kind' if by == 'file' else 'file'} | sourced | estimate | sourced % |",
+              "|---|---|---|---|---|"]
+    for (a, b), (s, e) in counts(world, by).items():
         lines.append(f"| {a} | {b} | {s} | {e} | {100 * s / max(s + e, 1):.0f} |")
+    for (a, b), (s, e) in counts(fit, by).items():
+        ok = fitted[a if by == "file" else b].passes
+        lines.append(f"| {a} (fitted) | {b} | {s if ok else 0} | {e if ok else s + e} | "
+                     f"{100 * s / max(s + e, 1) if ok else 0:.0f} |")
     per_kind: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for e in entries:
+    for e in world:
         per_kind[e.kind][1 if e.estimate else 0] += e.count
-    lines += ["", "| kind | sourced | estimate | sourced % |", "|---|---|---|---|"]
+    lines += ["", "The paper's world by kind:", "",
+              "| kind | sourced | estimate | sourced % |", "|---|---|---|---|"]
     for k, (s, e) in sorted(per_kind.items()):
         lines.append(f"| {k} | {s} | {e} | {100 * s / max(s + e, 1):.0f} |")
     ests = [e for e in entries if e.estimate]

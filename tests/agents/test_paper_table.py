@@ -33,7 +33,7 @@ def test_ratios_are_geometric_means_with_the_arithmetic_beside(tmp_path):
     assert "| 4.00x (5.00) | 2.00x (2.50) |" in line   # sqrt(2*8), sqrt(1*4)
     assert "| 2.00 / 4.00 |" in line                    # weak: the one cell that has weak requests
     assert "| 100.0 | 90.0 | 80.0 |" in line
-    assert "| paper (abstract) | 9.8x | 1.6x |" in text
+    assert "| paper (abstract; 97.9 % from the press summary) | 9.8x | 1.6x |" in text
     assert "2 cells x 1 seeds" in text
 
 

@@ -93,11 +93,13 @@ def test_weak_wifi_shifts_work_to_the_edge_device_or_the_phone(device, scenario,
 
 
 def test_heavy_co_running_load_moves_work_off_the_phone():
-    # at a middling signal, Inception v3 runs on the GPU of a quiet phone; a browser and music
-    # player in the background slow the GPU (memory contention) enough that the cloud wins
-    mid = dict(rssi_wifi_dbm=-70.0, rssi_p2p_dbm=-70.0)
-    quiet = best_target("mi8pro", "non_streaming", "incv3", **mid)
-    loaded = best_target("mi8pro", "non_streaming", "incv3", co_cpu_pct=85, co_mem_pct=80, **mid)
+    # at a middling Wi-Fi signal (and a weak tablet link), Inception v1 runs on the GPU of a quiet
+    # Moto X Force; a browser and music player in the background slow the GPU (memory contention)
+    # enough that the cloud wins
+    mid = dict(rssi_wifi_dbm=-76.0, rssi_p2p_dbm=-80.0)
+    quiet = best_target("moto_x_force", "non_streaming", "incv1", **mid)
+    loaded = best_target("moto_x_force", "non_streaming", "incv1", co_cpu_pct=85, co_mem_pct=80,
+                         **mid)
     assert quiet.startswith("local/") and not loaded.startswith("local/")
 
 
@@ -112,8 +114,8 @@ def test_weak_wifi_direct_moves_work_from_the_edge_device():
 @pytest.mark.parametrize("conditions", [STRONG, WEAK_WIFI, NO_LINKS,
                                         dict(co_cpu_pct=85, co_mem_pct=80, **STRONG)])
 def test_int8_is_never_best_where_its_accuracy_loss_exceeds_the_tolerance(device, conditions):
-    # SqueezeNet and MobileNet v3 small lose 2.0 / 2.6 pt at INT8, over non_streaming's 1 pt
-    for network in ("sqz", "mnv3s"):
+    # MobileNet v3 small and large lose 2.6 / 1.3 pt at INT8 (TF-Slim), over non_streaming's 1 pt
+    for network in ("mnv3s", "mnv3l"):
         assert not best_target(device, "non_streaming", network, **conditions).endswith("/int8")
 
 
