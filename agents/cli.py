@@ -324,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("sensitivity", "agents.experiments.sensitivity", "global sensitivity of the results to the world's estimates"),
         ("calibrate", "autoscale_env.tools.calibrate", "fit a device profile from full traces"),
         ("gap", "agents.experiments.gap", "sim-to-real gap of a profile against a trace"),
+        ("protocol", "agents.experiments.protocol",
+         "the standard protocol autoscale-bench-v1: run an agent, check, regenerate, leaderboard"),
     ):
         s = sub.add_parser(name, help=help_text, add_help=False)
         s.set_defaults(delegate=module)
@@ -335,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if argv and argv[0] in ("record", "serve", "sweep", "provenance", "fit-bins", "fleet-benchmark",
-                            "validate", "sensitivity", "calibrate", "gap"):
+                            "validate", "sensitivity", "calibrate", "gap", "protocol"):
         import importlib
         module = parser._subparsers._group_actions[0].choices[argv[0]].get_default("delegate")
         try:
