@@ -29,6 +29,7 @@ import shlex
 import statistics
 import sys
 import tempfile
+import time
 import tomllib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -403,8 +404,19 @@ def resolve_agent(spec: str) -> type:
 
 
 def _command(argv: Sequence[str] | None) -> str:
-    return "autoscale protocol " + " ".join(shlex.quote(a) for a in argv) if argv is not None \
-        else "agents.experiments.protocol (library call)"
+    """The command line that made a result, without the options that do not change it."""
+    if argv is None:
+        return "agents.experiments.protocol (library call)"
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--out", "--expected"):
+            skip = True
+        elif a not in ("--quiet", "--force", "--resume") and not a.startswith(("--out=",
+                                                                                 "--expected=")):
+            kept.append(a)
+    return " ".join(["autoscale protocol", *(shlex.quote(a) for a in kept)])
 
 
 def world_sha256() -> str:
@@ -495,7 +507,9 @@ def run_protocol(agent: str, *, quick: bool = False, out: str | Path = "runs/pro
     """
     protocol = protocol or load_protocol()
     variant = "quick" if quick else "full"
-    entry = Entry(name or agent, agent, features, dict(hyperparameters or {}))
+    if name is None:  # a zoo agent rerun keeps its reference row beside it under another label
+        name = agent if agent not in {e.name for e in protocol.references} else f"{agent} (this run)"
+    entry = Entry(name, agent, features, dict(hyperparameters or {}))
     out = Path(out)
     scored = run_entries(protocol, [entry], variant, out, force=force, resume=resume,
                          progress=progress)
@@ -936,11 +950,12 @@ def main(argv: list[str] | None = None) -> int:
             print(report)
             print(f"wrote {out / 'protocol.json'} (submit this file), {out / 'report.md'}")
         elif args.regenerate:
+            t0 = time.perf_counter()
             regenerate(quick=args.quick, names=names, out=args.out or "runs/protocol-reference",
                        expected_path=args.expected, force=args.force, resume=args.resume,
                        progress=progress, argv=argv)
-            print(f"wrote {args.expected or EXPECTED_FILE}; refresh the page with "
-                  "`autoscale protocol --leaderboard`")
+            print(f"wrote {args.expected or EXPECTED_FILE} ({time.perf_counter() - t0:.0f} s wall); "
+                  "refresh the page with `autoscale protocol --leaderboard`")
         elif args.check:
             failures = check(names=names, expected_path=args.expected, progress=progress)
             for f in failures:
