@@ -461,7 +461,9 @@ def run_entries(protocol: Protocol, entries: Sequence[Entry], variant: str, out:
                  for c in grid_cells for s in seeds]
         cfg = e.config(protocol)
         with ResultStore(out / e.slug, force=force, resume=resume, config=cfg) as store:
-            benchmark.run(tasks, cfg, store, progress=progress)
+            # no TensorBoard runs: the protocol's output is its tables (and they would double
+            # the time of a non-learning entry)
+            benchmark.run(tasks, cfg, store, progress=progress, tensorboard=False)
             back = {v: k for k, v in profiles.items()}
             wanted = {(t.device, t.scenario, t.setting, t.seed) for t in tasks}
             got = [r for r in store.read("results")
@@ -565,19 +567,22 @@ def _subset(rows: list[dict], cells: set[str], seeds: set[int]) -> list[dict]:
 
 def regenerate(*, quick: bool = True, names: Sequence[str] | None = None,
                out: str | Path = "runs/protocol-reference", expected_path: str | Path | None = None,
-               profiles: dict[str, str] | None = None, force: bool = False,
-               resume: bool = False, progress: bool = True, protocol: Protocol | None = None,
+               profiles: dict[str, str] | None = None, cells: Sequence[str] | None = None,
+               force: bool = False, resume: bool = False, progress: bool = True,
+               protocol: Protocol | None = None,
                argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Rerun reference entries (all, or ``names``) and write them into the expected file.
 
     Entries not rerun keep their stored results and provenance. A full run also rewrites the quick
     variant of the same entries (the quick cells and seeds are a subset with the same budgets).
+    ``profiles`` and ``cells`` as for :func:`run_entries` (with ``cells``, the rerun entries hold
+    only those cells afterwards).
     """
     protocol = protocol or load_protocol()
     entries = [protocol.reference(n) for n in names] if names else list(protocol.references)
     variant = "quick" if quick else "full"
-    scored = run_entries(protocol, entries, variant, Path(out), profiles=profiles, force=force,
-                         resume=resume, progress=progress)
+    scored = run_entries(protocol, entries, variant, Path(out), profiles=profiles, cells=cells,
+                         force=force, resume=resume, progress=progress)
     path = Path(expected_path) if expected_path else EXPECTED_FILE
     expected = load_expected(path, missing_ok=True)
     expected.update({"protocol": protocol.name, "version": protocol.version,
@@ -798,8 +803,10 @@ def leaderboard_markdown(expected: dict[str, Any], figure: str | None) -> str:
             continue
         made = {json.dumps({k: v for k, v in r["made_by"].items()}, sort_keys=True)
                 for r in section["agents"].values()}
-        out += [f"### {expected.get('protocol', '')}, {variant} "
-                f"({'18 cells x 3 seeds' if variant == 'full' else 'quick cells, seed 0'})", ""]
+        protocol = load_protocol()
+        cells, seeds = protocol.grid(variant)
+        out += [f"### {expected.get('protocol', '')}, {variant}: {len(cells)} cells x seeds "
+                f"{', '.join(map(str, seeds))}", ""]
         if figure and variant == _figure_variant(expected):
             out += [f"![{variant} scores]({figure})", ""]
         out += [leaderboard_table(section), "Score per cell:", "", cell_table(section)]
@@ -837,7 +844,13 @@ def write_figure(expected: dict[str, Any], path: str | Path) -> Path | None:
     items.sort(key=lambda kv: kv[1]["score_mean"])
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(items) + 1.2))
     ax.barh([n for n, _ in items], [o["score_mean"] for _, o in items],
-            xerr=[o["score_ci95"] or 0 for _, o in items], color="tab:blue", capsize=3)
+            xerr=[o["score_ci95"] or 0 for _, o in items], color="tab:blue", capsize=3,
+            label="mean over cells (± 95 % interval over seeds)")
+    for i, (n, _) in enumerate(items):  # the spread over cells behind each mean
+        xs = [c["score_mean"] for c in section[n]["cells"].values() if c["score_mean"] is not None]
+        ax.plot(xs, [i] * len(xs), "o", color="black", ms=3, alpha=0.6,
+                label="one cell" if i == 0 else None)
+    ax.legend(loc="lower right", fontsize=7)
     ax.axvline(0, color="grey", lw=0.8)
     ax.axvline(100, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("score: 0 = better fixed baseline, 100 = oracle")

@@ -104,14 +104,6 @@ def test_the_floor_bounds_scores_and_no_room_is_undefined():
 # Determinism and the regression check
 
 
-def test_same_seeds_give_the_same_scores_bit_for_bit(tmp_path):
-    entry = [PROTOCOL.reference("random")]
-    a = run_entries(PROTOCOL, entry, "quick", tmp_path / "a", cells=[MI8], progress=False)
-    b = run_entries(PROTOCOL, entry, "quick", tmp_path / "b", cells=[MI8], progress=False)
-    assert [r["score"] for r in a["random"]] == [r["score"] for r in b["random"]]
-    assert a["random"][0]["energy_mj"] == b["random"][0]["energy_mj"]
-
-
 def test_every_ci_entry_has_a_stored_interval_on_every_quick_cell():
     quick = load_expected()["variants"]["quick"]["agents"]
     for entry in [e for e in PROTOCOL.references if e.ci]:
@@ -119,6 +111,8 @@ def test_every_ci_entry_has_a_stored_interval_on_every_quick_cell():
 
 
 def test_the_non_learning_reference_results_hold():
+    """Rerun in this process, the stored results (made by another process, maybe another day)
+    come back to within last-bit slack: same seeds, same scores."""
     failures = check(names=CHEAP)
     assert not failures, "\n".join(failures)
 
@@ -138,6 +132,7 @@ def perturbed_mi8pro(tmp_path):
     return str(path)
 
 
+@pytest.mark.slow
 def test_changing_one_profile_number_fails_the_check_until_regenerated(tmp_path):
     profiles = {"mi8pro": perturbed_mi8pro(tmp_path)}
     failures = check(names=["random"], cells=[MI8], profiles=profiles)
@@ -149,7 +144,7 @@ def test_changing_one_profile_number_fails_the_check_until_regenerated(tmp_path)
     expected = tmp_path / "expected.json"
     shutil.copy(EXPECTED_FILE, expected)
     regenerate(quick=True, names=["random"], out=tmp_path / "regen", expected_path=expected,
-               profiles=profiles, progress=False)
+               profiles=profiles, cells=[MI8], progress=False)
     assert check(names=["random"], cells=[MI8], profiles=profiles, expected_path=expected) == []
     # and the regenerated file no longer matches the unchanged world
     assert check(names=["random"], cells=[MI8], expected_path=expected)
@@ -183,6 +178,7 @@ class AlwaysCloudAgent:
         return self.action, None
 
 
+@pytest.mark.slow
 def test_a_users_class_runs_the_quick_protocol_by_import_path(tmp_path, capsys):
     spec = f"{__name__}:AlwaysCloudAgent"
     rc = main(["protocol", "--agent", spec, "--quick", "--out", str(tmp_path), "--quiet"])
@@ -201,13 +197,15 @@ def test_a_users_class_runs_the_quick_protocol_by_import_path(tmp_path, capsys):
     for key in mine:
         assert mine[key]["score_mean"] == pytest.approx(cloud[key]["score_mean"], abs=1e-9)
         assert mine[key]["metrics"] == pytest.approx(cloud[key]["metrics"], rel=1e-9)
-    # a submitted result is verified by rerunning the quick protocol
-    assert verify(tmp_path / "protocol.json", progress=False) == []
+    # a submitted result is verified by rerunning the quick protocol: the two untouched cells
+    # reproduce, the one whose score was edited does not
     doc["agents"][spec]["cells"][MI8]["score"] = [42.0]
     tampered = tmp_path / "tampered.json"
     tampered.write_text(json.dumps(doc))
     failures = verify(tampered, progress=False)
-    assert len(failures) == 1 and failures[0].startswith(f"{spec} on {MI8}: score = ")
+    assert len(failures) == 1, failures
+    assert failures[0].startswith(f"{spec} on {MI8}: score = ")
+    assert "(stored 42.0000)" in failures[0]
 
 
 def test_an_import_path_that_does_not_resolve_is_named():
