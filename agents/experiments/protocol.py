@@ -411,10 +411,10 @@ def _command(argv: Sequence[str] | None) -> str:
     for a in argv:
         if skip:
             skip = False
-        elif a in ("--out", "--expected"):
+        elif a in ("--out", "--expected", "--workers"):
             skip = True
-        elif a not in ("--quiet", "--force", "--resume") and not a.startswith(("--out=",
-                                                                                 "--expected=")):
+        elif a not in ("--quiet", "--force", "--resume") and not a.startswith(
+                ("--out=", "--expected=", "--workers=")):
             kept.append(a)
     return " ".join(["autoscale protocol", *(shlex.quote(a) for a in kept)])
 
@@ -431,13 +431,15 @@ def world_sha256() -> str:
 
 def run_entries(protocol: Protocol, entries: Sequence[Entry], variant: str, out: Path, *,
                 profiles: dict[str, str] | None = None, cells: Sequence[str] | None = None,
-                force: bool = False, resume: bool = False,
-                progress: bool = True) -> dict[str, list[dict[str, Any]]]:
+                force: bool = False, resume: bool = False, progress: bool = True,
+                workers: int = 1) -> dict[str, list[dict[str, Any]]]:
     """Run ``entries`` (plus the score's anchors) on ``variant``; returns scored rows per entry.
 
     Each entry runs into its own :class:`ResultStore` ``out/<entry>/`` (one benchmark
     configuration per store). ``profiles`` maps a device name to a profile file used in its place
-    (the rows keep the name); ``cells`` restricts the run to some cell keys.
+    (the rows keep the name); ``cells`` restricts the run to some cell keys. ``workers > 1`` runs
+    each entry's tasks on the sweep's process pool (same rows: a task is a pure function of its
+    seed and config; that engine also writes TensorBoard runs).
     """
     profiles = dict(profiles or {})
     by_name = {e.name: e for e in entries}
@@ -463,7 +465,11 @@ def run_entries(protocol: Protocol, entries: Sequence[Entry], variant: str, out:
         with ResultStore(out / e.slug, force=force, resume=resume, config=cfg) as store:
             # no TensorBoard runs: the protocol's output is its tables (and they would double
             # the time of a non-learning entry)
-            benchmark.run(tasks, cfg, store, progress=progress, tensorboard=False)
+            if workers > 1:
+                from agents.experiments.sweep import run_local
+                run_local(tasks, cfg, store, workers=workers, progress=progress)
+            else:
+                benchmark.run(tasks, cfg, store, progress=progress, tensorboard=False)
             back = {v: k for k, v in profiles.items()}
             wanted = {(t.device, t.scenario, t.setting, t.seed) for t in tasks}
             got = [r for r in store.read("results")
@@ -499,7 +505,7 @@ def results_document(protocol: Protocol, variant: str, entries: Sequence[Entry],
 def run_protocol(agent: str, *, quick: bool = False, out: str | Path = "runs/protocol",
                  features: str = "paper", hyperparameters: dict[str, Any] | None = None,
                  name: str | None = None, force: bool = False, resume: bool = False,
-                 progress: bool = True, protocol: Protocol | None = None,
+                 progress: bool = True, workers: int = 1, protocol: Protocol | None = None,
                  argv: Sequence[str] | None = None) -> tuple[dict[str, Any], str]:
     """Run the protocol for one agent; returns ``(protocol.json document, report)``.
 
@@ -514,7 +520,7 @@ def run_protocol(agent: str, *, quick: bool = False, out: str | Path = "runs/pro
     entry = Entry(name, agent, features, dict(hyperparameters or {}))
     out = Path(out)
     scored = run_entries(protocol, [entry], variant, out, force=force, resume=resume,
-                         progress=progress)
+                         progress=progress, workers=workers)
     entries = [entry, *(a for a in protocol.anchor_entries() if a.name != entry.name)]
     doc = results_document(protocol, variant, entries, scored, _command(argv))
     atomic_write(out / "protocol.json", json.dumps(doc, indent=1, sort_keys=True) + "\n")
@@ -569,7 +575,7 @@ def regenerate(*, quick: bool = True, names: Sequence[str] | None = None,
                out: str | Path = "runs/protocol-reference", expected_path: str | Path | None = None,
                profiles: dict[str, str] | None = None, cells: Sequence[str] | None = None,
                force: bool = False, resume: bool = False, progress: bool = True,
-               protocol: Protocol | None = None,
+               workers: int = 1, protocol: Protocol | None = None,
                argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Rerun reference entries (all, or ``names``) and write them into the expected file.
 
@@ -582,7 +588,7 @@ def regenerate(*, quick: bool = True, names: Sequence[str] | None = None,
     entries = [protocol.reference(n) for n in names] if names else list(protocol.references)
     variant = "quick" if quick else "full"
     scored = run_entries(protocol, entries, variant, Path(out), profiles=profiles, cells=cells,
-                         force=force, resume=resume, progress=progress)
+                         force=force, resume=resume, progress=progress, workers=workers)
     path = Path(expected_path) if expected_path else EXPECTED_FILE
     expected = load_expected(path, missing_ok=True)
     expected.update({"protocol": protocol.name, "version": protocol.version,
@@ -943,6 +949,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", default="docs/leaderboard.png", help="with --leaderboard: figure")
     p.add_argument("--force", action="store_true", help="overwrite results in --out")
     p.add_argument("--resume", action="store_true", help="keep finished tasks in --out")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes per entry (>1: the sweep's local pool; same results)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -958,7 +966,8 @@ def main(argv: list[str] | None = None) -> int:
             doc, report = run_protocol(
                 args.agent, quick=args.quick, out=args.out or "runs/protocol",
                 features=args.features, hyperparameters=_hp(args.hp), name=args.name,
-                force=args.force, resume=args.resume, progress=progress, argv=argv)
+                force=args.force, resume=args.resume, progress=progress, workers=args.workers,
+                argv=argv)
             out = Path(args.out or "runs/protocol")
             print(report)
             print(f"wrote {out / 'protocol.json'} (submit this file), {out / 'report.md'}")
@@ -966,7 +975,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             regenerate(quick=args.quick, names=names, out=args.out or "runs/protocol-reference",
                        expected_path=args.expected, force=args.force, resume=args.resume,
-                       progress=progress, argv=argv)
+                       progress=progress, workers=args.workers, argv=argv)
             print(f"wrote {args.expected or EXPECTED_FILE} ({time.perf_counter() - t0:.0f} s wall); "
                   "refresh the page with `autoscale protocol --leaderboard`")
         elif args.check:
