@@ -210,6 +210,14 @@ def test_a_users_class_runs_the_quick_protocol_by_import_path(tmp_path, capsys):
     assert "(stored 42.0000)" in failures[0]
 
 
+def test_a_submission_of_another_protocol_version_is_refused(tmp_path):
+    (tmp_path / "old.json").write_text(json.dumps({
+        "protocol": "autoscale-bench-v0", "version": 0, "variant": "quick", "made_by": {},
+        "agents": {}}))
+    with pytest.raises(ProtocolError, match="old.json: made under autoscale-bench-v0 v0"):
+        write_leaderboard(tmp_path / "page.md", tmp_path / "fig.png", results_dir=tmp_path)
+
+
 def test_an_import_path_that_does_not_resolve_is_named():
     with pytest.raises(ProtocolError, match="cannot import Nope from module agents.baselines"):
         resolve_agent("agents.baselines:Nope")
@@ -234,13 +242,23 @@ def test_the_leaderboard_is_generated_between_markers_from_the_stored_results(tm
     page = tmp_path / "benchmarks.md"
     page.write_text("# Benchmarks\n\nhand-written text\n\n<!-- leaderboard:start -->\nold\n"
                     "<!-- leaderboard:end -->\n\nmore text\n")
-    write_leaderboard(page, tmp_path / "leaderboard.png")
+    # a submitted result (here: the stored linucb row, relabelled) gets a row of its own
+    expected = load_expected()
+    linucb = expected["variants"]["quick"]["agents"]["linucb"]
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "mine.json").write_text(json.dumps({
+        "protocol": "autoscale-bench-v1", "version": 1, "variant": "quick",
+        "made_by": linucb["made_by"], "agents": {"my-linucb": linucb}}))
+    write_leaderboard(page, tmp_path / "leaderboard.png", results_dir=results)
     text = page.read_text()
     assert text.startswith("# Benchmarks\n\nhand-written text\n") and text.endswith("more text\n")
     assert "\nold\n" not in text
     quick = load_expected()["variants"]["quick"]["agents"]
     oracle = quick["oracle"]["overall"]["score_mean"]
     assert f"| oracle | 3 | {oracle:.1f} |" in text
+    score = linucb["overall"]["score_mean"]
+    assert f"| my-linucb (submitted) | 3 | {score:.1f} |" in text
     assert (tmp_path / "leaderboard.png").stat().st_size > 0
-    write_leaderboard(page, tmp_path / "leaderboard.png")
+    write_leaderboard(page, tmp_path / "leaderboard.png", results_dir=results)
     assert page.read_text() == text  # regenerating changes nothing
