@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agents.cli.app import at_least_one, command, csv_list, parse_hp
+from agents.cli.app import at_least_one, command, csv_list, invocation, parse_hp
 
 DEFAULT_AGENTS = "qlearning,oracle,fixed:local/cpu/fp32,fixed:cloud/gpu/fp32,random"
 SB3_NOTE = "; dqn, ppo, a2c need the [sb3] extra"
@@ -481,4 +481,100 @@ def sample_efficiency(
 ) -> int:
     from agents.experiments.figures import sample_efficiency_figure
     print(f"wrote {sample_efficiency_figure(runs, out)}")
+    return 0
+
+
+@command("protocol",
+         help="The standard protocol (autoscale-bench-v1, agents/data/protocol_v1.toml): run it "
+              "for one agent and print its row beside the stored reference results; or "
+              "regenerate, check or verify those results, or write the leaderboard. Exactly one "
+              "of --agent, --regenerate, --check, --verify, --leaderboard. Exit 1 when a check or "
+              "verification fails.")
+def protocol(
+    agent: Annotated[str | None, typer.Option(
+        help="agent to run: {agents}")] = None,
+    regenerate: Annotated[bool, typer.Option(
+        "--regenerate", help="rerun the reference entries and rewrite agents/data/expected_v1.json")]
+    = False,
+    check: Annotated[bool, typer.Option(
+        "--check", help="the regression check: rerun the quick protocol for the cheap reference "
+                        "entries and fail if a score left its stored interval")] = False,
+    verify: Annotated[str | None, typer.Option(
+        metavar="PROTOCOL_JSON",
+        help="rerun the quick protocol for a submitted protocol.json and compare")] = None,
+    leaderboard: Annotated[bool, typer.Option(
+        "--leaderboard", help="write the leaderboard table into docs/benchmarks.md and "
+                              "docs/leaderboard.png from the stored results")] = False,
+    quick: Annotated[bool, typer.Option(
+        "--quick", help="the quick subset (3 cells, seed 0) instead of the full 18-cell grid")]
+    = False,
+    out: Annotated[str | None, typer.Option(
+        help="output directory",
+        show_default="runs/protocol, or runs/protocol-reference with --regenerate")] = None,
+    name: Annotated[str | None, typer.Option(
+        help="row label of --agent", show_default="the agent spec")] = None,
+    features: Annotated[str, typer.Option(help="state bins of --agent: {features}")] = "paper",
+    hp: Annotated[list[str] | None, typer.Option(
+        metavar="NAME=VALUE", help="hyperparameter of --agent (repeatable, value parsed as JSON)")]
+    = None,
+    agents: Annotated[str, typer.Option(
+        help="with --regenerate/--check: comma list of reference entries",
+        show_default="all / the ci ones")] = "",
+    expected: Annotated[str | None, typer.Option(
+        help="expected-results file", show_default="agents/data/expected_v1.json")] = None,
+    docs: Annotated[str, typer.Option(help="with --leaderboard: the page")] = "docs/benchmarks.md",
+    figure: Annotated[str, typer.Option(help="with --leaderboard: the figure")]
+    = "docs/leaderboard.png",
+    results: Annotated[str, typer.Option(
+        help="with --leaderboard: directory of submitted protocol.json files")] = "docs/results",
+    force: Annotated[bool, typer.Option("--force", help="overwrite results in --out")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="keep finished tasks in --out")] = False,
+    workers: Annotated[int, typer.Option(
+        help="processes per entry (>1: the sweep's local pool; same results)",
+        callback=at_least_one)] = 1,
+    quiet: Quiet = False,
+) -> int:
+    import time
+
+    from agents.experiments import protocol as proto
+    modes = [m for m, on in (("--agent", agent is not None), ("--regenerate", regenerate),
+                             ("--check", check), ("--verify", verify is not None),
+                             ("--leaderboard", leaderboard)) if on]
+    if len(modes) != 1:
+        raise typer.BadParameter(
+            f"give exactly one of --agent, --regenerate, --check, --verify, --leaderboard "
+            f"(got {', '.join(modes) or 'none'})")
+    names = csv_list(agents) or None
+    progress = not quiet
+    argv = invocation()
+    if agent is not None:
+        hyperparameters = parse_hp(hp, agent=agent).get(agent, {})
+        doc, report = proto.run_protocol(
+            agent, quick=quick, out=out or "runs/protocol", features=features,
+            hyperparameters=hyperparameters, name=name, force=force, resume=resume,
+            progress=progress, workers=workers, argv=argv)
+        where = Path(out or "runs/protocol")
+        print(report)
+        print(f"wrote {where / 'protocol.json'} (submit this file), {where / 'report.md'}")
+    elif regenerate:
+        t0 = time.perf_counter()
+        proto.regenerate(quick=quick, names=names, out=out or "runs/protocol-reference",
+                         expected_path=expected, force=force, resume=resume, progress=progress,
+                         workers=workers, argv=argv)
+        print(f"wrote {expected or proto.EXPECTED_FILE} ({time.perf_counter() - t0:.0f} s wall); "
+              "refresh the page with `autoscale protocol --leaderboard`")
+    elif check or verify is not None:
+        failures = (proto.check(names=names, expected_path=expected, progress=progress) if check
+                    else proto.verify(verify, out=out, progress=progress))
+        for f in failures:
+            print(f"FAIL {f}")
+        if check:
+            print("check passed" if not failures else f"{len(failures)} result(s) moved")
+        else:
+            print("verified: the quick protocol reproduces the submitted result" if not failures
+                  else "not verified")
+        return 1 if failures else 0
+    else:
+        print(proto.write_leaderboard(docs, figure, expected, results))
+        print(f"wrote {docs}, {figure}")
     return 0

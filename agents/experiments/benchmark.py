@@ -359,14 +359,17 @@ def _markdown_table(values: dict[str, Any]) -> str:
 
 
 def run(tasks: Sequence[Task], cfg: BenchmarkConfig, store: ResultStore, *,
-        progress: bool = True) -> None:
-    """Run the tasks not yet in ``store`` one after another (see ``agents.experiments.sweep`` for parallel)."""
+        progress: bool = True, tensorboard: bool = True) -> None:
+    """Run the tasks not yet in ``store`` one after another (see ``agents.experiments.sweep`` for parallel).
+
+    ``tensorboard=False`` skips the TensorBoard runs under ``tb/`` (they cost about as much as
+    evaluating a non-learning agent)."""
     store.bind(cfg)
     todo = [t for t in tasks if t.key not in store.done]
     with tqdm(total=len(todo), disable=not progress, desc="benchmark", unit="task") as bar:
         for task in todo:
             bar.set_postfix_str(f"{task.agent} {task.device}/{task.scenario}/{task.setting} s{task.seed}")
-            store.append(run_task(task, cfg, store.out, progress=progress))
+            store.append(run_task(task, cfg, store.out if tensorboard else None, progress=progress))
             bar.update(1)
 
 
