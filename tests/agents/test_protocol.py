@@ -11,6 +11,7 @@ import shutil
 import pytest
 
 from agents.cli import main
+from autoscale_env.world.errors import UnknownNameError
 from agents.experiments.protocol import (
     EXPECTED_FILE,
     REGENERATE_COMMAND,
@@ -219,9 +220,9 @@ def test_a_submission_of_another_protocol_version_is_refused(tmp_path):
 
 
 def test_an_import_path_that_does_not_resolve_is_named():
-    with pytest.raises(ProtocolError, match="cannot import Nope from module agents.baselines"):
+    with pytest.raises(UnknownNameError, match="'agents.baselines:Nope'.*package.module:Class"):
         resolve_agent("agents.baselines:Nope")
-    with pytest.raises(ProtocolError, match="no_such_module"):
+    with pytest.raises(UnknownNameError, match="'no_such_module:Agent'"):
         resolve_agent("no_such_module:Agent")
     assert resolve_agent("qlearning").__name__ == "QLearningAgent"
 
