@@ -134,7 +134,12 @@ class _SB3Agent:
         return {"agent": self.name, "targets": [str(t) for t in u.targets],
                 "nvec": u.encoder.nvec.tolist(), "obs_mode": u.obs_mode,
                 "hyperparameters": self.hparams, "seed": self.seed,
-                "num_timesteps": self.num_timesteps}
+                "num_timesteps": self.num_timesteps,
+                # the cell it was trained on, as a Q-table records it, so `autoscale evaluate`
+                # scores the model where it learned unless told otherwise
+                "env": {"device": getattr(getattr(u.backend, "phone", None), "name", None),
+                        "scenario": u.scenario.name,
+                        "setting": getattr(u.backend, "setting", None)}}
 
     def save(self, path: str) -> None:
         """SB3's zip plus a JSON side file describing the env it was trained for.
