@@ -13,7 +13,7 @@ under ``--runs`` (default ``runs/docs``); the script reads that output and write
 the machine (``uname``, CPU count, load average when the run started), so a table in the docs
 always says where it came from. Nothing in ``docs/generated/`` is edited by hand.
 
-The full run takes about an hour on a 2-core machine (the 18-cell grid, the drift suite and the
+The full run takes about 40 minutes on a 2-core machine (the 18-cell grid, the drift suite and the
 fleet benchmark dominate); run it on a quiet machine, since the snippets record its load.
 """
 
