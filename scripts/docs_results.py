@@ -13,6 +13,12 @@ under ``--runs`` (default ``runs/docs``); the script reads that output and write
 the machine (``uname``, CPU count, load average when the run started), so a table in the docs
 always says where it came from. Nothing in ``docs/generated/`` is edited by hand.
 
+Pages include a snippet with ``--8<-- "generated/<name>.md"`` (``--only`` lists the names). Besides
+the results, how far to trust it and many phones pages, the products cover the world page
+(``provenance``), the benchmarks page (``paper_grid``, ``paper_grid_fitted``), your own device
+(``gap``) and performance (``bench``, a timing: only meaningful on a quiet machine, so ``--quick``
+does not shorten it and it is best run alone with ``--only bench``).
+
 The full run takes about 40 minutes on a 2-core machine (the 18-cell grid, the drift suite and the
 fleet benchmark dominate); run it on a quiet machine, since the snippets record its load.
 """
@@ -124,7 +130,24 @@ def _comparison(out: Path, _: str) -> tuple[str, list[tuple[str, str]]]:
 
 
 def _stdout_table(out: Path, stdout: str) -> tuple[str, list[tuple[str, str]]]:
-    return stdout.strip(), []
+    """The command's own report: Markdown as it is, plain text in a code block."""
+    text = stdout.strip()
+    if "\n|---" in text or text.startswith("|"):
+        return text, []
+    return f"```text\n{text}\n```", []
+
+
+def _gap(out: Path, stdout: str) -> tuple[str, list[tuple[str, str]]]:
+    figures = [(str(f), f"Sim against measured, {f.stem.removeprefix('scatter-')}")
+               for f in sorted(out.glob("scatter-*.png"))]
+    return _stdout_table(out, stdout)[0], figures
+
+
+def _paper_table(agents: tuple[str, ...]):
+    def render(out: Path, _: str) -> tuple[str, list[tuple[str, str]]]:
+        from agents.experiments.paper_table import table
+        return table(out, agents=agents).strip(), []
+    return render
 
 
 def _oracle_table(out: Path, stdout: str) -> tuple[str, list[tuple[str, str]]]:
@@ -177,6 +200,15 @@ def _demote_headings(markdown: str) -> str:
 PY = [sys.executable]
 CLI = PY + ["-m", "agents.cli"]
 
+PAPER_GRID = CLI + ["sweep", "--agents", "qlearning,oracle,fixed:local/cpu/fp32,fixed:cloud/gpu/fp32",
+                    "--device", ALL_PHONES, "--scenario", ALL_SCENARIOS, "--setting",
+                    "static,dynamic", "--seeds", "5", "--workers", "1", "--no-figures", "--out",
+                    "{out}", "--force"]
+PAPER_GRID_QUICK = ["--device", "mi8pro", "--seeds", "1", "--train-steps", "1000",
+                    "--eval-steps", "200"]
+HOST_TRACES = ["--trace", "live-host-non_streaming-dynamic", "--trace",
+               "live-host-non_streaming-static"]
+
 PRODUCTS = [
     Product("main_job", "The main job: the Q-learner against the mobile CPU, the cloud, the oracle "
             "and random on the default cell (Mi 8 Pro, non-streaming, dynamic)",
@@ -227,6 +259,20 @@ PRODUCTS = [
             CLI + ["fleet-benchmark", "--mix", "translation", "--out", "{out}", "--force"],
             ["--sizes", "1,2,4", "--rounds", "20", "--edge-rounds", "20", "--train-rounds",
              "300", "--ppo-timesteps", "256"], _fleet),
+    # for the pages of the world, benchmarks, your own device and performance
+    Product("provenance", "Where the world's numbers come from: sourced and estimated, by file",
+            CLI + ["provenance"], [], _stdout_table, stdout=True),
+    Product("paper_grid", "The paper's grid, the reconstruction's state bins: oracle and Q-learner "
+            "against the paper's headline numbers",
+            PAPER_GRID, PAPER_GRID_QUICK, _paper_table(("oracle", "qlearning"))),
+    Product("paper_grid_fitted", "The paper's grid with fitted state bins (`--features fitted`)",
+            PAPER_GRID + ["--features", "fitted"], PAPER_GRID_QUICK, _paper_table(("qlearning",))),
+    Product("gap", "The sim-to-real gap of the fitted host profile on the bundled host recordings",
+            CLI + ["gap", *HOST_TRACES, "--profile", "host", "--out", "{out}"],
+            ["--train-steps", "500", "--seeds", "1"], _gap, stdout=True),
+    Product("bench", "Speed: steps per second of the env, the vector env, the sim and the fleet",
+            PY + [str(ROOT / "scripts" / "bench.py"), "--quick", "--skip-main-job", "--json",
+                  "{out}/bench.json"], [], _stdout_table, stdout=True),
 ]
 
 
@@ -259,6 +305,7 @@ def write_product(p: Product, out: Path, stdout: str, command: str, stamp: dict,
     from autoscale_env.world.files import atomic_write
 
     body, figures = p.render(out, stdout)
+    body = body.replace(str(ROOT) + os.sep, "")  # paths as a user of a checkout reads them
     written = []
     images = []
     for source, caption in figures:
