@@ -201,3 +201,31 @@ def test_the_readme_is_a_front_door():
     assert ("python3 -m venv .venv && .venv/bin/pip install -q -c constraints.txt "
             "'.[plots,tensorboard]' && .venv/bin/autoscale benchmark --out runs/benchmark --force"
             ) in readme
+
+
+def test_the_readme_says_how_long_the_set_up_takes_on_its_first_screen():
+    first_screen = " ".join((ROOT / "README.md").read_text().splitlines()[:40])
+    assert "about 30 seconds" in first_screen      # the main job, after the install
+    assert "about 5 minutes" in first_screen       # the whole suite
+    assert "prints nothing" in first_screen        # the quiet install, so nobody thinks it hung
+
+
+#: A shell block after this mark may write into the repository's own files (a maintainer's
+#: command that regenerates bundled data); a guide for users never does.
+MAINTAINER_MARK = "<!-- docs: maintainer command -->"
+TRACKED = ("agents/", "autoscale_env/", "docs/", "scripts/", "tests/", "traces/")
+
+
+def test_guides_write_their_outputs_outside_the_repository_files():
+    offending = []
+    for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        lines = page.read_text().splitlines()
+        for lang, line, code, _ in code_blocks(page):
+            if lang not in ("bash", "sh", "console") or any(
+                    lines[j].strip() == MAINTAINER_MARK for j in range(max(0, line - 4), line - 1)):
+                continue
+            for flag, target in re.findall(r"(--out|--figure)[ =](\S+)", code):
+                if target.lstrip("./").startswith(TRACKED):
+                    offending.append(f"{page.relative_to(ROOT)}:{line}: {flag} {target}")
+    assert not offending, ("a guide writes into the repository's files (write under runs/, or "
+                           "mark a maintainer's command):\n" + "\n".join(offending))
