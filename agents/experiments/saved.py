@@ -93,14 +93,17 @@ def chosen_cells(meta: dict[str, Any], devices: Sequence[str] | None,
         else:
             chosen[key] = [DEFAULT_CELL[i]]
             sources["default"].append(key)
+    def words(keys: list[str]) -> str:
+        return keys[0] if len(keys) == 1 else ", ".join(keys[:-1]) + " and " + keys[-1]
+
     parts = []
     if sources["given"]:
-        parts.append(" and ".join(sources["given"]) + " as given")
+        parts.append(words(sources["given"]) + " as given")
     if sources["recorded"]:
-        parts.append(" and ".join(sources["recorded"]) + " recorded in the model file "
+        parts.append(words(sources["recorded"]) + " recorded in the model file "
                      "(the cell it was trained on)")
     if sources["default"]:
-        parts.append(" and ".join(sources["default"]) + " by default (the model file records "
+        parts.append(words(sources["default"]) + " by default (the model file records "
                      "none; pass --device/--scenario/--setting to choose)")
     return (chosen["device"], chosen["scenario"], chosen["setting"]), "; ".join(parts)
 
