@@ -6,8 +6,8 @@ the Q-learner (``obs_mode="paper"``: seven bins, one-hot encoded by SB3) unless 
 with ``obs_mode="extended"`` (bins plus the raw values, through SB3's ``MultiInputPolicy``).
 
 Saved models are SB3's own ``.zip``: SB3 stores some fields with cloudpickle, so **only load SB3
-models you (or someone you trust) created** (see README, Reliability). A JSON side file
-``<model>.meta.json`` records the targets and observation the model was trained for, and loading
+models you (or someone you trust) created** (see the Reliability page of the docs). A JSON side file
+``<model>.meta.json`` records the targets, observation and cell the model was trained for, and loading
 against another device's action space is refused before SB3 is asked to read the zip.
 """
 
@@ -141,7 +141,12 @@ class SB3Agent(Agent):
         return {"agent": self.name, "targets": [str(t) for t in u.targets],
                 "nvec": u.encoder.nvec.tolist(), "obs_mode": u.obs_mode,
                 "hyperparameters": self.hparams, "seed": self.seed,
-                "num_timesteps": self.num_timesteps}
+                "num_timesteps": self.num_timesteps,
+                # the cell it was trained on, as a Q-table records it, so `autoscale evaluate`
+                # scores the model where it learned unless told otherwise
+                "env": {"device": getattr(getattr(u.backend, "phone", None), "name", None),
+                        "scenario": u.scenario.name,
+                        "setting": getattr(u.backend, "setting", None)}}
 
     def save(self, path: str) -> None:
         """SB3's zip plus a JSON side file describing the env it was trained for.

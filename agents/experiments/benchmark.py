@@ -429,8 +429,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> str:
               "|---|---|---|---|---|---|---|---|"]
     for agent in sorted(per_agent, key=agent_order):
         rs = per_agent[agent]
-        avg = {k: statistics.fmean(float(r.get(k, "nan") or "nan") for r in rs)
-               for k, *_ in SUMMARY_METRICS}
+        avg = {k: statistics.fmean(_number(r.get(k)) for r in rs) for k, *_ in SUMMARY_METRICS}
         geo = {k: geometric_mean([float(r[k]) for r in rs]) for k in ("ppw_vs_cpu", "ppw_vs_cloud")}
         lines.append(f"| {agent} | {geo['ppw_vs_cpu']:.2f} ({avg['ppw_vs_cpu']:.2f}) | "
                      f"{geo['ppw_vs_cloud']:.2f} ({avg['ppw_vs_cloud']:.2f}) | "
@@ -439,6 +438,13 @@ def summarize(rows: Sequence[dict[str, Any]]) -> str:
                      f"{100 * avg['energy_gap_to_oracle']:.1f} | "
                      f"{100 * avg['qos_violation_rate']:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def _number(value: Any) -> float:
+    """A results field as a float: a missing or empty field is NaN, and 0 (or "0.0") stays 0."""
+    if value is None or value == "":
+        return float("nan")
+    return float(value)
 
 
 def geometric_mean(values: Sequence[float]) -> float:

@@ -90,8 +90,15 @@ def _plain_log_ticks(ax) -> None:
     from matplotlib.ticker import FuncFormatter
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     ax.yaxis.set_major_formatter(plain)
-    ax.yaxis.set_minor_formatter(FuncFormatter(
-        lambda v, _: f"{v:g}" if f"{v:.1g}"[0] in "25" else ""))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if _leading_digit(v) in (2, 5)
+                                               else ""))
+
+
+def _leading_digit(value: float) -> int:
+    """The first significant digit of a positive number (0.5 -> 5, 20 -> 2; 0 for 0 or less)."""
+    if value <= 0:
+        return 0
+    return int(round(value / 10 ** math.floor(math.log10(value)), 6))
 
 
 def agent_order(name: str) -> tuple[int, str]:
@@ -117,8 +124,12 @@ def _ncols(cells: Sequence[tuple[str, str, str]]) -> int:
 
 
 def _layout(fig) -> None:
-    """Tight panels below a two-line suptitle of fixed height, whatever the figure's height."""
-    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.65 / fig.get_figheight()))
+    """Tight panels right below the suptitle, whatever the figure's height.
+
+    matplotlib's ``tight_layout`` makes room for the suptitle itself; reserving a band for it as
+    well (as this once did) left an empty band above a single row of panels.
+    """
+    fig.tight_layout()
 
 
 def _save(fig, path: Path) -> Path:
@@ -185,7 +196,15 @@ def reference_values(results: Sequence[dict[str, str]], metric: str) -> dict[tup
 
 
 def _curves(plt, rows, results, metric: str, path: Path) -> Path:
-    """One panel per cell; per learning agent the mean over seeds and a 95 % band."""
+    fig = curves_figure(plt, rows, results, metric)
+    saved = _save(fig, path)
+    plt.close(fig)
+    return saved
+
+
+def curves_figure(plt, rows, results, metric: str):
+    """The learning-curve figure (not saved): one panel per cell; per learning agent the mean
+    over seeds and a 95 % band. ``plt`` is ``matplotlib.pyplot``."""
     ylabel, scale, title = _CURVE_LABELS[metric]
     data = curve_stats(rows, metric, scale)
     references = reference_values(results, metric)
@@ -220,9 +239,7 @@ def _curves(plt, rows, results, metric: str, path: Path) -> Path:
     fig.suptitle(f"{title}\nmean and 95 % interval over {_seeds_note(seeds)}; dashed: "
                  "references from the greedy evaluation", fontsize=10)
     _layout(fig)
-    saved = _save(fig, path)
-    plt.close(fig)
-    return saved
+    return fig
 
 
 # ---- efficiency per network ------------------------------------------------------------------
@@ -241,7 +258,23 @@ def efficiency_ratios(rows: Sequence[dict[str, str]]) -> dict[tuple, dict[str, d
 
 
 def _efficiency(plt, rows, path: Path) -> Path:
-    """Per cell (settings apart): efficiency vs the mobile CPU per network, mean ± 95 % over seeds."""
+    fig = efficiency_figure(plt, rows)
+    saved = _save(fig, path)
+    plt.close(fig)
+    return saved
+
+
+def network_names(networks: Sequence[str]) -> str:
+    """The caption line that spells out the catalog's short network names (``workloads.toml``)."""
+    from autoscale_env.world import config
+    catalog = config.load_workloads()
+    return "; ".join(f"{n} = {catalog[n].display_name}" if n in catalog else n
+                     for n in sorted(networks))
+
+
+def efficiency_figure(plt, rows):
+    """The per-network efficiency figure (not saved): per cell (settings apart) efficiency vs
+    the mobile CPU per network, mean ± 95 % over seeds, the networks' full names below."""
     ratio = efficiency_ratios(rows)
     cells = sorted(ratio, key=_cell_order)
     agents = sorted({a for c in cells for n in ratio[c] for a in ratio[c][n]}, key=agent_order)
@@ -249,8 +282,11 @@ def _efficiency(plt, rows, path: Path) -> Path:
     fig, axes = _grid(plt, len(cells), _ncols(cells), (5.2, 3.6))
     width = 0.8 / max(len(agents), 1)
     seeds: set[int] = set()
+    shown: set[str] = set()
     for ax, cell in zip(axes, cells):
         networks = sorted(ratio[cell])
+        shown.update(networks)
+        lowest = 1.0
         for j, agent in enumerate(agents):
             xs, ys, lo, hi = [], [], [], []
             for i, net in enumerate(networks):
@@ -266,9 +302,13 @@ def _efficiency(plt, rows, path: Path) -> Path:
                 hi.append(h)
             ax.bar(xs, ys, width, color=colors[agent], label=agent, yerr=[lo, hi],
                    error_kw={"lw": 0.8, "capsize": 1.5})
+            lowest = min([lowest, *ys])
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(networks))], networks, rotation=45,
                       ha="right", fontsize=8)
         ax.set_yscale("log")
+        # the bars decide the range; a lower whisker that reaches towards 0 (few seeds) runs
+        # off the bottom instead of stretching the axis over decades no bar needs
+        ax.set_ylim(bottom=lowest / 2)
         _plain_log_ticks(ax)
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.set_title(" / ".join(cell), fontsize=10)
@@ -284,9 +324,11 @@ def _efficiency(plt, rows, path: Path) -> Path:
                  f"(higher is better)\nmean and 95 % interval over {_seeds_note(seeds)}",
                  fontsize=10)
     _layout(fig)
-    saved = _save(fig, path)
-    plt.close(fig)
-    return saved
+    import textwrap
+    caption = textwrap.fill("Networks: " + network_names(sorted(shown)),
+                            width=int(fig.get_figwidth() * 14))
+    fig.text(0.01, 0.0, caption, ha="left", va="top", fontsize=8)
+    return fig
 
 
 def sample_efficiency_figure(runs: Sequence[str | Path], out: str | Path) -> Path:

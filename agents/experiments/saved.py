@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,6 +85,42 @@ def load_saved(path: str | Path, env: gym.Env, agent: str | None = None) -> Agen
     return cls.load(str(path), env=env)
 
 
+def chosen_cells(meta: dict[str, Any], devices: Sequence[str] | None,
+                 scenarios: Sequence[str] | None, settings: Sequence[str] | None,
+                 ) -> tuple[tuple[list[str], list[str], list[str]], str]:
+    """The cells to evaluate on and why: given ones, else the model's recorded cell, else the default.
+
+    Returns ``((devices, scenarios, settings), reason)``; ``meta`` is :func:`describe`'s answer.
+    """
+    recorded = meta.get("env") or {}
+    given = {"device": devices, "scenario": scenarios, "setting": settings}
+    chosen: dict[str, list[str]] = {}
+    sources: dict[str, list[str]] = {"given": [], "recorded": [], "default": []}
+    for i, key in enumerate(("device", "scenario", "setting")):
+        if given[key]:
+            chosen[key] = list(given[key])
+            sources["given"].append(key)
+        elif recorded.get(key):
+            chosen[key] = [recorded[key]]
+            sources["recorded"].append(key)
+        else:
+            chosen[key] = [DEFAULT_CELL[i]]
+            sources["default"].append(key)
+    def words(keys: list[str]) -> str:
+        return keys[0] if len(keys) == 1 else ", ".join(keys[:-1]) + " and " + keys[-1]
+
+    parts = []
+    if sources["given"]:
+        parts.append(words(sources["given"]) + " as given")
+    if sources["recorded"]:
+        parts.append(words(sources["recorded"]) + " recorded in the model file "
+                     "(the cell it was trained on)")
+    if sources["default"]:
+        parts.append(words(sources["default"]) + " by default (the model file records "
+                     "none; pass --device/--scenario/--setting to choose)")
+    return (chosen["device"], chosen["scenario"], chosen["setting"]), "; ".join(parts)
+
+
 def _features_for(meta: dict[str, Any], device: str, scenario: str, setting: str,
                   features: str | None) -> str | None:
     """The bundled feature set whose state shape matches the model (``features`` if given)."""
@@ -102,13 +139,15 @@ def _features_for(meta: dict[str, Any], device: str, scenario: str, setting: str
 def evaluate_saved(path: str | Path, *, devices: Sequence[str] | None = None,
                    scenarios: Sequence[str] | None = None, settings: Sequence[str] | None = None,
                    seeds: int = 3, eval_steps: int = 5_000, features: str | None = None,
-                   reward: str = "energy", agent: str | None = None) -> list[dict[str, Any]]:
+                   reward: str = "energy", agent: str | None = None,
+                   announce: bool = True) -> list[dict[str, Any]]:
     """Evaluate a saved agent greedily on every given cell and seed; rows as in ``results.csv``.
 
     Cells not given default to the one recorded in the model file (a Q-table records its
     device, scenario and setting), else to mi8pro / non_streaming / dynamic. Seeds are the
     benchmark's evaluation seeds (``EVAL_SEED_OFFSET + seed``), so a model trained by
     ``autoscale train --seed s`` is scored on requests it never saw, as in the benchmark.
+    With ``announce`` (the default) one line on stderr says which cells run and why.
     """
     from agents import CLOUD, MOBILE_CPU
     from agents.experiments.benchmark import EVAL_SEED_OFFSET
@@ -121,10 +160,12 @@ def evaluate_saved(path: str | Path, *, devices: Sequence[str] | None = None,
             raise
         meta = {"agent": agent, "nvec": None, "env": {}}  # a user's own file kind: its load reads it
     name = agent or meta["agent"]
-    recorded = meta["env"]
-    devices = list(devices or [recorded.get("device") or DEFAULT_CELL[0]])
-    scenarios = list(scenarios or [recorded.get("scenario") or DEFAULT_CELL[1]])
-    settings = list(settings or [recorded.get("setting") or DEFAULT_CELL[2]])
+    (devices, scenarios, settings), why = chosen_cells(meta, devices, scenarios, settings)
+    if announce:
+        # a model scored on a cell it never saw looks broken: say which cells run and why
+        print(f"evaluating {path} ({name}) on device={','.join(devices)}, "
+              f"scenario={','.join(scenarios)}, setting={','.join(settings)}: {why}",
+              file=sys.stderr)
     rows = []
     for device in devices:
         for scenario in scenarios:

@@ -492,8 +492,7 @@ def write_tornados(an: Analysis, out: Path, top: int | None = None) -> list[Path
         return []
     written = []
     for metric in an.cfg.metrics:
-        fig, ax = plt.subplots(figsize=(8, 0.45 * an.cfg.tornado_top + 1.6))
-        _tornado(ax, an, metric, top)
+        fig = tornado_figure(plt, an, metric, top)
         written.append(_save(fig, out / f"tornado_{_slug(metric)}.png"))
         plt.close(fig)
     fig, axes = plt.subplots(2, 1, figsize=(9, 0.9 * an.cfg.tornado_top + 3))
@@ -503,6 +502,14 @@ def write_tornados(an: Analysis, out: Path, top: int | None = None) -> list[Path
     written.append(_save(fig, out / "tornado_headline.png"))
     plt.close(fig)
     return written
+
+
+def tornado_figure(plt, an: Analysis, metric: str, top: int | None = None):
+    """One metric's tornado (not saved): each parameter at its low and high end, one at a time."""
+    fig, ax = plt.subplots(figsize=(8, 0.45 * an.cfg.tornado_top + 2.0))
+    _tornado(ax, an, metric, top)
+    fig.tight_layout()
+    return fig
 
 
 def _tornado(ax, an: Analysis, metric: str, top: int | None) -> None:
@@ -521,7 +528,12 @@ def _tornado(ax, an: Analysis, metric: str, top: int | None) -> None:
     ax.set_xlabel(LABELS.get(metric, metric))
     ax.set_title(f"{metric}: data value {nominal:.3g}; top {len(names)} by Morris mu*", fontsize=10)
     if names:
-        ax.legend(fontsize=7, loc="best")
+        # outside the axes, under the x label: inside ("best") it sat on the longest bars.
+        # The offset is in inches (tick labels and x label), whatever the axes' height.
+        from matplotlib.transforms import ScaledTranslation
+        below = ax.transAxes + ScaledTranslation(0, -0.55, ax.figure.dpi_scale_trans)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                  bbox_transform=below, ncol=2, frameon=False)
 
 
 def _save(fig, path: Path) -> Path:

@@ -180,3 +180,18 @@ def test_a_second_concurrent_run_into_one_directory_is_refused_naming_the_holder
     ResultStore(tmp_path, resume=True).close()  # a killed holder leaves no stale lock
     assert time.monotonic() - t0 < 1
     assert not PathLock(tmp_path, inside=True).path.exists()
+
+
+def test_the_all_cells_average_of_exact_zeros_is_zero_not_nan():
+    from agents.experiments.benchmark import summarize
+    base = {"agent": "oracle", "device": "mi8pro", "scenario": "translation", "setting": "static",
+            "energy_mj": 60.0, "ppw_vs_cpu": 5.0, "ppw_vs_cloud": 1.2, "oracle_match": 1.0,
+            "oracle_match_ceiling": 0.99, "near_optimal_rate": 1.0, "energy_gap_to_oracle": 0.0,
+            "qos_violation_rate": 0.0, "accuracy_violation_rate": 0.0}
+    rows = [dict(base, seed=0), dict(base, seed=1)]           # floats, as evaluate_saved returns
+    rows += [{k: str(v) for k, v in r.items()} for r in rows]  # strings, as results.csv reads
+    table = summarize(rows)
+    average = table.split("Averaged over all cells")[1]
+    oracle_row = next(line for line in average.splitlines() if line.startswith("| oracle"))
+    assert "nan" not in oracle_row
+    assert oracle_row.endswith("| 0.0 | 0.0 |")  # energy vs oracle, QoS violations

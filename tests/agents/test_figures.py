@@ -86,3 +86,62 @@ def test_plot_script_names_a_missing_results_file(tmp_path):
 def test_write_figures_accepts_a_store_or_a_directory(bench):
     assert [p.name for p in write_figures(bench)] == [
         "oracle_match_vs_steps.png", "energy_vs_steps.png", "efficiency_per_network.png"]
+
+
+# ---- legibility: synthetic per-network rows, one seed each (no run needed) ---------------------
+
+
+def _per_network_rows(cells, ratios):
+    """Rows of per_network.csv where agent ``a`` on network ``n`` is ``ratios[a][n]`` x the CPU."""
+    return [{"device": d, "scenario": sc, "setting": st, "agent": agent, "seed": "0",
+             "network": net, "energy_mj": str(100.0 / r), "cpu_energy_mj": "100.0"}
+            for d, sc, st in cells for agent, by_net in ratios.items() for net, r in by_net.items()]
+
+
+RATIOS = {"oracle": {"mnv1": 3.0, "incv1": 2.0, "sqz": 1.5},
+          "random": {"mnv1": 0.3, "incv1": 0.6, "sqz": 0.8}}
+
+
+@pytest.fixture
+def plt():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+    yield pyplot
+    pyplot.close("all")
+
+
+def _suptitle_gap_inches(plt, fig):
+    from matplotlib.text import Text
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    title = next(t for t in fig.findobj(Text) if t.get_text() == fig.get_suptitle())
+    top_of_panels = max(ax.get_tightbbox(renderer).y1 for ax in fig.axes if ax.get_visible())
+    return (title.get_window_extent(renderer).y0 - top_of_panels) / fig.dpi
+
+
+def test_a_single_panel_sits_right_under_the_title(plt):
+    from agents.experiments.figures import efficiency_figure
+    fig = efficiency_figure(plt, _per_network_rows([("mi8pro", "non_streaming", "static")], RATIOS))
+    gap = _suptitle_gap_inches(plt, fig)
+    assert -0.05 < gap < 0.3, f"{gap:.2f} in of empty band between the title and the panel"
+
+
+def test_the_log_axis_labels_ticks_below_one_when_bars_go_below_one(plt):
+    from agents.experiments.figures import efficiency_figure
+    fig = efficiency_figure(plt, _per_network_rows([("mi8pro", "non_streaming", "static")], RATIOS))
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    labelled = [t.get_position()[1] for t in ax.yaxis.get_majorticklabels() + ax.yaxis.get_minorticklabels()
+                if t.get_text() and low <= t.get_position()[1] <= high]
+    assert any(v < 1 for v in labelled), labelled
+    assert low < 0.3, "the lowest bar (0.3x) must be inside the axis"
+
+
+def test_the_network_abbreviations_are_spelled_out(plt):
+    from agents.experiments.figures import efficiency_figure
+    fig = efficiency_figure(plt, _per_network_rows([("mi8pro", "non_streaming", "static")], RATIOS))
+    caption = " ".join(t.get_text() for t in fig.texts).replace("\n", " ")
+    assert "incv1 = Inception v1 (GoogLeNet) 224" in caption
+    assert "sqz = SqueezeNet 1.0" in caption and "mnv1 = MobileNet v1" in caption

@@ -136,3 +136,22 @@ def test_ray_engine_gives_the_same_worlds(finished, tmp_path):
     assert samples(tmp_path) == samples(out)
     assert json.loads((tmp_path / "config.json").read_text()) == json.loads(
         (out / "config.json").read_text())
+
+
+@pytest.mark.slow
+def test_the_tornado_legend_stays_off_the_bars(finished):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from agents.experiments.sensitivity import tornado_figure
+    _, an = finished
+    for metric in ("oracle_vs_cpu", "oracle_vs_cloud"):
+        fig = tornado_figure(plt, an, metric)
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        ax = fig.axes[0]
+        legend = ax.get_legend().get_window_extent(renderer)
+        assert not legend.overlaps(ax.get_window_extent(renderer)), "legend over the bars"
+        assert not legend.overlaps(ax.xaxis.label.get_window_extent(renderer))
+        plt.close(fig)
