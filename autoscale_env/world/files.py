@@ -114,8 +114,10 @@ _HELD: dict[str, list[int]] = {}
 class PathLock:
     """An exclusive, non-blocking lock on ``target`` (a file or directory that will be written).
 
-    The lock is ``flock`` on the hidden side file ``.<name>.lock`` beside ``target`` (inside it,
-    for a directory), holding the holder's PID for the error message. Use as a context manager,
+    The lock is ``flock`` on the hidden side file ``.<name>.lock`` beside the *real* file that
+    ``target`` names once every symlink is resolved (inside it, for a directory), holding the
+    holder's PID for the error message. So a writer reaching another run's output through a
+    symlink is refused like one naming it directly. Use as a context manager,
     or :meth:`acquire` / :meth:`release`.
 
     Raises:
@@ -124,8 +126,12 @@ class PathLock:
 
     def __init__(self, target: str | os.PathLike, *, inside: bool = False, what: str = "output"):
         self.target = Path(target)
-        self.path = (self.target / ".lock") if inside else \
-            self.target.with_name(f".{self.target.name}.lock")
+        # The lock belongs to the file that will be written, not to the name it is reached by:
+        # ``link.csv -> r.csv`` and ``r.csv`` must share one lock, or two writers (one through
+        # the symlink) both "succeed" into one file and interleave their bytes.
+        self.real = Path(os.path.realpath(self.target))
+        self.path = (self.real / ".lock") if inside else \
+            self.real.with_name(f".{self.real.name}.lock")
         self.what = what
         self._fd: int | None = None
         self._key = ""
@@ -153,8 +159,10 @@ class PathLock:
             except BlockingIOError:
                 holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
                 os.close(fd)
+                via = "" if self.real == Path(os.path.abspath(self.target)) else \
+                    f" (a link to {self.real})"
                 raise OutputLocked(
-                    f"{self.target} is in use by another run (process {holder}, lock "
+                    f"{self.target}{via} is in use by another run (process {holder}, lock "
                     f"{self.path}); wait for it to finish or stop it, then rerun") from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
