@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 
 from autoscale_env.world.errors import BackendUnavailable, ModelFileError
-from autoscale_env.world.files import atomic_write
+from autoscale_env.world.files import atomic_write, load_json
 
 
 class _NonLearning:
@@ -93,9 +93,10 @@ class OracleAgent(_NonLearning):
 def load_baseline(path: str, env: gym.Env):
     """Rebuild a baseline saved by ``save``."""
     try:
-        with open(path) as f:
-            meta = json.load(f)
+        meta = load_json(path, ModelFileError, what="saved baseline")
         name = meta["agent"]
+    except ModelFileError:
+        raise
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ModelFileError(f"{path}: not a saved baseline ({e})") from None
     if name.startswith("fixed:"):

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from agents.fleet import (CentralisedOracle, CoordinateAscent, IndependentQLearners, RunStats,
                           fixed_target, per_phone_oracle, run_policy)
 from autoscale_env.fleet import make_core
+from autoscale_env.world.files import load_json
 
 SIZES = (1, 2, 4, 8, 16, 64)
 #: Above this many phones the centralised optimum is approximated by coordinate ascent.
@@ -223,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.render:
         try:
-            results = json.loads((Path(args.render) / "results.json").read_text())
+            results = load_json(Path(args.render) / "results.json", ValueError,
+                                what="fleet results file")
             print(table(results))
             if args.figure:
                 figure(results, args.figure)

@@ -13,7 +13,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import gymnasium as gym
 import autoscale_env  # noqa: F401  (registers AutoScale-v0)
 from autoscale_env.world import config
 from autoscale_env.world.errors import ModelFileError
+from autoscale_env.world.files import load_json
 
 #: File kinds ``load_saved`` accepts.
 KINDS = {".npz": "Q-table (qlearning)", ".zip": "Stable-Baselines3 model (dqn, ppo, a2c)",
@@ -43,8 +43,10 @@ def describe(path: str | Path) -> dict[str, Any]:
     if suffix == ".zip":
         side = Path(f"{path}.meta.json")
         try:
-            meta = json.loads(side.read_text())
+            meta = load_json(side, ModelFileError, what="model description")
             agent = meta["agent"]
+        except ModelFileError:
+            raise
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ModelFileError(f"{side}: missing or unreadable model description ({e})") from None
         if not path.is_file():
@@ -52,8 +54,10 @@ def describe(path: str | Path) -> dict[str, Any]:
         return {"agent": agent, "nvec": meta.get("nvec"), "env": meta.get("env") or {}}
     if suffix == ".json":
         try:
-            meta = json.loads(path.read_text())
+            meta = load_json(path, ModelFileError, what="saved baseline")
             agent = meta["agent"]
+        except ModelFileError:
+            raise
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ModelFileError(f"{path}: not a saved baseline ({e})") from None
         return {"agent": agent, "nvec": None, "env": {}}

@@ -47,6 +47,7 @@ from agents.experiments.world_metrics import (CLOUD_TARGET, HEADLINE_METRICS, MO
                                   QLEARNING_METRIC, Cell, grid_cells, metric_names, world_metrics)
 from autoscale_env.world import config
 from autoscale_env.world.errors import AutoScaleError, ConfigError, DependencyMissing
+from autoscale_env.world.files import load_json
 from autoscale_env.tools.estimates import Estimate, build_world, enumerate_estimates, load_world
 
 METHODS = ("morris", "sobol")
@@ -191,7 +192,7 @@ class SampleStore:
         self.out.mkdir(parents=True, exist_ok=True)
         mine = json.loads(json.dumps(asdict(cfg)))
         if cfg_path.exists():
-            theirs = json.loads(cfg_path.read_text())
+            theirs = load_json(cfg_path, ConfigError, what="analysis configuration")
             if theirs != mine:
                 diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
                 raise FileExistsError(

@@ -19,8 +19,8 @@ from agents import agent_class, make_agent
 from agents.experiments.evaluation import TrainingMonitor
 from agents.experiments.tracking import ScalarWriter, run_name
 from autoscale_env.world.config import FEATURE_SETS, resolve_features_path
-from autoscale_env.world.errors import AutoScaleError
-from autoscale_env.world.files import atomic_write, load_npz
+from autoscale_env.world.errors import AutoScaleError, ModelFileError
+from autoscale_env.world.files import atomic_write, load_json, load_npz
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,8 @@ def model_steps(path: Path) -> int | None:
             from agents.qlearning import read_model_file
             steps = read_model_file(str(path))[1].get("num_timesteps")
         elif path.suffix == ".zip":
-            steps = json.loads(Path(f"{path}.meta.json").read_text()).get("num_timesteps")
+            steps = load_json(Path(f"{path}.meta.json"), ModelFileError,
+                              what="model description").get("num_timesteps")
         else:
             return 0  # baselines do not train
     except (OSError, ValueError, AutoScaleError):

@@ -41,6 +41,7 @@ from pathlib import Path
 
 from autoscale_env.world import config
 from autoscale_env.world.errors import AutoScaleError, ConfigError
+from autoscale_env.world.files import MAX_CSV_BYTES, read_text
 
 MEASUREMENTS_DIR = config.DATA_DIR / "measurements"
 QUANTITIES = ("latency_ms", "accuracy", "power_w")
@@ -98,12 +99,7 @@ class Comparison:
 def read_measurements(path: str | Path) -> tuple[dict[str, str], list[Measurement]]:
     """Header metadata and rows of one measurement file; errors name the file, line and column."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot be read: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+    text = read_text(path, ConfigError, max_bytes=MAX_CSV_BYTES, what="measurement file")
     meta: dict[str, str] = {}
     lines = text.splitlines()
     first = 0
@@ -262,6 +258,20 @@ def main(argv: list[str] | None = None, print_fn: Callable[[str], None] = print)
         comparisons, meta = compare(args.measurements, dict(args.profile))
     except AutoScaleError as e:
         print(f"autoscale validate: error: {e}", file=sys.stderr)
+        return 2
+    # A check that compared nothing, or a --profile no row names, would pass by checking nothing.
+    measured = sorted({c.m.device for c in comparisons if c.m.device})
+    unused = sorted(set(dict(args.profile)) - set(measured))
+    if unused:
+        print(f"autoscale validate: error: --profile {unused[0]}=...: no measurement row names "
+              f"device {unused[0]!r}, so the profile would not be checked; devices measured: "
+              f"{', '.join(measured) or 'none'}", file=sys.stderr)
+        return 2
+    if not any(c.world is not None for c in comparisons):
+        files = ", ".join(meta) or "(none)"
+        print(f"autoscale validate: error: no measurement compared ({len(comparisons)} row(s) in "
+              f"{files}, none modelled by the world); an empty check passes nothing",
+              file=sys.stderr)
         return 2
     table, failing = report(comparisons, args.max_log2_error)
     print_fn(table)
