@@ -257,9 +257,8 @@ def test_the_allow_list_checks_the_unit_and_the_default_caps_on_demand_builds():
         with pytest.raises(ServerError, match="'mnv1' on unit 'cpu/int8' is not served") as info:
             c.infer("mnv1", x, unit="cpu/int8")  # an allowed network cannot force an INT8 build
         assert info.value.status == Status.UNKNOWN_MODEL
-    names = list(parse_allow_list(["mnv1"]).keys())  # any catalog names will do for the cap
     from autoscale_env.backends.live import models
-    names = list(models.SPECS)[:DEFAULT_MAX_MODELS + 1]
+    names = list(models.SPECS)[:DEFAULT_MAX_MODELS + 1]  # any catalog names will do
     with serving(models=parse_allow_list(list(models.SPECS)),
                  max_models=DEFAULT_MAX_MODELS) as srv, \
             RemoteClient(("127.0.0.1", srv.port), timeout_s=5) as c:
