@@ -368,7 +368,7 @@ def parse_json(text: str, error: type[Exception], *, where: str = "JSON",
     try:
         return json.loads(text)
     except (json.JSONDecodeError, RecursionError) as e:
-        raise error(f"{where}: not valid JSON ({e})") from None
+        raise error(f"{where}: not valid JSON ({type(e).__name__}: {e})") from None
 
 
 def load_json(path: str | os.PathLike, error: type[Exception], *,
