@@ -84,8 +84,8 @@ from autoscale_env.backends.live.wire import (
 )
 
 __all__ = ["DEFAULT_MAX_MODELS", "ROLES", "TOKEN_ENV", "TOKEN_FILE_ENV", "InferenceServer",
-           "ServerProcess", "build_parser", "host_identity", "is_loopback", "main", "make_server",
-           "parse_allow_list", "read_token", "serve"]
+           "ServerConfigError", "ServerProcess", "build_parser", "host_identity", "is_loopback",
+           "main", "make_server", "parse_allow_list", "read_token", "serve", "serve_command"]
 
 log = logging.getLogger(__name__)
 
@@ -929,6 +929,80 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def serve_command(*, role: str, host: str = "127.0.0.1", port: int = 0,
+                  max_bytes: int = wire.DEFAULT_MAX_BYTES, read_timeout_s: float = 10.0,
+                  idle_timeout_s: float = 60.0, max_connections: int = 32,
+                  max_per_peer: int | None = None, first_byte_timeout_s: float = 5.0,
+                  handshake_timeout_s: float = 3.0, max_pending: int = DEFAULT_MAX_PENDING,
+                  models: str | None = None, token: str | None = None,
+                  token_file: str | None = None, insecure: bool = False, max_batch: int = 8,
+                  seed: int = 0, threads: int = 0, no_fallback: bool = False, preload: str = "",
+                  log_level: str = "WARNING", quiet: bool = False) -> int:
+    """``autoscale serve`` with its options as keyword arguments (what any front end calls).
+
+    Returns:
+        The exit code: 0 after a clean shutdown, 2 when the port cannot be bound.
+
+    Raises:
+        ServerConfigError: an option is refused (no token beyond loopback without ``insecure``,
+            a bad token or token file, an unknown network); the message names it.
+    """
+    if role not in ROLES:
+        raise ServerConfigError(f"--role {role!r} is not one of {', '.join(ROLES)}")
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s")
+    pairs = [(name, unit or "cpu/fp32")
+             for name, _, unit in (item.strip().partition("@")
+                                   for item in filter(None, preload.split(",")))]
+    for name, _ in pairs:
+        if name not in models_catalog():
+            raise ServerConfigError(f"--preload {name}: unknown network; valid: "
+                                    f"{', '.join(models_catalog())}")
+    token = read_token(token, token_file)
+    if not token and not insecure and not is_loopback(host):
+        raise ServerConfigError(
+            f"refusing to listen on {host} without a shared token: anyone who can reach it could "
+            f"use it. Set ${TOKEN_ENV}, or --token-file / ${TOKEN_FILE_ENV}, or pass --insecure "
+            f"to accept that")
+    max_models = None
+    if models is None:  # the --preload pairs; else any network at cpu/fp32, a few at most
+        allowed = parse_allow_list([f"{n}@{u}" for n, u in pairs] or list(models_catalog()))
+        max_models = None if pairs else DEFAULT_MAX_MODELS
+    elif models.strip() == "all":
+        allowed = None
+    else:
+        allowed = parse_allow_list([*filter(None, (m.strip() for m in models.split(","))),
+                                    *(f"{n}@{u}" for n, u in pairs)])
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    engine = InferenceEngine(seed=seed, allow_fallback=not no_fallback, max_batch=max_batch)
+    for name, unit in pairs:
+        t0 = time.perf_counter()
+        engine.load(name, unit)  # built and warmed with one inference
+        if not quiet:
+            print(f"autoscale {role} server: {name} {unit} loaded and warmed "
+                  f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
+    try:
+        serve(role, host, port, engine=engine, max_bytes=max_bytes,
+              read_timeout_s=read_timeout_s, idle_timeout_s=idle_timeout_s,
+              max_connections=max_connections, max_per_peer=max_per_peer,
+              first_byte_timeout_s=first_byte_timeout_s, models=allowed, max_models=max_models,
+              token=token, handshake_timeout_s=handshake_timeout_s, max_pending=max_pending,
+              insecure=insecure)
+    except OSError as e:  # e.g. --host ::1 on a host without IPv6, or a port in use
+        print(f"autoscale serve: error: cannot listen on {host} port {port}: "
+              f"{e.strerror or e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def models_catalog() -> dict:
+    """The networks a server can build (:data:`.models.SPECS`)."""
+    return models.SPECS
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m autoscale_env.backends.live.server --role edge|cloud ...``.
 
@@ -936,62 +1010,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code (0 after a clean shutdown, 2 for an option refused or a port not bound).
     """
     p = build_parser()
-    args = p.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format=f"%(asctime)s {args.role} %(levelname)s %(name)s: %(message)s")
-    preload = [(name, unit or "cpu/fp32")
-               for name, _, unit in (item.strip().partition("@")
-                                     for item in filter(None, args.preload.split(",")))]
-    max_models = None
+    args = vars(p.parse_args(argv))
     try:
-        token = read_token(args.token, args.token_file)
-        if not token and not args.insecure and not is_loopback(args.host):
-            raise ServerConfigError(
-                f"refusing to listen on {args.host} without a shared token: anyone who can reach "
-                f"it could use it. Set ${TOKEN_ENV}, or --token-file / ${TOKEN_FILE_ENV}, or "
-                f"pass --insecure to accept that")
-        if args.models is None:
-            allowed = parse_allow_list([f"{n}@{u}" for n, u in preload]) if preload else \
-                parse_allow_list(list(models.SPECS))
-            max_models = None if preload else DEFAULT_MAX_MODELS
-        elif args.models.strip() == "all":
-            allowed = None
-        else:
-            allowed = parse_allow_list(
-                [*filter(None, (m.strip() for m in args.models.split(","))),
-                 *(f"{n}@{u}" for n, u in preload)])
+        return serve_command(**args)
     except ServerConfigError as e:
         p.error(str(e))
-    for name, unit in preload:
-        if name not in models.SPECS:
-            p.error(f"--preload {name}: unknown network; valid: {', '.join(models.SPECS)}")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    engine = InferenceEngine(seed=args.seed, allow_fallback=not args.no_fallback,
-                             max_batch=args.max_batch)
-    for name, unit in preload:
-        t0 = time.perf_counter()
-        engine.load(name, unit)  # built and warmed with one inference
-        if not args.quiet:
-            print(f"autoscale {args.role} server: {name} {unit} loaded and warmed "
-                  f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
-    try:
-        serve(args.role, args.host, args.port, engine=engine, max_bytes=args.max_bytes,
-              read_timeout_s=args.read_timeout_s, idle_timeout_s=args.idle_timeout_s,
-              max_connections=args.max_connections, max_per_peer=args.max_per_peer,
-              first_byte_timeout_s=args.first_byte_timeout_s, models=allowed,
-              max_models=max_models, token=token, handshake_timeout_s=args.handshake_timeout_s,
-              max_pending=args.max_pending, insecure=args.insecure)
-    except ServerConfigError as e:
-        print(f"autoscale serve: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # e.g. --host ::1 on a host without IPv6, or a port in use
-        print(f"autoscale serve: error: cannot listen on {args.host} port {args.port}: "
-              f"{e.strerror or e}", file=sys.stderr)
-        return 2
-    return 0
 
 
 if __name__ == "__main__":
