@@ -11,7 +11,7 @@ import numpy as np
 
 from agents.base import Agent
 from autoscale_env.world.errors import BackendUnavailable, ModelFileError
-from autoscale_env.world.files import atomic_write
+from autoscale_env.world.files import atomic_write, load_json
 
 
 class FixedPolicyAgent(Agent):
@@ -31,9 +31,8 @@ class FixedPolicyAgent(Agent):
     @classmethod
     def load(cls, path: str | os.PathLike, env: gym.Env, **kwargs: Any) -> FixedPolicyAgent:
         """Rebuild a baseline saved by :meth:`save` for ``env``."""
+        meta = load_json(path, ModelFileError, what="saved baseline")  # bounded: no FIFO hangs
         try:
-            with open(path) as f:
-                meta = json.load(f)
             seed = meta.get("seed", 0)
             hyperparameters = {k: v for k, v in meta.items() if k not in ("agent", "seed")}
             return cls(env, seed=seed, **hyperparameters)

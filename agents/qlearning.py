@@ -13,7 +13,7 @@ import numpy as np
 import autoscale_env
 from agents.base import OnlineAgent, checkpoint_path
 from autoscale_env.world.errors import ModelFileError
-from autoscale_env.world.files import atomic_write, load_npz
+from autoscale_env.world.files import atomic_write, load_npz, parse_json
 
 FORMAT = "autoscale-qtable/1"
 
@@ -226,22 +226,8 @@ def json_metadata(array: np.ndarray, path: str, name: str) -> Any:
     if array.ndim != 0 or array.dtype.kind != "U":
         raise ModelFileError(f"{path}: '{name}' must be a JSON string, got {array.dtype} "
                              f"{array.shape}")
-    text = str(array)
-    depth = deepest = 0
-    for ch in text:  # brackets inside strings only over-count, which errs on the safe side
-        if ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
-    if deepest > MAX_JSON_DEPTH:
-        raise ModelFileError(f"{path}: '{name}' JSON is nested {deepest} levels deep, over the "
-                             f"limit of {MAX_JSON_DEPTH}")
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as e:
-        raise ModelFileError(f"{path}: '{name}' is not valid JSON ({type(e).__name__}: {e})") \
-            from None
+    return parse_json(str(array), ModelFileError, where=f"{path}: '{name}'",
+                      max_depth=MAX_JSON_DEPTH)
 
 
 def read_model_file(path: str) -> tuple[np.ndarray, dict[str, Any]]:

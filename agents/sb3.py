@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from agents.base import Agent
 from autoscale_env.world.errors import DependencyMissing, ModelFileError
-from autoscale_env.world.files import atomic_write, load_npz
+from autoscale_env.world.files import atomic_write, load_json, load_npz
 
 HYPERPARAMS_FILE = Path(str(resources.files("agents") / "data" / "hyperparams.toml"))
 
@@ -175,7 +175,11 @@ class SB3Agent(Agent):
         path = str(path)
         meta_path = Path(path + ".meta.json")
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = load_json(meta_path, ModelFileError, what="model description")
+        except ModelFileError as e:
+            if "no such" not in str(e):
+                raise
+            raise ModelFileError(f"{meta_path}: missing model description ({e})") from None
         except (OSError, ValueError) as e:
             raise ModelFileError(f"{meta_path}: missing or unreadable model description ({e})") from None
         hyperparameters, seed = meta.get("hyperparameters", {}), meta.get("seed", 0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 import gymnasium as gym
@@ -11,7 +10,8 @@ import numpy as np
 from autoscale_env.world import config
 from autoscale_env.backends import make_backend
 from autoscale_env.world.types import Backend, RequestBlock, Target
-from autoscale_env.world.errors import InvalidActionError, UnknownNameError
+from autoscale_env.world.actions import check_action, check_open, check_reset_options
+from autoscale_env.world.errors import UnknownNameError
 from autoscale_env.world.rules import Scorer, oracle_actions
 from autoscale_env.world.observation import StateEncoder
 
@@ -194,12 +194,8 @@ class AutoScaleEnv(gym.Env):
         ``options`` keys outside :attr:`RESET_OPTIONS` raise ``ValueError`` (a typo must not be
         ignored); a closed env raises ``gymnasium.error.ClosedEnvironmentError``.
         """
-        unknown = sorted(set(options or ()) - set(self.RESET_OPTIONS))
-        if unknown:
-            raise ValueError(f"reset(options=...): unknown key(s) {unknown}; valid keys: "
-                             f"{', '.join(self.RESET_OPTIONS) or 'none (this env takes no options)'}")
-        if getattr(self, "_closed", False):
-            raise gym.error.ClosedEnvironmentError("reset() on a closed AutoScale env; make a new one")
+        check_reset_options(options, self.RESET_OPTIONS)
+        check_open(getattr(self, "_closed", False), "reset()")
         super().reset(seed=seed)
         self.backend.reset(self.np_random)
         self._load_block()
@@ -212,21 +208,10 @@ class AutoScaleEnv(gym.Env):
         """Run the pending request on ``targets[action]``; see the class docstring for ``info``."""
         # The hot path: everything per request was prepared by _load_block; only Python list and
         # memoryview look-ups remain here (scripts/bench.py measures it against CartPole).
-        try:
-            a = operator.index(action)
-        except TypeError:
-            raise InvalidActionError(
-                f"action {action!r} is not an integer; valid actions are 0..{self._n_actions - 1} "
-                f"({', '.join(self._target_names)})") from None
-        if not 0 <= a < self._n_actions:
-            raise InvalidActionError(
-                f"action {a} outside Discrete({self._n_actions}); valid actions are "
-                f"0..{self._n_actions - 1} ({', '.join(self._target_names)})")
+        a = check_action(action, self._n_actions, self._target_names)  # shared with the fleet
         i = self._i
         if self._block is None:
-            if getattr(self, "_closed", False):
-                raise gym.error.ClosedEnvironmentError(
-                    "step() on a closed AutoScale env (close() released its backend); make a new one")
+            check_open(getattr(self, "_closed", False), "step()")
             raise gym.error.ResetNeeded("call reset() before step()")
         if self._known:
             k = a * self._n + i

@@ -304,6 +304,9 @@ def sensitivity(
     engine: Annotated[str, typer.Option(help="local: a process pool here; ray: Ray tasks")]
     = "local",
     workers: Workers = None,
+    force_workers: Annotated[bool, typer.Option(
+        "--force-workers", help="allow --workers above the core count (each extra process only "
+                                "adds memory)")] = False,
     address: Address = None,
     out: Annotated[str, typer.Option(help="output directory")] = "runs/sensitivity",
     force: Annotated[bool, typer.Option("--force", help="discard an analysis already in --out")]
@@ -321,7 +324,8 @@ def sensitivity(
                                scenarios=csv_list(scenario), settings=csv_list(setting),
                                features=features, qlearning_steps=qlearning_steps, seed=seed,
                                engine=engine, workers=workers, address=address, out=out,
-                               force=force, progress=not quiet, **chosen)
+                               force=force, progress=not quiet, force_workers=force_workers,
+                               **chosen)
     print(text)
     return 0
 

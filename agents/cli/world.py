@@ -6,10 +6,8 @@ library (:mod:`autoscale_env`), imported inside the body so the help starts fast
 """
 
 import json
-import os
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -95,11 +93,13 @@ def record(
 
 @command("serve",
          help="An AutoScale edge/cloud inference server (the [live] extra); prints READY <port> "
-              "once it listens and serves until SIGTERM or Ctrl-C.")
+              "once it listens and serves until SIGTERM or Ctrl-C. Beyond loopback it needs a "
+              "shared token (or --insecure).")
 def serve(
     role: Annotated[str, typer.Option(
         help="which device this server stands in for: edge (Wi-Fi Direct) or cloud")],
-    host: Annotated[str, typer.Option(help="address to bind (loopback)")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(
+        help="address to bind (loopback); any other needs a token or --insecure")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port (0: any free port, printed)")] = 0,
     max_bytes: Annotated[int, typer.Option(help="largest request accepted, bytes")]
     = 16 * 1024 * 1024,
@@ -110,16 +110,31 @@ def serve(
     max_connections: Annotated[int, typer.Option(
         help="connections served at once; more are answered BUSY")] = 32,
     max_per_peer: Annotated[int | None, typer.Option(
-        help="connections one client address may hold",
+        help="connections one client host may hold (loopback addresses are one host)",
         show_default="16, or --max-connections if smaller")] = None,
     first_byte_timeout_s: Annotated[float, typer.Option(
-        help="how long a new connection may stay silent before its first request")] = 5.0,
+        help="how long a new connection may stay silent before its first byte")] = 5.0,
+    handshake_timeout_s: Annotated[float, typer.Option(
+        help="with a token: the whole token must arrive within this many seconds of the "
+             "connect")] = 3.0,
+    max_pending: Annotated[int, typer.Option(
+        help="with a token: connections waiting to present it, at most (a newcomer replaces "
+             "the longest waiter)")] = 64,
     models: Annotated[str | None, typer.Option(
-        help="comma list of networks this server will build ('all': every catalog network)",
-        show_default="the --preload names if given, else all")] = None,
+        help="comma-separated allow-list: NAME (at cpu/fp32), NAME@UNIT or NAME@*; 'all': every "
+             "network at every unit",
+        show_default="the --preload pairs if given, else any network at cpu/fp32, a few at most")]
+    = None,
     token: Annotated[str | None, typer.Option(
-        help="shared token clients must present; set one before binding anything but loopback",
+        help="shared token clients must present (visible in the process list: prefer "
+             "$AUTOSCALE_SERVER_TOKEN or --token-file)",
         show_default="$AUTOSCALE_SERVER_TOKEN")] = None,
+    token_file: Annotated[str | None, typer.Option(
+        metavar="PATH", help="read the shared token from this file",
+        show_default="$AUTOSCALE_SERVER_TOKEN_FILE")] = None,
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", help="allow binding beyond loopback without a token (anyone who can reach "
+                           "the port can use the server)")] = False,
     max_batch: Annotated[int, typer.Option(help="largest batch in one request")] = 8,
     seed: Annotated[int, typer.Option(help="model weight seed")] = 0,
     threads: Annotated[int, typer.Option(help="torch intra-op threads (0: torch's default)")] = 0,
@@ -132,53 +147,14 @@ def serve(
     log_level: Annotated[str, typer.Option(help="Python logging level on stderr")] = "WARNING",
     quiet: Annotated[bool, typer.Option("--quiet", help="no start-up report on stderr")] = False,
 ) -> int:
-    import logging
-
-    from autoscale_env.backends.live import models as catalog
-    from autoscale_env.backends.live.executor import InferenceEngine
-    from autoscale_env.backends.live.server import ROLES, TOKEN_ENV
-    from autoscale_env.backends.live.server import serve as serve_forever
-    if role not in ROLES:
-        raise typer.BadParameter(f"{role!r} is not one of {', '.join(ROLES)}",
-                                 param_hint="'--role'")
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s")
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    pairs = [item.partition("@") for item in csv_list(preload)]
-    if models is None:
-        allowed = sorted({name for name, _, _ in pairs}) or None
-    elif models.strip() == "all":
-        allowed = None
-    else:
-        allowed = sorted(csv_list(models))
-    unknown = sorted(set(allowed or ()) - set(catalog.SPECS))
-    if unknown:
-        raise typer.BadParameter(f"unknown network(s) {', '.join(unknown)}; valid: "
-                                 f"{', '.join(catalog.SPECS)}", param_hint="'--models'")
-    for name, _, _ in pairs:
-        if allowed is not None and name not in allowed:
-            raise typer.BadParameter(f"{name}: not in --models", param_hint="'--preload'")
-    engine = InferenceEngine(seed=seed, allow_fallback=not no_fallback, max_batch=max_batch)
-    for name, _, unit in pairs:
-        t0 = time.perf_counter()
-        engine.load(name, unit or "cpu/fp32")  # built and warmed with one inference
-        if not quiet:
-            print(f"autoscale {role} server: {name} {unit or 'cpu/fp32'} loaded and warmed "
-                  f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
-    try:
-        serve_forever(role, host, port, engine=engine, max_bytes=max_bytes,
-                      read_timeout_s=read_timeout_s, idle_timeout_s=idle_timeout_s,
-                      max_connections=max_connections, max_per_peer=max_per_peer,
-                      first_byte_timeout_s=first_byte_timeout_s, models=allowed,
-                      token=token or os.environ.get(TOKEN_ENV) or None)
-    except OSError as e:  # e.g. --host ::1 on a host without IPv6, or a port in use
-        print(f"autoscale serve: error: cannot listen on {host} port {port}: {e.strerror or e}",
-              file=sys.stderr)
-        return 2
-    return 0
+    from autoscale_env.backends.live.server import serve_command
+    return serve_command(
+        role=role, host=host, port=port, max_bytes=max_bytes, read_timeout_s=read_timeout_s,
+        idle_timeout_s=idle_timeout_s, max_connections=max_connections, max_per_peer=max_per_peer,
+        first_byte_timeout_s=first_byte_timeout_s, handshake_timeout_s=handshake_timeout_s,
+        max_pending=max_pending, models=models, token=token, token_file=token_file,
+        insecure=insecure, max_batch=max_batch, seed=seed, threads=threads,
+        no_fallback=no_fallback, preload=preload, log_level=log_level, quiet=quiet)
 
 
 @command("provenance",
@@ -275,6 +251,7 @@ def validate(
     = None,
 ) -> int:
     from autoscale_env.tools.validate import compare, failures_text, report, summaries
+    from autoscale_env.world.errors import ConfigError
     profiles = {}
     for item in profile or []:
         name, sep, path = item.partition("=")
@@ -283,6 +260,17 @@ def validate(
                                      param_hint="'--profile'")
         profiles[name] = path
     comparisons, meta = compare(measurements, profiles)
+    # A check that compared nothing, or a --profile no row names, would pass by checking nothing.
+    measured = sorted({c.m.device for c in comparisons if c.m.device})
+    unused = sorted(set(profiles) - set(measured))
+    if unused:
+        raise ConfigError(f"--profile {unused[0]}=...: no measurement row names device "
+                          f"{unused[0]!r}, so the profile would not be checked; devices measured: "
+                          f"{', '.join(measured) or 'none'}")
+    if not any(c.world is not None for c in comparisons):
+        raise ConfigError(f"no measurement compared ({len(comparisons)} row(s) in "
+                          f"{', '.join(meta) or '(none)'}, none modelled by the world); an empty "
+                          "check passes nothing")
     table, failing = report(comparisons, max_log2_error)
     print(table)
     print("Sources:\n" + "\n".join(f"- {Path(f).name}: {m['origin']}; {m['version']}; "

@@ -31,7 +31,7 @@ from agents import CLOUD, MOBILE_CPU, agent_class, make_agent
 from agents.experiments.evaluation import TrainingMonitor, evaluate
 from agents.experiments.tracking import ScalarWriter, log_evaluation, run_name, task_hparams
 from autoscale_env.world.errors import AutoScaleError
-from autoscale_env.world.files import PathLock, atomic_write
+from autoscale_env.world.files import PathLock, atomic_write, load_json
 
 #: Offset between a task's training seed and its evaluation seed, so evaluation sees fresh requests.
 EVAL_SEED_OFFSET = 10_000
@@ -327,7 +327,7 @@ def recorded_differences(path: Path, mine: dict[str, Any], error: type[Exception
     """Fields where the configuration recorded in JSON file ``path`` differs from ``mine``
     (``"field: recorded -> mine"``); ``error`` when the file cannot be read."""
     try:
-        theirs = json.loads(path.read_text())
+        theirs = load_json(path, ValueError, what="run configuration")
     except (OSError, ValueError) as e:
         raise error(f"{path}: unreadable ({e}); pass --force to start over") from None
     return _differences(theirs, mine)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from agents.fleet import (CentralisedOracle, CoordinateAscent, IndependentQLearners, RunStats,
                           fixed_target, per_phone_oracle, run_policy)
 from autoscale_env.fleet import make_core
-from autoscale_env.world.files import atomic_write
+from autoscale_env.world.files import atomic_write, load_json
 
 SIZES = (1, 2, 4, 8, 16, 64)
 #: Above this many phones the centralised optimum is approximated by coordinate ascent.
@@ -178,7 +178,8 @@ def render(directory: str | os.PathLike, figure_path: str | os.PathLike | None =
     """The tables of an earlier run's ``results.json`` (and its figure, if ``figure_path``)."""
     from autoscale_env.world.errors import ConfigError
     try:
-        results = json.loads((Path(directory) / "results.json").read_text())
+        results = load_json(Path(directory) / "results.json", ValueError,
+                            what="fleet-benchmark results")
         text = table(results)
         if figure_path:
             figure(results, figure_path)

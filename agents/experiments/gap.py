@@ -253,6 +253,12 @@ def gap_report(traces: Sequence[str], profile: str, *, out: str | os.PathLike | 
                train_steps: int = 20_000, seeds: Sequence[int] = (0, 1, 2),
                figure: bool = True, progress: bool = False) -> dict[str, Any]:
     """Everything of the module docstring, per trace; writes ``gap.json`` and figures to ``out``."""
+    if isinstance(train_steps, bool) or int(train_steps) != train_steps or train_steps < 0:
+        raise ConfigError(f"--train-steps must be an integer >= 0, got {train_steps!r}")
+    seeds = list(seeds)
+    if train_steps and not seeds:
+        raise ConfigError("--seeds must be >= 1: the Q-learner's regret is a mean over seeds "
+                          "(pass --train-steps 0 to skip it instead)")
     config.load_device(profile)  # a bad profile fails before any work
     report: dict[str, Any] = {"profile": str(profile), "traces": {}}
     out_dir = Path(out) if out is not None else None

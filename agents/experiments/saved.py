@@ -13,7 +13,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ import gymnasium as gym
 import autoscale_env  # noqa: F401  (registers AutoScale-v0)
 from autoscale_env.world import config
 from autoscale_env.world.errors import ModelFileError
+from autoscale_env.world.files import load_json
 
 if TYPE_CHECKING:
     from agents.base import Agent
@@ -58,8 +58,10 @@ def describe(path: str | Path) -> dict[str, Any]:
     if suffix == ".zip":
         side = Path(f"{path}.meta.json")
         try:
-            meta = json.loads(side.read_text())
+            meta = load_json(side, ModelFileError, what="model description")
             agent = meta["agent"]
+        except ModelFileError:
+            raise
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ModelFileError(f"{side}: missing or unreadable model description ({e})") from None
         if not path.is_file():
@@ -68,8 +70,10 @@ def describe(path: str | Path) -> dict[str, Any]:
                 "num_timesteps": meta.get("num_timesteps")}
     if suffix == ".json":
         try:
-            meta = json.loads(path.read_text())
+            meta = load_json(path, ModelFileError, what="saved baseline")
             agent = meta["agent"]
+        except ModelFileError:
+            raise
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ModelFileError(f"{path}: not a saved baseline ({e})") from None
         return {"agent": agent, "nvec": None, "env": {}, "num_timesteps": 0}

@@ -48,6 +48,7 @@ from agents.experiments.world_metrics import (CLOUD_TARGET, HEADLINE_METRICS, MO
 from autoscale_env.world import config
 from autoscale_env.world.files import atomic_write
 from autoscale_env.world.errors import ConfigError, DependencyMissing
+from autoscale_env.world.files import load_json
 from autoscale_env.tools.estimates import Estimate, build_world, enumerate_estimates, load_world
 
 METHODS = ("morris", "sobol")
@@ -58,6 +59,43 @@ SCENARIOS = ("non_streaming", "streaming", "translation")
 SETTINGS = ("static", "dynamic")
 #: Worlds evaluated per task sent to a worker (amortises start-up, keeps the bar moving).
 CHUNK = 4
+#: Memory the design may take: the sample matrix and the result rows of every world.
+MAX_DESIGN_BYTES = 1 << 30
+#: Bytes one world costs in the design, per parameter (a float64 in the matrix, its JSON in the
+#: ``samples.csv`` row) and flat (the row's metrics and the dict holding it).
+WORLD_BYTES_PER_PARAMETER, WORLD_BYTES = 32, 1024
+#: Bytes one episode of 101 requests costs while a cell is evaluated: every target's latency,
+#: energy and accuracy plus the context columns, float64, with the temporaries (about 4x).
+EPISODE_BYTES = 128 * 1024
+#: Memory one worker may spend on a cell's episodes.
+MAX_EPISODE_BYTES = 1 << 30
+#: Most episodes per cell and world (1 GiB / 128 KiB).
+MAX_EPISODES = MAX_EPISODE_BYTES // EPISODE_BYTES
+#: Most worker processes, even when forced past the core count.
+MAX_WORKERS = 256
+
+
+def world_bytes(n_parameters: int) -> int:
+    """Memory one world of the design costs (see :data:`WORLD_BYTES_PER_PARAMETER`)."""
+    return WORLD_BYTES + WORLD_BYTES_PER_PARAMETER * n_parameters
+
+
+def check_workers(workers: int, *, force: bool = False, cpus: int | None = None) -> int:
+    """``workers`` if it is 1..the core count (1..:data:`MAX_WORKERS` when ``force``).
+
+    Raises:
+        ConfigError: naming --workers, the bound and why.
+    """
+    cpus = cpus or os.cpu_count() or 1
+    if isinstance(workers, bool) or int(workers) != workers or workers < 1:
+        raise ConfigError(f"--workers must be an integer >= 1, got {workers!r}")
+    if workers > MAX_WORKERS:
+        raise ConfigError(f"--workers {workers} is over the limit of {MAX_WORKERS} processes")
+    if workers > cpus and not force:
+        raise ConfigError(f"--workers {workers} is more than the {cpus} cores here: the extra "
+                          f"processes would only compete for them (and each holds a world in "
+                          f"memory); pass --force-workers to start them anyway")
+    return int(workers)
 
 
 @dataclass(frozen=True)
@@ -117,8 +155,19 @@ def make_config(*, method: str, trajectories: int, samples: int, sobol_top: int,
     for name, value, minimum in (("--trajectories", trajectories, 2), ("--samples", samples, 2),
                                  ("--sobol-top", sobol_top, 1), ("--tornado-top", tornado_top, 1),
                                  ("--episodes", episodes, 1)):
+        if isinstance(value, bool) or int(value) != value:
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
         if value < minimum:
             raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    if isinstance(seed, bool) or int(seed) != seed or not 0 <= seed < 2**32:
+        raise ConfigError(f"--seed must be an integer in 0..2**32-1 (SALib and numpy seeds), "
+                          f"got {seed!r}")
+    if episodes > MAX_EPISODES:
+        raise ConfigError(
+            f"--episodes {episodes} is over the limit of {MAX_EPISODES}: a cell's episodes are "
+            f"drawn at once, ~{EPISODE_BYTES // 1024} KiB each, so {episodes} would need "
+            f"~{episodes * EPISODE_BYTES / 2**30:.3g} GiB per worker (limit "
+            f"{MAX_EPISODE_BYTES / 2**30:g} GiB)")
     if qlearning_steps < 0:
         raise ConfigError(f"--qlearning-steps must be >= 0, got {qlearning_steps}")
     if samples & (samples - 1):
@@ -131,6 +180,21 @@ def make_config(*, method: str, trajectories: int, samples: int, sobol_top: int,
         config.check_setting(c.setting)
     config.load_features(features)
     est = tuple(estimates if estimates is not None else enumerate_estimates())
+    # The designs' sizes, checked before SALib allocates them: Morris has trajectories x (k + 1)
+    # worlds over all k parameters, Sobol samples x (k' + 2) over the k' it refines.
+    k, top = len(est), min(sobol_top, len(est))
+    per_world = world_bytes(k)
+    max_worlds = MAX_DESIGN_BYTES // per_world
+    for name, value, worlds_each in (("--trajectories", trajectories, k + 1),
+                                     ("--samples", samples, top + 2)):
+        if name == "--samples" and method != "sobol":
+            continue
+        if value * worlds_each > max_worlds:
+            raise ConfigError(
+                f"{name} {value} means {value * worlds_each} worlds (~"
+                f"{value * worlds_each * per_world / 2**30:.3g} GiB for the design and its "
+                f"results, {per_world} bytes each); the limit is {max_worlds // worlds_each} "
+                f"({MAX_DESIGN_BYTES / 2**30:g} GiB)")
     return SensitivityConfig(
         method=method, trajectories=trajectories, samples=samples,
         sobol_top=min(sobol_top, len(est)), tornado_top=min(tornado_top, len(est)),
@@ -192,7 +256,7 @@ class SampleStore:
         self.out.mkdir(parents=True, exist_ok=True)
         mine = json.loads(json.dumps(asdict(cfg)))
         if cfg_path.exists():
-            theirs = json.loads(cfg_path.read_text())
+            theirs = load_json(cfg_path, ConfigError, what="analysis configuration")
             if theirs != mine:
                 diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
                 raise FileExistsError(
@@ -334,13 +398,19 @@ def _finite(v: float) -> float:
 
 
 def run(cfg: SensitivityConfig, out: str | Path, *, engine: str = "local", workers: int = 1,
-        address: str | None = None, force: bool = False, progress: bool = True) -> Analysis:
-    """Run (or finish) every phase and write the outputs; returns the analysis."""
+        address: str | None = None, force: bool = False, progress: bool = True,
+        force_workers: bool = False) -> Analysis:
+    """Run (or finish) every phase and write the outputs; returns the analysis.
+
+    ``workers`` must not pass the core count unless ``force_workers`` (see
+    :func:`check_workers`)."""
     from SALib.analyze import morris as morris_analyze
     from SALib.analyze import sobol as sobol_analyze
     from SALib.sample import morris as morris_sample
     from SALib.sample import sobol as sobol_sample
 
+    if engine != "ray" or address is None:  # a cluster's size is the cluster's business
+        check_workers(workers, force=force_workers)
     store = SampleStore(out, cfg, force=force)
     an = Analysis(cfg)
     go = dict(engine=engine, workers=workers, address=address, progress=progress)
@@ -668,7 +738,8 @@ def run_from_options(*, method: str = "sobol", quick: bool = False, devices: Seq
                      out: str | Path = "runs/sensitivity", force: bool = False,
                      progress: bool = True, samples: int | None = None,
                      trajectories: int | None = None, sobol_top: int | None = None,
-                     tornado_top: int | None = None, episodes: int | None = None) -> str:
+                     tornado_top: int | None = None, episodes: int | None = None,
+                     force_workers: bool = False) -> str:
     """``autoscale sensitivity``: the design from the options (``None``: the ``FULL`` or, with
     ``quick``, the ``QUICK`` value), the run, and the report text to print."""
     try:
@@ -688,8 +759,9 @@ def run_from_options(*, method: str = "sobol", quick: bool = False, devices: Seq
     print(f"{len(cfg.parameters)} parameters over {sum(e.count for e in estimates)} estimated "
           f"numbers; {len(cells)} cells x {cfg.episodes} episodes per world", flush=True)
     t0 = time.perf_counter()
-    an = run(cfg, out, engine=engine, workers=workers or os.cpu_count() or 1, address=address,
-             force=force, progress=progress)
+    an = run(cfg, out, engine=engine,
+             workers=workers if workers is not None else (os.cpu_count() or 1), address=address,
+             force=force, progress=progress, force_workers=force_workers)
     out = Path(out)
     return ((out / "sensitivity.md").read_text() + "\n"
             f"{len(next(iter(an.worlds.values())))} worlds, {time.perf_counter() - t0:.0f} s this "

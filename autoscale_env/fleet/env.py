@@ -10,6 +10,7 @@ import numpy as np
 from pettingzoo import ParallelEnv
 
 from autoscale_env.world.types import MAX_EPISODE_STEPS
+from autoscale_env.world.actions import check_action, check_open, check_reset_options
 from autoscale_env.world.errors import InvalidActionError, UnknownNameError
 from autoscale_env.fleet.core import FleetCore
 from autoscale_env.fleet.env_args import make_core
@@ -90,7 +91,9 @@ class FleetParallelEnv(ParallelEnv):
                             for a, n in zip(self.possible_agents, core.n_targets)}
         self._names = [[str(t) for t in ts] for ts in core.targets]
         self._networks = [w.name for w in core.workloads]
+        self._n_targets = [int(n) for n in core.n_targets]
         self._t = 0
+        self._closed = False
 
     def observation_space(self, agent: str) -> gym.spaces.MultiDiscrete:
         """The agent's observation space (see the class doc)."""
@@ -100,8 +103,16 @@ class FleetParallelEnv(ParallelEnv):
         """The agent's action space: one action per target of its device."""
         return self._act_spaces[agent]
 
+    #: Keys ``reset(options=...)`` understands (none, as AutoScale-v0); any other key is refused.
+    RESET_OPTIONS: tuple[str, ...] = ()
+
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None):
-        """Start every phone's episode; ``seed`` fixes the whole run."""
+        """Start every phone's episode; ``seed`` fixes the whole run.
+
+        Refuses unknown ``options`` keys and a closed env exactly as AutoScale-v0 does.
+        """
+        check_reset_options(options, self.RESET_OPTIONS)
+        check_open(self._closed, "reset()", "fleet env")
         obs, ctx = self.core.reset(seed)
         self.agents = list(self.possible_agents)
         self._t = 0
@@ -114,18 +125,22 @@ class FleetParallelEnv(ParallelEnv):
         return {a: obs[k] for k, a in enumerate(self.agents)}, infos
 
     def step(self, actions: dict[str, int]):
-        """One round: every live agent's action is required."""
+        """One round: every live agent's action is required, each checked as AutoScale-v0 checks
+        its action (:func:`~autoscale_env.world.actions.check_action`)."""
+        check_open(self._closed, "step()", "fleet env")
         if not self.agents:
             raise RuntimeError("every agent is done; call reset()")
+        if not isinstance(actions, dict):
+            raise InvalidActionError(f"actions must be a dict agent -> action, got "
+                                     f"{type(actions).__name__}")
         missing = [a for a in self.agents if a not in actions]
         unknown = [a for a in actions if a not in self._index]
         if missing or unknown:
             raise InvalidActionError(f"step() needs one action per live agent; missing {missing[:5]}"
                                      f"{' ...' if len(missing) > 5 else ''}, unknown {unknown[:5]}")
-        try:
-            a = np.array([int(actions[x]) for x in self.possible_agents], dtype=np.int64)
-        except (TypeError, ValueError):
-            raise InvalidActionError(f"actions must be integers, got {actions!r}") from None
+        a = np.array([check_action(actions[x], n, names, f"phone {k}: ") for k, (x, n, names)
+                      in enumerate(zip(self.possible_agents, self._n_targets, self._names))],
+                     dtype=np.int64)
         obs, rewards, info = self.core.step(a)
         self._t += 1
         truncated = self.max_episode_steps is not None and self._t >= self.max_episode_steps
@@ -153,8 +168,10 @@ class FleetParallelEnv(ParallelEnv):
         return None
 
     def close(self) -> None:
-        """Close the phones' backends."""
-        self.core.close()
+        """Close the phones' backends; a later ``reset`` or ``step`` is refused."""
+        if not self._closed:
+            self.core.close()
+        self._closed = True
 
 
 def parallel_env(num_phones: int = 1, device: str | Sequence[str] | None = None,

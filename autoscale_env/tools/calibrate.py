@@ -83,6 +83,16 @@ __all__ = [
     "write_profile",
 ]
 
+#: Requests one bootstrap replicate resamples, at most. A longer trace is bootstrapped m out of
+#: n (m = this): each replicate resamples m requests in blocks, and the intervals' distances
+#: from the point estimate are scaled by sqrt(m / n), the rate at which these estimators (medians,
+#: least absolute deviations) tighten. The point estimates always use every request; the
+#: bootstrap's time and memory stop growing with the trace (an 80,000-request trace costs what a
+#: 10,000-request one does, plus its point fits).
+MAX_BOOTSTRAP_REQUESTS = 10_000
+#: Rows the coarse interference grid is searched on, at most (every k-th row beyond it); the
+#: refinement around its best point always uses every row.
+MAX_COARSE_ROWS = 20_000
 #: Sources of energy that are a meter's reading, not a model's output.
 MEASURED_ENERGY = frozenset({"rapl", "nvml", "measured"})
 #: Interference factors are searched in [0, MAX_INTERFERENCE].
@@ -154,6 +164,8 @@ class Calibration:
     link_goodput_scale: dict[str, Estimate] = field(default_factory=dict)
     """link -> measured/modelled goodput (report only)."""
     requests_per_network: dict[str, int] = field(default_factory=dict)
+    bootstrap_requests: int = 0
+    """Requests per bootstrap replicate when fewer than all (m out of n); 0: all of them."""
     context: dict[str, dict[str, float]] = field(default_factory=dict)
     """co_cpu_pct / co_mem_pct: p10, median, p90 over the trace's requests."""
     kept: list[str] = field(default_factory=list)
@@ -309,17 +321,31 @@ def _concat(traces: Sequence[Trace]) -> _Data:
     return _Data(*cols)
 
 
-def _block_bootstrap(data: _Data, rng: np.random.Generator, block: int) -> np.ndarray:
-    """Row indices of one moving-block bootstrap sample, blocks within each trace."""
+def _block_bootstrap(data: _Data, rng: np.random.Generator, block: int,
+                     size: int | None = None) -> np.ndarray:
+    """Row indices of one moving-block bootstrap sample, blocks within each trace.
+
+    ``size`` (None: every request) is the replicate's length, shared among the traces in
+    proportion to their lengths (an m-out-of-n bootstrap when below the number of requests).
+    """
     out = []
+    total = len(data.segment)
     for seg in np.unique(data.segment):
         rows = np.flatnonzero(data.segment == seg)
         n = len(rows)
+        take = n if size is None or size >= total else max(1, round(n * size / total))
         b = max(1, min(block, n))
-        starts = rng.integers(0, n - b + 1, size=math.ceil(n / b))
-        idx = (starts[:, None] + np.arange(b)).reshape(-1)[:n]
+        starts = rng.integers(0, n - b + 1, size=math.ceil(take / b))
+        idx = (starts[:, None] + np.arange(b)).reshape(-1)[:take]
         out.append(rows[idx])
     return np.concatenate(out)
+
+
+class _Resamples(list):
+    """The bootstrap replicates' row indices, and how far to scale their spread
+    (``shrink = sqrt(m / n)``; 1 when each replicate has every request)."""
+
+    shrink: float = 1.0
 
 
 def _spread(x: np.ndarray) -> float:
@@ -350,8 +376,13 @@ class _LocalFit:
         """(kc, km, per-group log base latency)."""
         kcs = np.linspace(0.0, MAX_INTERFERENCE, 41) if self.fit_cpu else np.array([self.kc0])
         kms = np.linspace(0.0, MAX_INTERFERENCE, 21) if self.fit_mem else np.array([self.km0])
-        best = min((self.residual_medians(a, b)[1], a, b) for a in kcs for b in kms)
-        _, kc, km = best
+        coarse = self
+        if len(self.y) > MAX_COARSE_ROWS:  # the grid only finds the basin: every k-th row will do
+            k = math.ceil(len(self.y) / MAX_COARSE_ROWS)
+            coarse = _LocalFit(self.y[::k], self.cpu[::k], self.mem[::k], self.group[::k],
+                               self.fit_cpu, self.fit_mem, self.kc0, self.km0)
+        _, kc, km = min((coarse.residual_medians(a, b)[1], a, b) for a in kcs for b in kms)
+        best = (self.residual_medians(kc, km)[1], kc, km)
         step_c = (kcs[1] - kcs[0]) if len(kcs) > 1 else 0.0
         step_m = (kms[1] - kms[0]) if len(kms) > 1 else 0.0
         for _ in range(6):  # refine on a 5x5 grid around the best point, halving the step
@@ -370,12 +401,17 @@ def _around(x: float, step: float) -> np.ndarray:
     return np.clip(x + step * np.array([-1.0, -0.5, 0.0, 0.5, 1.0]), 0.0, MAX_INTERFERENCE)
 
 
-def _ci(samples: Sequence[float]) -> tuple[float, float]:
+def _ci(samples: Sequence[float], point: float = math.nan,
+        shrink: float = 1.0) -> tuple[float, float]:
+    """The 95 % percentile interval of bootstrap values; with ``shrink`` < 1 (an m-out-of-n
+    bootstrap) their distances from ``point`` are scaled by it."""
     a = np.asarray(samples, dtype=float)
     a = a[np.isfinite(a)]
     if not len(a):
         return math.nan, math.nan
     lo, hi = np.percentile(a, [2.5, 97.5])
+    if shrink != 1.0 and math.isfinite(point):
+        lo, hi = point + shrink * (lo - point), point + shrink * (hi - point)
     return float(lo), float(hi)
 
 
@@ -437,7 +473,12 @@ def calibrate(traces: Sequence[str | os.PathLike], *, base: str = "mi8pro", name
                  for k, x in (("co_cpu_pct", data.cpu), ("co_mem_pct", data.mem))},
     )
     rng = np.random.default_rng(seed)
-    samples = [_block_bootstrap(data, rng, block_requests) for _ in range(int(bootstrap))]
+    size = None if n <= MAX_BOOTSTRAP_REQUESTS else MAX_BOOTSTRAP_REQUESTS
+    samples = _Resamples(_block_bootstrap(data, rng, block_requests, size)
+                         for _ in range(int(bootstrap)))
+    if samples and size is not None:
+        samples.shrink = math.sqrt(len(samples[0]) / n)
+        cal.bootstrap_requests = len(samples[0])
 
     power = _model_power_profile(loaded)
     _fit_local(cal, data, targets, base_profile, samples, progress, power)
@@ -544,7 +585,10 @@ def _fit_local(cal: Calibration, data: _Data, targets: list[Target],
                base: config.DeviceProfile, samples: list[np.ndarray], progress: bool,
                power: config.DeviceProfile | None = None) -> None:
     local = [(j, t) for j, t in enumerate(targets) if t.is_local]
+    shrink = getattr(samples, "shrink", 1.0)
     networks = sorted(set(data.network.tolist()))
+    code = {net: i for i, net in enumerate(networks)}
+    net_code = np.array([code[x] for x in data.network.tolist()], dtype=np.int64)
     cpu_ok = _spread(data.cpu) >= MIN_CONTEXT_SPREAD
     mem_ok = _spread(data.mem) >= MIN_CONTEXT_SPREAD
     for proc in sorted({t.processor for _, t in local}):
@@ -552,18 +596,17 @@ def _fit_local(cal: Calibration, data: _Data, targets: list[Target],
         base_proc = base.processors.get(proc) or base.processors[base.fallback_unit.split("/")[0]]
         # one row per (request, unit) of this processor; groups are (network, unit)
         keys = [(net, t.unit) for net in networks for _, t in cols]
-        key_index = {k: g for g, k in enumerate(keys)}
+        # group of (request, unit) = network index x units + unit position, as in ``keys``
 
         def stacked(rows: np.ndarray):
             y, c, m, g = [], [], [], []
-            for j, t in cols:
+            for u, (j, _) in enumerate(cols):
                 lat = data.latency[rows, j]
                 ok = np.isfinite(lat) & (lat > 0)
                 y.append(np.log(lat[ok]))
                 c.append(data.cpu[rows][ok])
                 m.append(data.mem[rows][ok])
-                g.append(np.array([key_index[(net, t.unit)]
-                                   for net in data.network[rows][ok].tolist()], dtype=np.int64))
+                g.append(net_code[rows][ok] * len(cols) + u)
             return (np.concatenate(y), np.concatenate(c), np.concatenate(m), np.concatenate(g))
 
         unit_of_group = np.array([[t.unit for _, t in cols].index(u) for _, u in keys])
@@ -606,7 +649,7 @@ def _fit_local(cal: Calibration, data: _Data, targets: list[Target],
             # estimate (other unmeasured load moves with it): keep the base value and refit.
             newly = []
             for k, key in enumerate(("cpu_interference", "mem_interference")):
-                lo, hi = _ci([b[k] for b in boot])
+                lo, hi = _ci([b[k] for b in boot], (kc, km)[k], shrink)
                 if free[key] and boot and (hi - lo > 1.0 or hi >= 0.95 * MAX_INTERFERENCE):
                     free[key] = False
                     unstable[key] = f"its bootstrap 95 % CI [{lo:.3g}, {hi:.3g}] is too wide"
@@ -625,7 +668,7 @@ def _fit_local(cal: Calibration, data: _Data, targets: list[Target],
         for k, (key, value) in enumerate((("cpu_interference", kc), ("mem_interference", km))):
             ok, why = spread_note[key]
             if key == "cpu_interference" and by_busy:
-                lo, hi = _ci([b[k] for b in boot])
+                lo, hi = _ci([b[k] for b in boot], value, shrink)
                 cal.interference[proc][key] = Estimate(
                     value, lo, hi, note=f"from the stretch latency / busy time, busy time read "
                                         f"back from the {power.name} power model's energy")
@@ -635,7 +678,7 @@ def _fit_local(cal: Calibration, data: _Data, targets: list[Target],
                     note=f"not identifiable: {unstable[key]}; base profile {base.name}'s value")
                 cal.kept.append(f"processors.{proc}.{key}: {cal.interference[proc][key].note}")
             elif ok:
-                lo, hi = _ci([b[k] for b in boot])
+                lo, hi = _ci([b[k] for b in boot], value, shrink)
                 cal.interference[proc][key] = Estimate(value, lo, hi)
             else:
                 cal.interference[proc][key] = Estimate(
@@ -645,10 +688,10 @@ def _fit_local(cal: Calibration, data: _Data, targets: list[Target],
         for gi, (net, unit) in enumerate(keys):
             if not math.isfinite(base_ms[gi]):
                 continue
-            lo, hi = _ci([b[2][gi] for b in boot])
+            lo, hi = _ci([b[2][gi] for b in boot], base_ms[gi], shrink)
             cal.base_latency_ms.setdefault(net, {})[unit] = Estimate(base_ms[gi], lo, hi)
         for u, (_, t) in enumerate(cols):
-            lo, hi = _ci([b[3][u] for b in boot])
+            lo, hi = _ci([b[3][u] for b in boot], sigma[u], shrink)
             cal.noise_sigma[str(t)] = Estimate(sigma[u], lo, hi)
         # per (network, unit) interference around the pooled fit (report only: the schema has
         # one factor per processor)
@@ -694,7 +737,7 @@ def _fit_power(cal: Calibration, data: _Data, cols, proc: str, kc: float,
     boot = [fit(rows) for rows in samples]
     cal.power[proc] = {}
     for k, (key, value) in enumerate((("busy_power_w", busy_w), ("idle_power_w", idle_w))):
-        lo, hi = _ci([b[k] for b in boot])
+        lo, hi = _ci([b[k] for b in boot], value, getattr(samples, "shrink", 1.0))
         if key == "idle_power_w" and (not math.isfinite(lo) or hi - lo > max(1.0, 2 * abs(value))):
             why = (f"not identifiable: waiting time is too short or too rare to separate idle from "
                    f"busy power (fit {value:.3g} W [{lo:.3g}, {hi:.3g}]); base profile "
@@ -750,7 +793,8 @@ def _fit_remote(cal: Calibration, data: _Data, targets: list[Target],
         boot = [server(rows) for rows in samples]
         out = {}
         for net, value in point.items():
-            lo, hi = _ci([b.get(net, math.nan) for b in boot])
+            lo, hi = _ci([b.get(net, math.nan) for b in boot], value,
+                         getattr(samples, "shrink", 1.0))
             if value <= 0:
                 out[net] = Estimate(0.1, lo, hi, fitted=False,
                                     note=f"the link model alone exceeds the measured latency "
@@ -761,7 +805,7 @@ def _fit_remote(cal: Calibration, data: _Data, targets: list[Target],
         if _spread(rssi[connected]) >= 3.0:  # dB: the goodput must vary to be identified
             s = scale_fit(all_rows)
             boot_s = [scale_fit(rows) for rows in samples[: min(len(samples), 50)]]
-            lo, hi = _ci(boot_s)
+            lo, hi = _ci(boot_s, s, getattr(samples, "shrink", 1.0))
             cal.link_goodput_scale[f"{link.name} ({t})"] = Estimate(s, lo, hi)
         else:
             cal.link_goodput_scale[f"{link.name} ({t})"] = Estimate(
@@ -770,6 +814,13 @@ def _fit_remote(cal: Calibration, data: _Data, targets: list[Target],
 
 # --------------------------------------------------------------------------------------------
 # Writing
+
+
+def _m_of_n(cal: Calibration) -> str:
+    if not cal.bootstrap_requests:
+        return ""
+    return (f"; {cal.bootstrap_requests} of the {cal.n_requests} requests per replicate, "
+            f"intervals scaled by sqrt(m/n)")
 
 
 def _q(s: str) -> str:
@@ -789,7 +840,7 @@ def _server_profile(cal: Calibration, target: str, kind: str, base: config.Devic
         f"# {kind} server of {cal.name}: {cal.source}.",
         f"# Written by autoscale calibrate {datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ}; "
         f"95 % CI from a moving-block bootstrap ({cal.bootstrap} replicates, blocks of "
-        f"{cal.block_requests} requests).",
+        f"{cal.block_requests} requests{_m_of_n(cal)}).",
         "",
         f"name = {_q(f'{stem}_{kind}')}",
         f"display_name = {_q(f'{cal.name} {kind} server (fitted)')}",
@@ -840,7 +891,7 @@ def render_profile(cal: Calibration, stem: str) -> dict[str, str]:
         f"# Written by autoscale calibrate {datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ} "
         f"(base profile for what the trace cannot identify: {base.name}).",
         f"# 95 % confidence intervals in brackets: moving-block bootstrap ({cal.bootstrap} "
-        f"replicates, blocks of {cal.block_requests} requests).",
+        f"replicates, blocks of {cal.block_requests} requests{_m_of_n(cal)}).",
         "# Noise (robust sigma of log latency around the fit; the simulator takes its noise from "
         "settings.toml):",
     ]

@@ -30,12 +30,38 @@ from autoscale_env.world import config, schemas
 from autoscale_env.world.config import FeatureSpec
 from autoscale_env.world.files import atomic_write
 from autoscale_env.world.observation import bin_values
+from autoscale_env.world.errors import ConfigError
+from autoscale_env.world.observation import MAX_STATES, check_state_space
 
 #: The seven features, in the order of the paper reconstruction.
 FIELDS = ("conv", "fc", "rc", "co_cpu_pct", "co_mem_pct", "rssi_wifi_dbm", "rssi_p2p_dbm")
 #: Seeds of the fit (training) and of the held-out check; disjoint from the benchmark's seeds
 #: (0.. for training, 10_000.. for evaluation).
 TRAIN_SEED_BASE, HELDOUT_SEED_BASE = 50_000, 60_000
+#: Most requests one ``collect`` records (cells x seeds x requests). Each costs ~80 bytes (seven
+#: float64 features, the oracle action, the cell index) and the fit keeps a training and a
+#: held-out set, plus per-candidate keys of the same length: 4 M rows stay under ~1.5 GB.
+MAX_FIT_ROWS = 4_000_000
+
+
+def check_sizes(n_cells: int, seeds: int, requests: int, max_states: int | None = None) -> None:
+    """Refuse sizes that cannot work, or would not fit in memory, before anything is allocated.
+
+    Raises:
+        ConfigError: naming the option, its bound and why.
+    """
+    for name, value in (("--seeds", seeds), ("--requests", requests)):
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+    rows = n_cells * seeds * requests
+    if rows > MAX_FIT_ROWS:
+        raise ConfigError(
+            f"--requests {requests} x --seeds {seeds} x {n_cells} cells = {rows} requests per set, "
+            f"over the limit of {MAX_FIT_ROWS} (each costs ~80 bytes, twice: training and held "
+            f"out); use fewer requests, seeds or cells")
+    if max_states is not None and not 1 <= max_states <= MAX_STATES:
+        raise ConfigError(f"--max-states must be in 1..{MAX_STATES} (2**20, the most states a "
+                          f"feature set may define), got {max_states}")
 
 
 @dataclass
@@ -55,6 +81,7 @@ def collect(cells: Sequence[tuple[str, str, str]], seeds: Sequence[int], request
     workloads = config.load_workloads()
     layer = {n: (w.conv, w.fc, w.rc) for n, w in workloads.items()}
     raws, oracles, cell_ids = [], [], []
+    check_sizes(len(cells), len(seeds), requests)
     total = len(cells) * len(seeds)
     done = 0
     for ci, (device, scenario, setting) in enumerate(cells):
@@ -133,6 +160,13 @@ def fit(samples: Samples, start: Sequence[Sequence[float]], *, min_gain: float =
     """Greedy forward selection of edges from ``start``; returns (edges per field, the mean
     training ceiling after each added edge)."""
     edges = [sorted(set(float(x) for x in e)) for e in start]
+    start_states = check_state_space([len(e) + 1 for e in edges], "the starting features")
+    if not 1 <= max_states <= MAX_STATES:
+        raise ConfigError(f"--max-states must be in 1..{MAX_STATES}, got {max_states}")
+    if max_states < start_states:
+        raise ConfigError(f"--max-states {max_states} is below the {start_states} states of the "
+                          f"starting features: no edge could be added (start from fewer edges, "
+                          f"or raise --max-states)")
     cand = candidates(samples)
     history = [float(ceilings(samples, edges).mean())]
     while True:
@@ -194,6 +228,7 @@ def features_toml(edges: Sequence[Sequence[float]], header: str) -> str:
 def edges_of(features: str | None) -> list[list[float]]:
     """Edges per field of a features file or bundled name (in :data:`FIELDS` order)."""
     specs = {s.field: s for s in config.load_features(features)}
+    check_state_space([len(s.edges) + 1 for s in specs.values()], f"features {features!r}")
     missing = [f for f in FIELDS if f not in specs]
     if missing:
         raise config.ConfigError(f"features {features!r}: no feature for field(s) {missing}; "
@@ -210,6 +245,11 @@ def fit_and_write(out: str | os.PathLike, *, devices: Sequence[str], scenarios: 
     (refused if it exists, unless ``force``) and return the held-out ceiling table.
 
     ``command`` is recorded in the file's header (how it was made)."""
+    check_sizes(len(devices) * len(scenarios) * len(settings), seeds, requests, max_states)
+    start_states = check_state_space([len(e) + 1 for e in edges_of(start)], f"--start {start}")
+    if max_states < start_states:
+        raise ConfigError(f"--max-states {max_states} is below the {start_states} states of "
+                          f"--start {start}: no edge could be added")
     out = Path(out)
     if out.exists() and not force:
         raise FileExistsError(f"{out} exists (use --force to overwrite)")

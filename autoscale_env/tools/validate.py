@@ -46,6 +46,7 @@ from pathlib import Path
 
 from autoscale_env.world import config
 from autoscale_env.world.errors import ConfigError
+from autoscale_env.world.files import MAX_CSV_BYTES, read_text
 
 MEASUREMENTS_DIR = config.DATA_DIR / "measurements"
 QUANTITIES = ("latency_ms", "accuracy", "power_w", "latency_ratio")
@@ -107,12 +108,7 @@ class Comparison:
 def read_measurements(path: str | Path) -> tuple[dict[str, str], list[Measurement]]:
     """Header metadata and rows of one measurement file; errors name the file, line and column."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot be read: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+    text = read_text(path, ConfigError, max_bytes=MAX_CSV_BYTES, what="measurement file")
     meta: dict[str, str] = {}
     lines = text.splitlines()
     first = 0

@@ -22,8 +22,9 @@ from typing import IO, Self
 
 from autoscale_env.world.errors import AutoScaleError
 
-__all__ = ["MAX_NPZ_BYTES", "OutputLocked", "PathLock", "atomic_write", "atomic_writer",
-           "check_regular_file", "load_npz"]
+__all__ = ["MAX_CSV_BYTES", "MAX_JSON_BYTES", "MAX_JSON_DEPTH", "MAX_NPZ_BYTES", "OutputLocked",
+           "PathLock", "atomic_write", "atomic_writer", "check_regular_file", "json_depth",
+           "load_csv_rows", "load_json", "load_npz", "parse_json", "read_text"]
 
 
 class OutputLocked(AutoScaleError, RuntimeError):
@@ -114,8 +115,10 @@ _HELD: dict[str, list[int]] = {}
 class PathLock:
     """An exclusive, non-blocking lock on ``target`` (a file or directory that will be written).
 
-    The lock is ``flock`` on the hidden side file ``.<name>.lock`` beside ``target`` (inside it,
-    for a directory), holding the holder's PID for the error message. Use as a context manager,
+    The lock is ``flock`` on the hidden side file ``.<name>.lock`` beside the *real* file that
+    ``target`` names once every symlink is resolved (inside it, for a directory), holding the
+    holder's PID for the error message. So a writer reaching another run's output through a
+    symlink is refused like one naming it directly. Use as a context manager,
     or :meth:`acquire` / :meth:`release`.
 
     Raises:
@@ -124,8 +127,12 @@ class PathLock:
 
     def __init__(self, target: str | os.PathLike, *, inside: bool = False, what: str = "output"):
         self.target = Path(target)
-        self.path = (self.target / ".lock") if inside else \
-            self.target.with_name(f".{self.target.name}.lock")
+        # The lock belongs to the file that will be written, not to the name it is reached by:
+        # ``link.csv -> r.csv`` and ``r.csv`` must share one lock, or two writers (one through
+        # the symlink) both "succeed" into one file and interleave their bytes.
+        self.real = Path(os.path.realpath(self.target))
+        self.path = (self.real / ".lock") if inside else \
+            self.real.with_name(f".{self.real.name}.lock")
         self.what = what
         self._fd: int | None = None
         self._key = ""
@@ -153,8 +160,10 @@ class PathLock:
             except BlockingIOError:
                 holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
                 os.close(fd)
+                via = "" if self.real == Path(os.path.abspath(self.target)) else \
+                    f" (a link to {self.real})"
                 raise OutputLocked(
-                    f"{self.target} is in use by another run (process {holder}, lock "
+                    f"{self.target}{via} is in use by another run (process {holder}, lock "
                     f"{self.path}); wait for it to finish or stop it, then rerun") from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
@@ -287,3 +296,113 @@ def load_npz(path: str | os.PathLike, error: type[Exception], *,
             UnicodeDecodeError, RuntimeError) as e:
         raise error(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
     return arrays
+
+
+# --------------------------------------------------------------------------------------------
+# Bounded text inputs: JSON and CSV
+
+#: Largest JSON input read by default (a model's metadata, a saved policy, a run's config): 16 MiB.
+MAX_JSON_BYTES = 16 * 1024 * 1024
+#: Deepest nesting of ``[`` / ``{`` accepted in a JSON input (Python's parser recurses per level).
+MAX_JSON_DEPTH = 64
+#: Largest CSV input read by default (measurements, features, results tables): 64 MiB.
+MAX_CSV_BYTES = 64 * 1024 * 1024
+#: Most data rows one CSV input may hold.
+MAX_CSV_ROWS = 1_000_000
+
+
+def read_text(path: str | os.PathLike, error: type[Exception], *, max_bytes: int,
+              what: str = "file") -> str:
+    """The UTF-8 text of ``path``, a regular file of at most ``max_bytes`` bytes.
+
+    A FIFO, a device (``/dev/zero``), a directory or an oversize file is refused by
+    :func:`check_regular_file` before it is opened; at most ``max_bytes + 1`` bytes are ever read
+    (a file growing while it is read is refused too). Raises ``error`` naming the file.
+    """
+    check_regular_file(path, max_bytes, error, what)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as e:
+        raise error(f"{path}: cannot be read: {e.strerror or e}") from None
+    if len(data) > max_bytes:
+        raise error(f"{path}: grew past the limit of {max_bytes} bytes for a {what} while read")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text (byte {e.start})") from None
+
+
+def json_depth(text: str) -> int:
+    """Deepest ``[``/``{`` nesting of a JSON text (brackets inside strings do not count)."""
+    import re
+
+    import numpy as np
+
+    bare = re.sub(r'"(?:[^"\\]|\\.)*"', "", text).encode("utf-8", "replace")  # strings out
+    depth = deepest = 0
+    chunk = 1 << 20  # bounded scratch memory whatever the text's size
+    for start in range(0, len(bare), chunk):
+        codes = np.frombuffer(bare, dtype=np.uint8, count=min(chunk, len(bare) - start),
+                              offset=start)
+        step = ((codes == ord("[")) | (codes == ord("{"))).astype(np.int32)
+        step -= (codes == ord("]")) | (codes == ord("}"))
+        running = np.cumsum(step, dtype=np.int64) + depth
+        if len(running):
+            deepest = max(deepest, int(running.max()))
+            depth = int(running[-1])
+    return deepest
+
+
+def parse_json(text: str, error: type[Exception], *, where: str = "JSON",
+               max_depth: int = MAX_JSON_DEPTH) -> object:
+    """``json.loads`` with the nesting checked first (no RecursionError on a hostile text).
+
+    Raises ``error`` naming ``where`` for too deep a nesting or a syntax error.
+    """
+    import json
+
+    depth = json_depth(text)
+    if depth > max_depth:
+        raise error(f"{where}: nested {depth} levels deep, over the limit of {max_depth}")
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise error(f"{where}: not valid JSON ({type(e).__name__}: {e})") from None
+
+
+def load_json(path: str | os.PathLike, error: type[Exception], *,
+              max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH,
+              what: str = "JSON file") -> object:
+    """Read and parse a JSON file: a regular file, at most ``max_bytes``, nested at most
+    ``max_depth`` deep. Raises ``error`` naming the file and the limit it broke."""
+    return parse_json(read_text(path, error, max_bytes=max_bytes, what=what), error,
+                      where=str(path), max_depth=max_depth)
+
+
+def load_csv_rows(path: str | os.PathLike, error: type[Exception], *,
+                  max_bytes: int = MAX_CSV_BYTES, max_rows: int = MAX_CSV_ROWS,
+                  what: str = "CSV file", comment: str | None = None) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header line, as dicts, read within bounds.
+
+    Args:
+        path: a regular file of at most ``max_bytes`` bytes.
+        error: the exception type raised (naming the file and the limit).
+        max_rows: most data rows accepted.
+        what: what the file is, for messages.
+        comment: lines starting with it before the header are skipped (e.g. ``"#"``).
+    """
+    import csv
+
+    text = read_text(path, error, max_bytes=max_bytes, what=what)
+    lines = text.splitlines()
+    first = 0
+    while comment and first < len(lines) and lines[first].startswith(comment):
+        first += 1
+    if len(lines) - first - 1 > max_rows:
+        raise error(f"{path}: {len(lines) - first - 1} rows exceeds the limit of {max_rows} rows "
+                    f"for a {what}")
+    try:
+        return list(csv.DictReader(lines[first:]))
+    except csv.Error as e:
+        raise error(f"{path}: not valid CSV ({e})") from None

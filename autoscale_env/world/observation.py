@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from autoscale_env.world.config import WORKLOAD_FIELDS, FeatureSpec
+from autoscale_env.world.errors import ConfigError
 from autoscale_env.world.types import RequestBlock, Workload
 
 
@@ -70,6 +71,27 @@ class Binner:
         return table.take(t.astype(np.intp), out=out, mode="clip")
 
 
+#: Most states a feature set may define. Tabular agents keep a row and an index entry per state
+#: (a few hundred bytes each, with the default 9 targets), so 2**20 states cost ~300 MB; and
+#: ``flat_index`` (int64) could not overflow below 2**63 anyway. The paper's bins give 1024.
+MAX_STATES = 2**20
+
+
+def check_state_space(bins: Sequence[int], what: str = "the features") -> int:
+    """The number of states (product of ``bins``, exact), or :class:`ConfigError` above
+    :data:`MAX_STATES`, before anything the size of the state space is allocated."""
+    import math
+
+    n = math.prod(int(b) for b in bins)
+    if n > MAX_STATES:
+        raise ConfigError(
+            f"{what} define {n:.3g} states ({' x '.join(str(int(b)) for b in bins)} bins), over "
+            f"the limit of {MAX_STATES} (2**20): a tabular agent's table and index would need "
+            f"~{n * 300 / 2**30:.3g} GiB, and past 2**63 a state's index overflows; use fewer "
+            f"edges")
+    return n
+
+
 class StateEncoder:
     """Turns requests into ``MultiDiscrete`` observations and observations into table indices.
 
@@ -84,6 +106,7 @@ class StateEncoder:
 
     def __init__(self, features: Sequence[FeatureSpec], workloads: Sequence[Workload]):
         self.features = tuple(features)
+        check_state_space([f.n_bins for f in self.features])
         self.nvec = np.array([f.n_bins for f in self.features], dtype=np.int64)
         self.n_states = int(np.prod(self.nvec))
         self.names = tuple(f.name for f in self.features)

@@ -20,7 +20,6 @@ raises :class:`RemoteError` (an :class:`OSError`) within the timeout; the client
 from __future__ import annotations
 
 import itertools
-import os
 import socket
 import time
 from dataclasses import dataclass
@@ -104,22 +103,30 @@ class RemoteClient:
         max_idle_s: reconnect instead of reusing a connection idle this long (keep it below the
             server's idle timeout, 60 s by default).
         token: the server's shared token, sent first on every connection (default: the
-            ``AUTOSCALE_SERVER_TOKEN`` environment variable; none if unset).
+            ``AUTOSCALE_SERVER_TOKEN`` environment variable, else the file named by
+            ``AUTOSCALE_SERVER_TOKEN_FILE``; none if neither is set).
+        token_file: read the token from this file instead.
+
+    Raises:
+        ValueError: (a :class:`~.wire.WireError`) a token the server could not accept either
+            (empty or over 256 bytes), or an unreadable token file.
     """
 
     def __init__(self, address: tuple[str, int] | str, timeout_s: float = 10.0, *,
                  max_response_bytes: int = wire.DEFAULT_MAX_BYTES, max_idle_s: float = 30.0,
-                 token: str | None = None):
+                 token: str | None = None, token_file: str | None = None):
+        self._sock: socket.socket | None = None  # first: __del__ runs even if __init__ fails
         if isinstance(address, str):
             host, _, port = address.rpartition(":")
             address = (host.strip("[]") or "127.0.0.1", int(port))
-        token = token if token is not None else os.environ.get("AUTOSCALE_SERVER_TOKEN")
+        # token="" means "none", the environment not consulted; a given token is checked by the
+        # rule the server applies (1 to 256 bytes), so it fails here, not at every connect.
+        token = None if token == "" else wire.read_token(token, token_file)
         self._hello = wire.encode_hello(token) if token else None
         self.address = (address[0], int(address[1]))
         self.timeout_s = timeout_s
         self.max_response_bytes = max_response_bytes
         self.max_idle_s = max_idle_s
-        self._sock: socket.socket | None = None
         self._last_used = 0.0
         self._ids = itertools.count(1)
 
@@ -149,7 +156,7 @@ class RemoteClient:
 
     def close(self) -> None:
         """Close the connection (a later :meth:`infer` reconnects). Safe to call twice."""
-        if self._sock is not None:
+        if getattr(self, "_sock", None) is not None:
             try:
                 self._sock.close()
             finally:

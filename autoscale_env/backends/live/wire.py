@@ -22,6 +22,7 @@ A response without a tensor (an error) has dtype 0, ndim 0 and payload_len 0.
 from __future__ import annotations
 
 import math
+import os
 import re
 import socket
 import struct
@@ -34,7 +35,11 @@ import numpy as np
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "MAGIC",
+    "HELLO_HEADER_BYTES",
     "MAX_ERROR_BYTES",
+    "MAX_TOKEN_BYTES",
+    "TOKEN_ENV",
+    "TOKEN_FILE_ENV",
     "MAX_NDIM",
     "VERSION",
     "IdleTimeout",
@@ -44,14 +49,17 @@ __all__ = [
     "Response",
     "Status",
     "WireError",
+    "check_token",
     "decode_hello",
     "decode_request",
     "decode_response",
     "encode_hello",
     "encode_request",
     "encode_response",
+    "hello_token_bytes",
     "message_type",
     "read_message",
+    "read_token",
 ]
 
 MAGIC = b"ASNW"
@@ -65,8 +73,10 @@ _MAX_ELEMENTS = 2**31  # nor a tensor this large, even with a zero-length axis
 
 _PREFIX = struct.Struct("<4sBBI")
 _HELLO = struct.Struct("<4sBBIH")
-#: Longest shared token a HELLO carries, bytes.
+#: Longest shared token a HELLO carries, bytes (servers and clients refuse longer ones alike).
 MAX_TOKEN_BYTES = 256
+#: Size of a HELLO before its token bytes.
+HELLO_HEADER_BYTES = _HELLO.size
 _REQUEST = struct.Struct(f"<4sBBI32s16sBB{MAX_NDIM}QQ")
 _RESPONSE = struct.Struct(f"<4sBBIBd8s8sBB{MAX_NDIM}QIQ")
 
@@ -395,15 +405,86 @@ def decode_response(data: bytes) -> Response:
                     _ascii(precision, _WORD_RE, "precision"), error, array, request_id)
 
 
+def check_token(token: str) -> bytes:
+    """A shared token's UTF-8 bytes; the one rule both sides apply (1 to 256 bytes).
+
+    Raises:
+        WireError: the token is empty, not a string, or longer than :data:`MAX_TOKEN_BYTES`.
+    """
+    if not isinstance(token, str):
+        raise WireError(f"a token must be a string, got {type(token).__name__}")
+    raw = token.encode("utf-8")
+    if not 0 < len(raw) <= MAX_TOKEN_BYTES:
+        raise WireError(f"a token must be 1 to {MAX_TOKEN_BYTES} utf-8 bytes, got {len(raw)}")
+    return raw
+
+
+#: Environment variable holding the shared token (servers and clients read it).
+TOKEN_ENV = "AUTOSCALE_SERVER_TOKEN"
+#: Environment variable naming a file that holds the shared token (servers and clients).
+TOKEN_FILE_ENV = "AUTOSCALE_SERVER_TOKEN_FILE"
+#: Largest token file read (a token is at most 256 bytes; a newline may follow).
+MAX_TOKEN_FILE_BYTES = 4096
+
+
+def read_token(token: str | None = None, token_file: str | None = None, *,
+               environ: dict[str, str] | None = None,
+               error: type[Exception] = WireError) -> str | None:
+    """The shared token: ``token``, else the file ``token_file``, else ``$AUTOSCALE_SERVER_TOKEN``,
+    else the file named by ``$AUTOSCALE_SERVER_TOKEN_FILE``; None when none is set.
+
+    A file keeps the token out of the process list; it is read bounded (a regular file of at
+    most 4 KiB) and its trailing newline dropped. Servers and clients apply this one rule
+    (:func:`check_token`: 1 to 256 UTF-8 bytes), so a token one side accepts the other does too.
+
+    Raises:
+        error: the file cannot be read, or the token breaks the rule (the source is named).
+    """
+    from autoscale_env.world.files import read_text
+
+    env = os.environ if environ is None else environ
+    source = "token"
+    if not token and token_file:
+        source = f"token file {token_file}"
+        token = read_text(token_file, error, max_bytes=MAX_TOKEN_FILE_BYTES,
+                          what="token file").rstrip("\r\n")
+    if not token and env.get(TOKEN_ENV):
+        source, token = f"${TOKEN_ENV}", env[TOKEN_ENV]
+    if not token and env.get(TOKEN_FILE_ENV):
+        source = f"token file {env[TOKEN_FILE_ENV]} (${TOKEN_FILE_ENV})"
+        token = read_text(env[TOKEN_FILE_ENV], error, max_bytes=MAX_TOKEN_FILE_BYTES,
+                          what="token file").rstrip("\r\n")
+    if not token:
+        return None
+    try:
+        check_token(token)
+    except WireError as e:
+        raise error(f"{source}: {e}") from None
+    return token
+
+
+def hello_token_bytes(header: bytes) -> int:
+    """How many token bytes a HELLO announces, from its first :data:`HELLO_HEADER_BYTES` bytes.
+
+    Raises:
+        WireError: not a HELLO (a request sent before the token, garbage), or an announced token
+            over :data:`MAX_TOKEN_BYTES` (checked before any token byte is read).
+    """
+    _check_prefix(header[:_PREFIX.size], MsgType.HELLO)
+    n = _HELLO.unpack_from(header)[-1]
+    if not 0 < n <= MAX_TOKEN_BYTES:
+        raise WireError(f"hello announces a {n}-byte token; a token is 1 to {MAX_TOKEN_BYTES} "
+                        f"bytes")
+    return n
+
+
 def encode_hello(token: str) -> bytes:
     """The handshake a client sends first to a server started with a shared token.
 
     The token travels in clear text: it keeps other users of a trusted network (or of this
     host) from using the server, it does not protect against anyone who can read the traffic.
     """
-    raw = token.encode("utf-8")
-    if not 0 < len(raw) <= MAX_TOKEN_BYTES:
-        raise WireError(f"a token must be 1 to {MAX_TOKEN_BYTES} utf-8 bytes, got {len(raw)}")
+    raw = check_token(token)
     return _HELLO.pack(MAGIC, VERSION, MsgType.HELLO, 0, len(raw)) + raw
 
 
