@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from agents.baselines import load_baseline
+from agents.baselines import FixedPolicyAgent
+from agents.cli import main as cli_main
 from agents.experiments.saved import describe
-from autoscale_env.tools.validate import main as validate_main
 from autoscale_env.world.errors import ModelFileError
 from autoscale_env.world.files import MAX_JSON_BYTES, load_csv_rows, load_json
 
@@ -47,7 +47,7 @@ def fifo(tmp_path):
 
 def test_a_baseline_model_that_is_a_fifo_is_refused_not_waited_on(fifo):
     path = fifo("fixed.json")
-    for load in (lambda: load_baseline(str(path), env=None), lambda: describe(path)):
+    for load in (lambda: FixedPolicyAgent.load(str(path), env=None), lambda: describe(path)):
         e = outcome_within(load)
         assert isinstance(e, ModelFileError) and "not a regular file" in str(e) and str(path) in str(e)
 
@@ -62,7 +62,7 @@ def test_an_sb3_description_that_is_a_fifo_is_refused(fifo, tmp_path):
 def test_a_model_file_that_is_dev_zero_is_refused_before_reading(tmp_path):
     link = tmp_path / "zero.json"
     link.symlink_to("/dev/zero")
-    e = outcome_within(lambda: load_baseline(str(link), env=None))
+    e = outcome_within(lambda: FixedPolicyAgent.load(str(link), env=None))
     assert isinstance(e, ModelFileError) and "not a regular file" in str(e)
 
 
@@ -71,14 +71,14 @@ def test_an_oversize_json_is_refused_naming_the_limit(tmp_path):
     with open(path, "wb") as f:
         f.truncate(MAX_JSON_BYTES + 1)  # sparse: costs no disk
     with pytest.raises(ModelFileError, match=rf"exceeds the limit of {MAX_JSON_BYTES} bytes"):
-        load_baseline(str(path), env=None)
+        FixedPolicyAgent.load(str(path), env=None)
 
 
 def test_json_nested_100000_deep_is_refused_before_the_parser_recurses(tmp_path):
     path = tmp_path / "deep.json"
     path.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ModelFileError, match=r"nested 100000 levels deep, over the limit of 64"):
-        load_baseline(str(path), env=None)
+        FixedPolicyAgent.load(str(path), env=None)
     with pytest.raises(ModelFileError, match="nested 100000 levels deep"):
         describe(path)
 
@@ -99,7 +99,7 @@ def test_csv_rows_are_read_within_a_row_cap(tmp_path):
 
 def test_validate_refuses_a_measurements_fifo(fifo, capsys):
     path = fifo("m.csv")
-    code = outcome_within(lambda: validate_main(["--measurements", str(path)]))
+    code = outcome_within(lambda: cli_main(["validate", "--measurements", str(path)]))
     assert code == 2 and "not a regular file" in capsys.readouterr().err
 
 
@@ -107,13 +107,13 @@ def test_validate_fails_a_header_only_file_that_compares_nothing(tmp_path, capsy
     path = tmp_path / "empty.csv"
     header = (MEASUREMENTS / "slim_pretrained.csv").read_text().splitlines()[:4]
     path.write_text("\n".join(header) + "\n")
-    assert validate_main(["--measurements", str(path)], print_fn=lambda _: None) == 2
+    assert cli_main(["validate", "--measurements", str(path)]) == 2
     assert "no measurement compared" in capsys.readouterr().err
 
 
 def test_validate_fails_a_profile_that_no_row_names(tmp_path, capsys):
     profile = tmp_path / "p.toml"
     profile.write_text("")
-    assert validate_main(["--profile", f"nosuch={profile}"], print_fn=lambda _: None) == 2
+    assert cli_main(["validate", "--profile", f"nosuch={profile}"]) == 2
     err = capsys.readouterr().err
     assert "--profile nosuch" in err and "no measurement row names device 'nosuch'" in err

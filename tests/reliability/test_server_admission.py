@@ -24,6 +24,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from agents.cli import main as cli_main  # noqa: E402
 from autoscale_env.backends.live import wire  # noqa: E402
 from autoscale_env.backends.live.client import RemoteClient, ServerError  # noqa: E402
 from autoscale_env.backends.live.executor import InferenceEngine, Placement, RunResult  # noqa: E402
@@ -32,7 +33,6 @@ from autoscale_env.backends.live.server import (  # noqa: E402
     InferenceServer,
     ServerConfigError,
     host_identity,
-    main,
     parse_allow_list,
     read_token,
 )
@@ -203,9 +203,8 @@ def test_binding_beyond_loopback_without_a_token_is_refused_unless_insecure(caps
     InferenceServer(("0.0.0.0", 0), "edge", EchoEngine(), insecure=True).server_close()
     InferenceServer(("0.0.0.0", 0), "edge", EchoEngine(), token=TOKEN).server_close()
     # the command line refuses it too, whatever the log level
-    with pytest.raises(SystemExit) as info:
-        main(["--role", "edge", "--host", "0.0.0.0", "--log-level", "ERROR"])
-    assert info.value.code == 2 and "--insecure" in capsys.readouterr().err
+    assert cli_main(["serve", "--role", "edge", "--host", "0.0.0.0", "--log-level", "ERROR"]) == 2
+    assert "--insecure" in capsys.readouterr().err
 
 
 def test_tokens_over_256_bytes_are_refused_by_server_and_client_alike(tmp_path):

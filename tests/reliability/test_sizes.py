@@ -10,6 +10,8 @@ import os
 import gymnasium as gym
 import pytest
 
+from agents.cli import main as cli_main
+
 import autoscale_env  # noqa: F401  (registers AutoScale-v0)
 from agents.experiments import sensitivity
 from autoscale_env.tools import fit_bins
@@ -68,7 +70,7 @@ def test_sensitivity_run_refuses_too_many_workers_before_starting_any(tmp_path):
 
 def test_sensitivity_cli_turns_a_negative_seed_into_a_usage_error(tmp_path, capsys):
     pytest.importorskip("SALib")
-    assert sensitivity.main(["--quick", "--seed", "-1", "--out", str(tmp_path / "s")]) == 2
+    assert cli_main(["sensitivity", "--quick", "--seed", "-1", "--out", str(tmp_path / "s")]) == 2
     assert "--seed must be an integer in 0..2**32-1" in capsys.readouterr().err
 
 
@@ -99,9 +101,8 @@ def test_a_state_space_past_the_bound_is_refused_before_flat_index_can_overflow(
 def test_fit_bins_refuses_a_start_with_too_many_states(huge_features, tmp_path):
     with pytest.raises(ConfigError, match="over the limit"):
         fit_bins.edges_of(str(huge_features))
-    with pytest.raises(SystemExit) as info:
-        fit_bins.main(["--start", str(huge_features), "--out", str(tmp_path / "f.toml")])
-    assert info.value.code == 2
+    assert cli_main(["fit-bins", "--start", str(huge_features), "--out",
+                     str(tmp_path / "f.toml")]) == 2
 
 
 @pytest.mark.parametrize("args, message", [
@@ -112,9 +113,8 @@ def test_fit_bins_refuses_a_start_with_too_many_states(huge_features, tmp_path):
     (["--requests", "10000000"], "over the limit of 4000000"),
 ])
 def test_fit_bins_sizes_that_cannot_work_are_usage_errors(args, message, tmp_path, capsys):
-    with pytest.raises(SystemExit) as info:
-        fit_bins.main([*args, "--out", str(tmp_path / "f.toml")])
-    assert info.value.code == 2 and message in capsys.readouterr().err
+    assert cli_main(["fit-bins", *args, "--out", str(tmp_path / "f.toml")]) == 2
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "f.toml").exists()
 
 
@@ -128,7 +128,5 @@ def test_fit_bins_library_refuses_a_max_states_below_the_start():
 
 
 def test_gap_with_zero_seeds_is_a_usage_error(capsys):
-    from agents.experiments.gap import main
-    with pytest.raises(SystemExit) as info:
-        main(["--trace", "x.csv", "--profile", "mi8pro", "--seeds", "0"])
-    assert info.value.code == 2 and "--seeds must be >= 1" in capsys.readouterr().err
+    assert cli_main(["gap", "--trace", "x.csv", "--profile", "mi8pro", "--seeds", "0"]) == 2
+    assert "--seeds must be >= 1" in capsys.readouterr().err

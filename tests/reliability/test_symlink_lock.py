@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from autoscale_env.traces import format as traces
-from autoscale_env.traces.recorder import main
+from agents.cli import main as cli_main
 from autoscale_env.world.files import OutputLocked, PathLock
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _start_recording(out: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "autoscale_env.traces.recorder", "--requests", "1000000", "--out",
+        [sys.executable, "-m", "autoscale_env", "record", "--requests", "1000000", "--out",
          str(out), "--batch-size", "20", "--quiet", "--force"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -43,7 +43,7 @@ def test_a_recorder_writing_through_a_symlink_into_a_running_recording_is_refuse
             time.sleep(0.02)
         assert real.stat().st_size >= 20_000, "the first recording did not start in time"
         # the second recorder, through the link, with --force
-        code = main(["--requests", "200", "--setting", "static", "--out", str(link), "--force",
+        code = cli_main(["record", "--requests", "200", "--setting", "static", "--out", str(link), "--force",
                      "--quiet"])
         err = capsys.readouterr().err
         assert code == 2
