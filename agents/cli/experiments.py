@@ -496,7 +496,7 @@ def sample_efficiency(
               "verification fails.")
 def protocol(
     agent: Annotated[str | None, typer.Option(
-        help="agent to run: {agents}")] = None,
+        help="agent to run: {agents}", show_default="none: give one mode")] = None,
     regenerate: Annotated[bool, typer.Option(
         "--regenerate", help="rerun the reference entries and rewrite agents/data/expected_v1.json")]
     = False,
@@ -504,7 +504,7 @@ def protocol(
         "--check", help="the regression check: rerun the quick protocol for the cheap reference "
                         "entries and fail if a score left its stored interval")] = False,
     verify: Annotated[str | None, typer.Option(
-        metavar="PROTOCOL_JSON",
+        metavar="PROTOCOL_JSON", show_default="none",
         help="rerun the quick protocol for a submitted protocol.json and compare")] = None,
     leaderboard: Annotated[bool, typer.Option(
         "--leaderboard", help="write the leaderboard table into docs/benchmarks.md and "
