@@ -519,8 +519,8 @@ def protocol(
         help="row label of --agent", show_default="the agent spec")] = None,
     features: Annotated[str, typer.Option(help="state bins of --agent: {features}")] = "paper",
     hp: Annotated[list[str] | None, typer.Option(
-        metavar="NAME=VALUE", help="hyperparameter of --agent (repeatable, value parsed as JSON)")]
-    = None,
+        metavar="NAME=VALUE", show_default="the agent's defaults",
+        help="hyperparameter of --agent (repeatable, value parsed as JSON)")] = None,
     agents: Annotated[str, typer.Option(
         help="with --regenerate/--check: comma list of reference entries",
         show_default="all / the ci ones")] = "",
