@@ -155,7 +155,7 @@ def test_a_link_parameter_reaches_the_remote_targets_only():
 
 
 def test_with_the_provenance_report_the_parameters_are_its_estimates():
-    provenance = pytest.importorskip("autoscale_env.world.provenance")
+    from autoscale_env.world import provenance
     entries = provenance.estimates()
     params = enumerate_estimates()
     assert [p.name for p in params] == [e.name for e in entries]

@@ -178,7 +178,7 @@ def test_a_second_concurrent_run_into_one_directory_is_refused_naming_the_holder
         holder.wait()
     t0 = time.monotonic()
     ResultStore(tmp_path, resume=True).close()  # a killed holder leaves no stale lock
-    assert time.monotonic() - t0 < 1
+    assert time.monotonic() - t0 < 10  # taken at once, not after waiting out a holder
     assert not PathLock(tmp_path, inside=True).path.exists()
 
 

@@ -69,8 +69,13 @@ def test_outputs_name_the_parameters_that_matter(finished):
     assert {r["parameter"] for r in rows} == set(PARAMS)
     assert {r["metric"] for r in rows} >= {"oracle_vs_cpu", "oracle_vs_cloud", "state_ceiling"}
     assert len(rows) == len(PARAMS) * len(an.cfg.metrics)
-    sobol = [r for r in rows if r["ST"] != ""]
-    assert sobol and all(0.0 <= float(r["ST"]) <= 2.0 for r in sobol if r["metric"] == "oracle_vs_cpu")
+    total = {(r["parameter"], r["metric"]): float(r["ST"]) for r in rows if r["ST"] != ""}
+    # With 8 base samples the total index is noisy (SALib's 95 % half-width is about 0.6 here),
+    # so the check is the one that cannot be noise: the CPU's busy power moves the result against
+    # the CPU, and the goodput below the lowest MCS, never reached at this cell's regular static
+    # signal, moves nothing at all.
+    assert total[(BUSY, "oracle_vs_cpu")] > 0.0
+    assert total[(PARAMS[2], "oracle_vs_cpu")] == 0.0
     md = (out / "sensitivity.md").read_text()
     top3 = an.ranking("oracle_vs_cloud")[:3]
     assert ("The three estimates that move the oracle efficiency vs cloud most (Morris mu*): "

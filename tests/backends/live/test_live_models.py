@@ -116,10 +116,14 @@ def test_int8_keeps_structure_and_output_contract(name):
     assert a.shape == b.shape and a.dtype == b.dtype
 
 
-@pytest.mark.parametrize("name", ["sqz", "lstm_nmt"])
-def test_int8_agreement_is_a_fraction(name):
-    agreement = models.int8_agreement(name, n_inputs=4)
-    assert isinstance(agreement, float) and 0.0 <= agreement <= 1.0
+@pytest.mark.parametrize("name, floor", [("sqz", 0.5), ("lstm_nmt", 0.2)])
+def test_int8_path_computes_the_fp32_function(name, floor):
+    # Chance agreement is 1/1000 classes (SqueezeNet) and about 1/vocabulary per token (the
+    # translator); a faithful INT8 path of these random-weight models measured 0.94 and 0.46 on
+    # 16 requests (seed 0). The floors sit far above chance and well below those, since random
+    # weights leave near-tied logits that INT8 rounding may flip differently on other CPUs.
+    agreement = models.int8_agreement(name, n_inputs=16)
+    assert isinstance(agreement, float) and floor <= agreement <= 1.0
 
 
 @pytest.mark.parametrize("name", sorted(models.TORCHVISION_BUILDERS))
