@@ -5,7 +5,7 @@ time. When others transmit or compute at the same time, this module computes the
 and energy from a decomposition that public configuration gives (``fleet.toml`` for the rules):
 
 * upload: input bytes of the network over the goodput of the link at the request's RSSI
-  (:func:`autoscale_env.world.radio.link_table`), shared among the round's stations by
+  (:func:`autoscale_env.world.radio.goodput_mbps`), shared among the round's stations by
   :func:`shared_transfer_ms` (Heusse et al.'s equal throughput, or equal airtime) with Bianchi's
   collision overhead (:func:`collision_slowdown`);
 * edge service: the edge profile's latency for the network on the unit + its overhead, queued per
@@ -19,7 +19,7 @@ bit for bit. Everything works on arrays with any leading batch axes (``(..., N)`
 centralised oracle can evaluate thousands of joint actions at once.
 
 This module is the only place that knows how the world is decomposed. :class:`PhoneTables` reads
-the same public profiles and link tables as :class:`autoscale_env.world.rules.OutcomeModel`;
+the same public profiles and link models as :class:`autoscale_env.world.rules.OutcomeModel`;
 ``tests/test_fleet_contention.py`` checks that its service times and transfer times are exactly
 the ones ``rules.outcomes`` adds up, so a change of the rules cannot slip past it.
 """
@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from autoscale_env.world import config
 from autoscale_env.world import radio
@@ -228,8 +229,8 @@ class PhoneTables:
         service_ms: (N, W, T) edge service time of the network on the target (0 elsewhere).
         up_kbit: (W,) input size of each workload, kbit.
         base_w: (N,) phone base power, W.
-        link_edges, link_table: per phone and link, :func:`radio.link_table` (RSSI intervals and
-            goodput / RTT / tx / rx power per interval).
+        wifi_active_w: (N,) phone radio power, W.
+        links: the (Wi-Fi, Wi-Fi Direct) :class:`~autoscale_env.world.radio.Link` every phone uses.
     """
 
     link: np.ndarray
@@ -238,8 +239,8 @@ class PhoneTables:
     service_ms: np.ndarray
     up_kbit: np.ndarray
     base_w: np.ndarray
-    link_edges: list[list[np.ndarray]]
-    link_table: list[list[np.ndarray]]
+    wifi_active_w: np.ndarray
+    links: tuple
 
     @classmethod
     def build(cls, devices: Sequence[str], workloads, edge_device: str | None = None) -> PhoneTables:
@@ -279,37 +280,36 @@ class PhoneTables:
                                                .split("/")[0])
                 elif t.location == "cloud":
                     link[n, j] = WIFI
-        tables = [[radio.link_table(links[k], p.wifi_active_w) for k in ("wifi", "p2p")]
-                  for p in phones]
         return cls(link=link, queue=queue, queues=queues, service_ms=service,
                    up_kbit=np.array([w.input_bytes * 8e-3 for w in workloads]),
                    base_w=np.array([p.base_power_w for p in phones]),
-                   link_edges=[[e for e, _ in row] for row in tables],
-                   link_table=[[t for _, t in row] for row in tables])
+                   wifi_active_w=np.array([p.wifi_active_w for p in phones], dtype=np.float64),
+                   links=tuple(radio.link_params(links[k]) for k in ("wifi", "p2p")))
 
     def link_state(self, rssi_wifi_dbm: np.ndarray, rssi_p2p_dbm: np.ndarray):
         """Per request, both links' (ms per kbit, transmit power W, connected): three arrays of
         shape ``rssi.shape + (2,)`` for RSSI arrays whose last axis is the phone."""
-        shape = np.shape(rssi_wifi_dbm) + (2,)
-        ms_per_kbit, tx_w = np.zeros(shape), np.zeros(shape)
-        if not hasattr(self, "_groups"):
-            self._groups = self._link_groups()
-        for members, edges, tables in self._groups:
-            for k, rssi in enumerate((rssi_wifi_dbm, rssi_p2p_dbm)):
-                row = tables[k][np.searchsorted(edges[k], rssi[..., members], side="right")]
-                goodput = row[..., 0]  # Mbit/s = kbit/ms
-                ms_per_kbit[..., members, k] = np.divide(1.0, goodput, out=np.zeros_like(goodput),
-                                                         where=goodput > 0)
-                tx_w[..., members, k] = row[..., 2]
+        wifi = np.asarray(rssi_wifi_dbm, dtype=np.float64)
+        shape = wifi.shape + (2,)
+        N = len(self.base_w)
+        rssi = np.stack([wifi, np.broadcast_to(np.asarray(rssi_p2p_dbm, dtype=np.float64),
+                                               wifi.shape)], axis=-1).reshape(-1, N, 2)
+        ms_per_kbit, tx_w = np.empty(rssi.shape), np.empty(rssi.shape)
+        _link_state(self.links, self.wifi_active_w, rssi, ms_per_kbit, tx_w)
+        ms_per_kbit, tx_w = ms_per_kbit.reshape(shape), tx_w.reshape(shape)
         return ms_per_kbit, tx_w, ms_per_kbit > 0
 
-    def _link_groups(self):
-        """(phones, edges, tables) per distinct pair of link tables (phones with one radio)."""
-        groups: dict[bytes, list[int]] = {}
-        for n, tables in enumerate(self.link_table):
-            key = b"".join(np.ascontiguousarray(t).tobytes() for t in tables + self.link_edges[n])
-            groups.setdefault(key, []).append(n)
-        return [(np.array(m), self.link_edges[m[0]], self.link_table[m[0]]) for m in groups.values()]
+
+@njit(cache=True)
+def _link_state(links, wifi_active_w, rssi_dbm, ms_per_kbit, tx_w) -> None:
+    """(rows, N, 2) per phone and link: 1 / goodput (0 when disconnected) and transmit power."""
+    for r in range(rssi_dbm.shape[0]):
+        for n in range(rssi_dbm.shape[1]):
+            for k in range(2):
+                goodput = radio.goodput_mbps(links[k], rssi_dbm[r, n, k])  # Mbit/s = kbit/ms
+                ms_per_kbit[r, n, k] = 1.0 / goodput if goodput > 0 else 0.0
+                tx_w[r, n, k] = radio.radio_power_w(links[k], wifi_active_w[n],
+                                                    rssi_dbm[r, n, k])[0]
 
 
 class Contention:

@@ -37,7 +37,7 @@ from numba import njit
 
 from autoscale_env.world import config
 from autoscale_env.world.power import local_run
-from autoscale_env.world.radio import Link, link_params, offload, tail_energy_mj
+from autoscale_env.world.radio import link_params, offload, tail_energy_mj
 from autoscale_env.world.reward import request_reward, weights
 from autoscale_env.world.types import Target, Workload
 
