@@ -10,6 +10,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from numba import njit
 from tqdm.auto import tqdm
 
 import autoscale_env
@@ -17,6 +18,29 @@ from autoscale_env.world.errors import ModelFileError
 from autoscale_env.world.files import atomic_write, load_npz
 
 FORMAT = "autoscale-qtable/1"
+
+
+@njit(cache=True)
+def greedy_action(q: np.ndarray, s: int) -> int:
+    """The action with the highest value in row ``s`` of ``q`` (ties: the lowest index)."""
+    best = 0
+    for a in range(1, q.shape[1]):
+        if q[s, a] > q[s, best]:
+            best = a
+    return best
+
+
+@njit(cache=True)
+def q_update(q: np.ndarray, s: int, a: int, reward: float, s_next: int, terminated: bool,
+             alpha: float, gamma: float) -> int:
+    """One Q-learning update of ``q[s, a]`` (float32, in place): bootstraps from ``max q[s_next]``
+    unless the episode really terminated. Returns the greedy action of ``s_next`` after the
+    update (the learn loop's next decision, without another look at the table)."""
+    target = reward
+    if not terminated:
+        target += gamma * np.float64(q[s_next, greedy_action(q, s_next)])
+    q[s, a] = q[s, a] + np.float32(alpha * (target - np.float64(q[s, a])))
+    return greedy_action(q, s_next)
 
 
 @dataclass(frozen=True)
@@ -105,13 +129,12 @@ class QLearningAgent:
             s = self.state_index(observation)
         if not deterministic and self._rng.random() < self.epsilon:
             return self._rng.randrange(self.q.shape[1]), None
-        return int(self.q[s].argmax()), None
+        return greedy_action(self.q, s), None
 
     def update(self, s: int, a: int, reward: float, s_next: int, terminated: bool = False) -> None:
         """One Q-learning update; bootstraps unless the episode really terminated."""
-        q = self.q
-        target = reward if terminated else reward + self.config.gamma * float(q[s_next].max())
-        q[s, a] += self.config.alpha * (target - float(q[s, a]))
+        q_update(self.q, s, a, float(reward), s_next, bool(terminated), self.config.alpha,
+                 self.config.gamma)
 
     def learn(self, total_timesteps: int, callback=None, progress_bar: bool = False) -> QLearningAgent:
         """Run the env for ``total_timesteps`` requests, deciding and updating online.
@@ -125,22 +148,30 @@ class QLearningAgent:
         obs = self._obs
         bar = tqdm(total=total_timesteps, disable=not progress_bar, desc="qlearning", unit="step",
                    mininterval=0.5)
+        alpha, gamma = float(cfg.alpha), float(cfg.gamma)
+        # s and its greedy action carry over from one step to the next: q_update returns the
+        # greedy action of the state it bootstrapped from, so a step touches the table once
+        s = greedy = -1
         for _ in range(total_timesteps):
             # Reset lazily, at the start of the next step: between learn() calls the env then
             # rests on an episode boundary, where its whole state is its generator (checkpoints).
             if obs is None or self._needs_reset:
                 obs, info = env.reset(seed=self.seed if obs is None and self.num_timesteps == 0 else None)
                 self._needs_reset = False
+                s = -1
                 if callback is not None:
                     callback.on_reset(info)
-            s = index[obs.tobytes()]
+            if s < 0:
+                s = index[obs.tobytes()]
+                greedy = greedy_action(q, s)
             if rng.random() < self.epsilon:
                 a = rng.randrange(n_actions)
             else:
-                a = int(q[s].argmax())
+                a = greedy
             obs, reward, terminated, truncated, info = env.step(a)
-            target = reward if terminated else reward + cfg.gamma * float(q[index[obs.tobytes()]].max())
-            q[s, a] += cfg.alpha * (target - float(q[s, a]))
+            s_next = index[obs.tobytes()]
+            greedy = q_update(q, s, a, reward, s_next, terminated, alpha, gamma)
+            s = s_next
             self.num_timesteps += 1
             if cfg.epsilon_decay != 1.0:
                 self.epsilon = max(cfg.epsilon_min, self.epsilon * cfg.epsilon_decay)
