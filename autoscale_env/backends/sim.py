@@ -25,7 +25,10 @@ of sub-envs, the thread count or the order in which episodes are computed.
   their counters (chance about ``2**-40`` per pair of episodes of a million requests).
 * A **uniform** is ``(w >> 11) * 2**-53`` in [0, 1). A **standard normal** is the inverse normal
   CDF (Acklam's rational approximation, relative error below 1.2e-9) of
-  ``((w >> 11) + 0.5) * 2**-53``.
+  ``p = ((w >> 11) + 0.5) * 2**-53``. A **lognormal** noise factor ``exp(sigma * z)`` of the same
+  ``p`` is read from a table of ``NOISE_QUANTILES = 4096`` quantiles, linearly interpolated, for
+  ``0.01 <= p <= 0.99`` (relative error below 1e-5; no transcendental function), and computed
+  exactly in the tails.
 * A choice among ``m`` items is ``min(floor(u * m), m - 1)``.
 
 The draws of request ``i`` (slot ``d``):
@@ -43,9 +46,9 @@ The draws of request ``i`` (slot ``d``):
       geometric with mean ``rssi_drop_mean_requests`` by inversion, at most
       ``MAX_DROP_REQUESTS``. Drops overlap by union and carry over between blocks.
 11-14 dynamic normals: co-running CPU jitter, memory jitter, Wi-Fi fading, Wi-Fi Direct fading
-16+j  normal of noise entry ``j`` (``OutcomeModel.outcomes``): ``exp(sigma * z)``, lognormal with
-      median 1; ``local_latency_sigma`` for local targets, ``server_latency_sigma`` for remote
-      ones, ``goodput_sigma`` for the two links
+16+j  noise entry ``j`` (``OutcomeModel.outcomes``): lognormal ``exp(sigma * z)``, median 1;
+      ``local_latency_sigma`` for local targets, ``server_latency_sigma`` for remote ones,
+      ``goodput_sigma`` for the two links
 ====  ======================================================================================
 
 The dynamic processes (app segments, signal segments, drops) advance sequentially within an
@@ -122,32 +125,63 @@ def choice(u: float, m: int) -> int:
 
 @njit(cache=True)
 def normal(key: np.uint64, request: int, draw: int) -> float:
-    """A standard normal: the inverse CDF (Acklam) of a uniform in (0, 1)."""
-    p = (float(random_word(key, request, draw) >> np.uint64(11)) + 0.5) * 2.0 ** -53
-    if p < 0.02425:
-        q = math.sqrt(-2.0 * math.log(p))
-        return _tail(q)
-    if p > 1.0 - 0.02425:
-        q = math.sqrt(-2.0 * math.log(1.0 - p))
-        return -_tail(q)
-    q = p - 0.5
-    r = q * q
-    return ((((((-3.969683028665376e+01 * r + 2.209460984245205e+02) * r
-                - 2.759285104469687e+02) * r + 1.383577518672690e+02) * r
-              - 3.066479806614716e+01) * r + 2.506628277459239e+00) * q
-            / (((((-5.447609879822406e+01 * r + 1.615858368580409e+02) * r
-                  - 1.556989798598866e+02) * r + 6.680131188771972e+01) * r
-                - 1.328068155288572e+01) * r + 1.0))
+    """A standard normal: the inverse CDF (:func:`inverse_normal_cdf`) of a uniform in (0, 1)."""
+    return inverse_normal_cdf(_open_uniform(key, request, draw))
 
 
 @njit(cache=True)
-def _tail(q: float) -> float:
-    """Acklam's lower-tail branch, ``q = sqrt(-2 ln p)``."""
-    return ((((((-7.784894002430293e-03 * q - 3.223964580411365e-01) * q
+def _open_uniform(key: np.uint64, request: int, draw: int) -> float:
+    """A uniform in (0, 1): ``((w >> 11) + 0.5) * 2**-53``."""
+    return (float(random_word(key, request, draw) >> np.uint64(11)) + 0.5) * 2.0 ** -53
+
+
+@njit(cache=True)
+def inverse_normal_cdf(p: float) -> float:
+    """Acklam's rational approximation of the standard normal quantile (relative error below
+    1.2e-9), for ``0 < p < 1``."""
+    if 0.02425 <= p <= 1.0 - 0.02425:
+        q = p - 0.5
+        r = q * q
+        return ((((((-3.969683028665376e+01 * r + 2.209460984245205e+02) * r
+                    - 2.759285104469687e+02) * r + 1.383577518672690e+02) * r
+                  - 3.066479806614716e+01) * r + 2.506628277459239e+00) * q
+                / (((((-5.447609879822406e+01 * r + 1.615858368580409e+02) * r
+                      - 1.556989798598866e+02) * r + 6.680131188771972e+01) * r
+                    - 1.328068155288572e+01) * r + 1.0))
+    q = math.sqrt(-2.0 * math.log(min(p, 1.0 - p)))
+    tail = ((((((-7.784894002430293e-03 * q - 3.223964580411365e-01) * q
                 - 2.400758277161838e+00) * q - 2.549732539343734e+00) * q
               + 4.374664141464968e+00) * q + 2.938163982698783e+00)
             / ((((7.784695709041462e-03 * q + 3.224671290700398e-01) * q
                  + 2.445134137142996e+00) * q + 3.754408661907416e+00) * q + 1.0))
+    return tail if p < 0.5 else -tail
+
+
+#: Quantiles of the lognormal noise tables (:func:`lognormal`).
+NOISE_QUANTILES = 4096
+#: Below this probability (and above one minus it) :func:`lognormal` uses the exact formula.
+NOISE_EXACT_TAIL = 0.01
+
+
+def lognormal_table(sigma: float) -> np.ndarray:
+    """``exp(sigma * z(m / NOISE_QUANTILES))`` for ``m = 0 .. NOISE_QUANTILES`` (the end points,
+    never read, hold the neighbouring values)."""
+    m = np.arange(NOISE_QUANTILES + 1) / NOISE_QUANTILES
+    m[0], m[-1] = m[1], m[-2]
+    return np.exp(sigma * np.array([inverse_normal_cdf(float(p)) for p in m]))
+
+
+@njit(cache=True)
+def lognormal(key: np.uint64, request: int, draw: int, sigma: float, table: np.ndarray) -> float:
+    """``exp(sigma * z)`` for the standard normal ``z`` of the draw, median 1: linear
+    interpolation in ``table`` (:func:`lognormal_table` of ``sigma``) between the
+    ``NOISE_QUANTILES`` quantiles, the exact formula in the tails (``NOISE_EXACT_TAIL``)."""
+    p = _open_uniform(key, request, draw)
+    if NOISE_EXACT_TAIL <= p <= 1.0 - NOISE_EXACT_TAIL:
+        x = p * NOISE_QUANTILES
+        m = int(x)
+        return table[m] + (x - m) * (table[m + 1] - table[m])
+    return math.exp(sigma * inverse_normal_cdf(p))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -156,27 +190,30 @@ def _tail(q: float) -> float:
 
 class Processes(NamedTuple):
     """The numbers of a scenario and setting (``scenarios.toml``, ``settings.toml``) as the
-    compiled processes take them."""
+    compiled processes take them: floats and tuples of floats, which numba passes around without
+    reference counting (arrays in a record cost an atomic count per access)."""
 
     static: bool
-    networks: np.ndarray          # (S,) workload index of each of the scenario's networks
-    static_cpu: np.ndarray        # (A,) static setting: each app's CPU use (%)
-    static_mem: np.ndarray        # (A,)
-    static_wifi_dbm: np.ndarray   # static setting: Wi-Fi RSSI choices
-    static_p2p_dbm: np.ndarray    # static setting: Wi-Fi Direct RSSI choices
-    app_cpu: np.ndarray           # (A,) dynamic setting: each app's mean CPU use (%)
-    app_mem: np.ndarray           # (A,)
+    networks: tuple               # workload index of each of the scenario's networks
+    static_cpu: tuple             # static setting: each app's CPU use (%)
+    static_mem: tuple
+    static_wifi_dbm: tuple        # static setting: Wi-Fi RSSI choices
+    static_p2p_dbm: tuple         # static setting: Wi-Fi Direct RSSI choices
+    app_cpu: tuple                # dynamic setting: each app's mean CPU use (%)
+    app_mem: tuple
     app_switch_p: float
     cpu_jitter_pct: float
     mem_jitter_pct: float
-    rssi_low: np.ndarray          # (2,) segment means range per link (dBm)
-    rssi_span: np.ndarray         # (2,)
+    rssi_low: tuple               # (Wi-Fi, Wi-Fi Direct) segment means range (dBm)
+    rssi_span: tuple
     segment_switch_p: float
     fading_sigma_db: float
     drop_p: float
     drop_stay_p: float            # 1 - 1 / mean drop length
     drop_depth_db: float
-    noise_sigma: np.ndarray       # (n_targets + 2,) sigma of each noise entry
+    noise_sigma: tuple            # (n_targets + 2,) sigma of each noise entry
+    noise_table: np.ndarray       # (sigmas, NOISE_QUANTILES + 1): lognormal_table of each sigma
+    noise_class: tuple            # (n_targets + 2,) row of noise_table of each noise entry
 
 
 @njit(cache=True)
@@ -235,8 +272,9 @@ def simulate_request(proc: Processes, world: PhoneWorld, key, i: int, app, mean_
         mem = _app_load(proc.app_mem[app[0]], proc.mem_jitter_pct, normal(key, i, MEM_JITTER), busy)
         wifi = _signal(proc, key, i, 0, mean_dbm, drop_left)
         p2p = _signal(proc, key, i, 1, mean_dbm, drop_left)
+    tables = proc.noise_table
     for j in range(len(noise)):
-        noise[j] = math.exp(proc.noise_sigma[j] * normal(key, i, NOISE + j))
+        noise[j] = lognormal(key, i, NOISE + j, proc.noise_sigma[j], tables[proc.noise_class[j]])
     request_outcomes(world, network, cpu, mem, wifi, p2p, noise, latency_ms, energy_mj)
     return network, cpu, mem, wifi, p2p
 
@@ -401,26 +439,30 @@ class SimBackend:
         remote = [not t.is_local for t in self.targets]
         sigma = [sig.server_latency_sigma if r else sig.local_latency_sigma for r in remote]
         ranges = np.array([d.rssi_wifi_range_dbm[:2], d.rssi_p2p_range_dbm[:2]], dtype=float)
+        sigmas = [float(x) for x in sigma + [sig.goodput_sigma] * 2]
+        distinct = sorted(set(sigmas))
 
         def floats(values):
-            return np.array(values, dtype=np.float64)
+            return tuple(float(v) for v in values)
 
         return Processes(
             static=self.setting == "static",
-            networks=np.array([names.index(n) for n in self.scenario.networks], dtype=np.int64),
+            networks=tuple(names.index(n) for n in self.scenario.networks),
             static_cpu=floats([self.apps[a].cpu_pct for a in s.apps]),
             static_mem=floats([self.apps[a].mem_pct for a in s.apps]),
             static_wifi_dbm=floats(s.rssi_wifi_dbm), static_p2p_dbm=floats(s.rssi_p2p_dbm),
             app_cpu=floats([self.apps[a].cpu_pct for a in d.apps]),
             app_mem=floats([self.apps[a].mem_pct for a in d.apps]),
             app_switch_p=1.0 / d.app_mean_requests, cpu_jitter_pct=float(d.app_cpu_jitter_pct),
-            mem_jitter_pct=float(d.app_mem_jitter_pct), rssi_low=ranges[:, 0].copy(),
-            rssi_span=ranges[:, 1] - ranges[:, 0],
+            mem_jitter_pct=float(d.app_mem_jitter_pct), rssi_low=floats(ranges[:, 0]),
+            rssi_span=floats(ranges[:, 1] - ranges[:, 0]),
             segment_switch_p=1.0 / d.rssi_segment_mean_requests,
             fading_sigma_db=float(d.rssi_fading_sigma_db), drop_p=float(d.rssi_drop_probability),
             drop_stay_p=1.0 - 1.0 / d.rssi_drop_mean_requests,
             drop_depth_db=float(d.rssi_drop_depth_db),
-            noise_sigma=floats(sigma + [sig.goodput_sigma] * 2))
+            noise_sigma=floats(sigmas),
+            noise_table=np.stack([lognormal_table(x) for x in distinct]),
+            noise_class=tuple(distinct.index(x) for x in sigmas))
 
     # ---------------------------------------------------------------------------------------
     # Backend protocol

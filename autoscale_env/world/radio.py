@@ -7,8 +7,10 @@ remote request's latency and phone energy.
 
 These functions are the model, not a reference copy of it: the simulator, the fleet's contention
 and the live backend's energy model all call them. They take a :class:`Link` (the numbers of one
-``links.toml`` table as a tuple numba can pass around); :func:`link_params` makes one from a
-:class:`~autoscale_env.world.config.LinkModel`. How RSSI becomes goodput is the one function
+``links.toml`` table as a tuple of floats and tuples of floats, which numba passes around
+without reference counting); :func:`link_params` makes one from a
+:class:`~autoscale_env.world.config.LinkModel`. A request evaluates each link once
+(:func:`link_state`) and every remote target over it (:func:`offload`). How RSSI becomes goodput is the one function
 :func:`goodput_mbps`: a different rate model is a local edit there.
 """
 
@@ -25,8 +27,8 @@ from autoscale_env.world.config import LinkModel
 class Link(NamedTuple):
     """One link's numbers (``links.toml``; see :class:`~autoscale_env.world.config.LinkModel`)."""
 
-    mcs_min_rssi_dbm: np.ndarray
-    mcs_goodput_mbps: np.ndarray
+    mcs_min_rssi_dbm: tuple[float, ...]
+    mcs_goodput_mbps: tuple[float, ...]
     below_min_goodput_mbps: float
     disconnect_rssi_dbm: float
     timeout_ms: float
@@ -34,15 +36,15 @@ class Link(NamedTuple):
     rtt_per_mcs_step_below_4_ms: float
     tail_ms: float
     tail_power_fraction: float
-    power_band_edges_dbm: np.ndarray
-    tx_power_multiplier: np.ndarray
-    rx_power_multiplier: np.ndarray
+    power_band_edges_dbm: tuple[float, ...]
+    tx_power_multiplier: tuple[float, ...]
+    rx_power_multiplier: tuple[float, ...]
 
 
 def link_params(link: LinkModel) -> Link:
     """The :class:`Link` of a loaded link model."""
-    def array(values):
-        return np.array(values, dtype=np.float64)
+    def array(values):  # tuples of floats: values, not arrays (no reference counting in loops)
+        return tuple(float(v) for v in values)
 
     return Link(array(link.mcs_min_rssi_dbm), array(link.mcs_goodput_mbps),
                 float(link.below_min_goodput_mbps), float(link.disconnect_rssi_dbm),
@@ -98,22 +100,31 @@ def tail_energy_mj(link: Link, wifi_active_w: float, request_gap_ms: float) -> f
 
 
 @njit(cache=True)
-def offload(link: Link, rssi_dbm: float, goodput_noise: float, up_kbit: float, down_kbit: float,
-            server_ms: float, wifi_active_w: float, base_power_w: float,
+def link_state(link: Link, wifi_active_w: float, rssi_dbm: float,
+               goodput_noise: float) -> tuple[float, float, float, float]:
+    """``(goodput_mbps, rtt_ms, tx_w, rx_w)`` of ``link`` for one request: the goodput at
+    ``rssi_dbm`` times ``goodput_noise`` (median 1; 0 when disconnected), the round trip and
+    the radio's transmit and receive power."""
+    tx_w, rx_w = radio_power_w(link, wifi_active_w, rssi_dbm)
+    return goodput_mbps(link, rssi_dbm) * goodput_noise, rtt_ms(link, rssi_dbm), tx_w, rx_w
+
+
+@njit(cache=True)
+def offload(goodput_mbps: float, rtt_ms: float, tx_w: float, rx_w: float, timeout_ms: float,
+            up_kbit: float, down_kbit: float, server_ms: float, base_power_w: float,
             tail_mj: float) -> tuple[float, float]:
-    """Latency (ms) and phone energy (mJ) of one request run remotely over ``link``.
+    """Latency (ms) and phone energy (mJ) of one request run remotely over a link in the state
+    :func:`link_state` gives.
 
     The phone transmits the input (``up_kbit``), waits at base power for the round trip and the
     server (``server_ms``), receives the output, and keeps the radio in its high-power tail
-    (``tail_mj``, :func:`tail_energy_mj`). A disconnected link burns ``timeout_ms`` at transmit
-    power and base power, then gives up. ``goodput_noise`` scales the goodput (median 1).
+    (``tail_mj``, :func:`tail_energy_mj`). A disconnected link (no goodput) burns ``timeout_ms``
+    at transmit power and base power, then gives up.
     """
-    tx_w, rx_w = radio_power_w(link, wifi_active_w, rssi_dbm)
-    rate = goodput_mbps(link, rssi_dbm) * goodput_noise  # Mbit/s = kbit/ms
-    if not rate > 0.0:
-        return link.timeout_ms, (tx_w + base_power_w) * link.timeout_ms
-    up_ms = up_kbit / rate
-    down_ms = down_kbit / rate
-    latency = up_ms + rtt_ms(link, rssi_dbm) + server_ms + down_ms
+    if not goodput_mbps > 0.0:
+        return timeout_ms, (tx_w + base_power_w) * timeout_ms
+    up_ms = up_kbit / goodput_mbps  # Mbit/s = kbit/ms
+    down_ms = down_kbit / goodput_mbps
+    latency = up_ms + rtt_ms + server_ms + down_ms
     energy = tx_w * up_ms + rx_w * down_ms + base_power_w * latency + tail_mj
     return latency, energy

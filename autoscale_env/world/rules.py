@@ -37,7 +37,7 @@ from numba import njit
 
 from autoscale_env.world import config
 from autoscale_env.world.power import local_run
-from autoscale_env.world.radio import link_params, offload, tail_energy_mj
+from autoscale_env.world.radio import link_params, link_state, offload, tail_energy_mj
 from autoscale_env.world.reward import request_reward, weights
 from autoscale_env.world.types import Target, Workload
 
@@ -89,7 +89,7 @@ class PhoneWorld(NamedTuple):
     base_power_w: float
     wifi_active_w: float
     links: tuple                   # (Wi-Fi, Wi-Fi Direct) radio.Link
-    tail_mj: np.ndarray            # (2,) radio tail energy per link
+    tail_mj: tuple                 # (2,) radio tail energy per link
 
 
 @njit(cache=True)
@@ -98,24 +98,32 @@ def request_outcomes(world: PhoneWorld, network: int, co_cpu_pct: float, co_mem_
                      latency_ms: np.ndarray, energy_mj: np.ndarray) -> None:
     """Every target's latency and phone energy for one request, into ``latency_ms`` and
     ``energy_mj`` (n_targets,). ``noise``: (n_targets + 2,) multiplicative noise, median 1."""
-    T = len(world.link)
+    link_of = world.link
+    T = len(link_of)
     cpu_frac = co_cpu_pct / 100.0
     mem_frac = co_mem_pct / 100.0
-    rssi = (rssi_wifi_dbm, rssi_p2p_dbm)
+    # the two links' state at this request's signal (tuples indexed with constants: a run-time
+    # index into a tuple of records would copy it)
+    wifi = link_state(world.links[0], world.wifi_active_w, rssi_wifi_dbm, noise[T])
+    p2p = link_state(world.links[1], world.wifi_active_w, rssi_p2p_dbm, noise[T + 1])
+    # the network's row of each table (array fields read once per request, not per target)
+    base_ms, noise_row = world.base_ms[network], world.noise_row[network]
+    kc, km = world.cpu_interference[network], world.mem_interference[network]
+    busy_w, idle_w = world.busy_power_w[network], world.idle_power_w[network]
+    up_kbit, down_kbit = world.up_kbit[network], world.down_kbit[network]
     for j in range(T):
-        runtime_noise = noise[world.noise_row[network, j]]
-        k = world.link[j]
-        if k == LOCAL:
+        runtime_noise = noise[noise_row[j]]
+        k = link_of[j]
+        if k == LOCAL:  # compute on the phone
             latency_ms[j], energy_mj[j] = local_run(
-                world.base_ms[network, j], runtime_noise, cpu_frac, mem_frac,
-                world.cpu_interference[network, j], world.mem_interference[network, j],
-                world.busy_power_w[network, j], world.idle_power_w[network, j],
-                world.base_power_w)
-        else:
+                base_ms[j], runtime_noise, cpu_frac, mem_frac, kc[j], km[j], busy_w[j],
+                idle_w[j], world.base_power_w)
+        else:  # transfer, compute on the server, transfer back
+            goodput, rtt, tx_w, rx_w = wifi if k == 0 else p2p
             latency_ms[j], energy_mj[j] = offload(
-                world.links[k], rssi[k], noise[T + k], world.up_kbit[network],
-                world.down_kbit[network], world.base_ms[network, j] * runtime_noise,
-                world.wifi_active_w, world.base_power_w, world.tail_mj[k])
+                goodput, rtt, tx_w, rx_w, world.links[0].timeout_ms if k == 0 else
+                world.links[1].timeout_ms, up_kbit, down_kbit, base_ms[j] * runtime_noise,
+                world.base_power_w, world.tail_mj[k])
 
 
 @njit(cache=True)
@@ -199,11 +207,10 @@ class OutcomeModel:
             up_kbit=np.array([w.input_bytes * 8e-3 for w in self.workloads]),
             down_kbit=np.array([w.output_bytes * 8e-3 for w in self.workloads]),
             base_power_w=float(phone.base_power_w), wifi_active_w=float(phone.wifi_active_w),
-            links=tuple(link_params(m) for m in link_models),
-            tail_mj=np.array([0.0, 0.0]))
-        for k in range(2):
-            tables.tail_mj[k] = tail_energy_mj(tables.links[k], phone.wifi_active_w,
-                                               float(self.scenario.request_gap_ms))
+            links=tuple(link_params(m) for m in link_models), tail_mj=(0.0, 0.0))
+        tables = tables._replace(tail_mj=tuple(
+            tail_energy_mj(link, float(phone.wifi_active_w), float(self.scenario.request_gap_ms))
+            for link in tables.links))
         for a in (base_ms, accuracy, noise_row, link):
             a.flags.writeable = False
         return tables

@@ -28,9 +28,12 @@ def test_goodput_and_radio_power_get_worse_as_signal_weakens():
 def test_disconnected_link_times_out():
     up_kbit, down_kbit = 150528.0 * 8e-3, 4004.0 * 8e-3
     tail = radio.tail_energy_mj(WIFI, 0.7, 1000.0)
-    lat, energy = radio.offload(WIFI, -60.0, 1.0, up_kbit, down_kbit, 3.0, 0.7, 0.5, tail)
-    lat_down, energy_down = radio.offload(WIFI, -95.0, 1.0, up_kbit, down_kbit, 3.0, 0.7, 0.5,
-                                          tail)
+
+    def run(rssi):
+        state = radio.link_state(WIFI, 0.7, rssi, 1.0)
+        return radio.offload(*state, WIFI.timeout_ms, up_kbit, down_kbit, 3.0, 0.5, tail)
+
+    (lat, energy), (lat_down, energy_down) = run(-60.0), run(-95.0)
     assert lat < 100 and lat_down == WIFI.timeout_ms and energy_down > 10 * energy
 
 
