@@ -287,9 +287,10 @@ def _block_loop(proc, world, scoring, enc, keys, position, app, mean_dbm, drop_l
     accuracy_met = np.empty(T, dtype=np.bool_)
     for k in range(len(worlds)):
         e, row = worlds[k], rows[k]
+        episode_app, episode_mean, episode_drop = app[e:e + 1], mean_dbm[e], drop_left[e]
         for r in range(n):
             net, cpu, mem, wifi, p2p = simulate_request(
-                proc, world, keys[e], position[e] + r, app[e:e + 1], mean_dbm[e], drop_left[e],
+                proc, world, keys[e], position[e] + r, episode_app, episode_mean, episode_drop,
                 noise, latency_ms[row, r], energy_mj[row, r])
             network[row, r] = net
             co_cpu_pct[row, r], co_mem_pct[row, r] = cpu, mem
@@ -308,6 +309,7 @@ def _executed(scoring, accuracy_table, actions, pos, stepped, network, context, 
     """Per sub-env, the executed request's reward, outcome and context (zeros and False for a
     sub-env that was reset instead; its context is then the new pending request's)."""
     c, w_lat, w_acc = scoring.weights
+    reference, accuracy_target = scoring.reference_energy_mj, scoring.accuracy_target
     for e in range(len(actions)):
         p = pos[e]
         for k in range(4):
@@ -322,12 +324,14 @@ def _executed(scoring, accuracy_table, actions, pos, stepped, network, context, 
         out_energy[e] = energy_mj[e, p, a]
         out_accuracy[e] = accuracy_table[net, a]
         _, out_qos[e], out_accuracy_met[e] = request_reward(
-            out_latency[e], out_energy[e], out_accuracy[e], scoring.reference_energy_mj[net],
-            scoring.accuracy_target[net], scoring.qos_ms, c, w_lat, w_acc)
+            out_latency[e], out_energy[e], out_accuracy[e], reference[net],
+            accuracy_target[net], scoring.qos_ms, c, w_lat, w_acc)
 
 
 @njit(cache=True)
 def _pending(pos, obs, oracle, out_obs, out_oracle) -> None:
     for e in range(len(pos)):
-        out_obs[e] = obs[e, pos[e]]
-        out_oracle[e] = oracle[e, pos[e]]
+        p = pos[e]
+        for f in range(obs.shape[2]):  # element by element: a row view costs a reference count
+            out_obs[e, f] = obs[e, p, f]
+        out_oracle[e] = oracle[e, p]

@@ -58,6 +58,7 @@ in parallel across episodes.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import threading
@@ -102,7 +103,7 @@ if numba_config.DISABLE_JIT:  # plain Python: uint64 scalars wrap as intended, n
 # Counter-based random numbers
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def random_word(key: np.uint64, request: int, draw: int) -> np.uint64:
     """Draw ``draw`` of request ``request`` of the episode keyed ``key``: a 64-bit word."""
     z = key + np.uint64(request * DRAWS_PER_REQUEST + draw + 1) * GOLDEN
@@ -111,31 +112,31 @@ def random_word(key: np.uint64, request: int, draw: int) -> np.uint64:
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def uniform(key: np.uint64, request: int, draw: int) -> float:
     """A uniform in [0, 1)."""
     return float(random_word(key, request, draw) >> np.uint64(11)) * 2.0 ** -53
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def choice(u: float, m: int) -> int:
     """Index among ``m`` items of uniform ``u``."""
     return min(int(u * m), m - 1)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def normal(key: np.uint64, request: int, draw: int) -> float:
     """A standard normal: the inverse CDF (:func:`inverse_normal_cdf`) of a uniform in (0, 1)."""
     return inverse_normal_cdf(_open_uniform(key, request, draw))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _open_uniform(key: np.uint64, request: int, draw: int) -> float:
     """A uniform in (0, 1): ``((w >> 11) + 0.5) * 2**-53``."""
     return (float(random_word(key, request, draw) >> np.uint64(11)) + 0.5) * 2.0 ** -53
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def inverse_normal_cdf(p: float) -> float:
     """Acklam's rational approximation of the standard normal quantile (relative error below
     1.2e-9), for ``0 < p < 1``."""
@@ -171,7 +172,7 @@ def lognormal_table(sigma: float) -> np.ndarray:
     return np.exp(sigma * np.array([inverse_normal_cdf(float(p)) for p in m]))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def lognormal(key: np.uint64, request: int, draw: int, sigma: float, table: np.ndarray) -> float:
     """``exp(sigma * z)`` for the standard normal ``z`` of the draw, median 1: linear
     interpolation in ``table`` (:func:`lognormal_table` of ``sigma``) between the
@@ -216,7 +217,7 @@ class Processes(NamedTuple):
     noise_class: tuple            # (n_targets + 2,) row of noise_table of each noise entry
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _app_load(mean_pct: float, jitter_pct: float, z: float, busy: bool) -> float:
     """A running app's load (%): its mean plus jitter, in [1, 100]; exactly 0 without one."""
     if not busy:
@@ -224,7 +225,7 @@ def _app_load(mean_pct: float, jitter_pct: float, z: float, busy: bool) -> float
     return min(max(mean_pct + jitter_pct * z, 1.0), 100.0)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _drop_length(stay_p: float, u: float) -> int:
     """Geometric length (>= 1, mean ``1 / (1 - stay_p)``) by inversion of ``1 - u``."""
     if stay_p <= 0.0:
@@ -233,7 +234,7 @@ def _drop_length(stay_p: float, u: float) -> int:
     return int(min(1.0 + extra, MAX_DROP_REQUESTS))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _signal(proc: Processes, key, i: int, link: int, mean_dbm, drop_left) -> float:
     """RSSI of ``link`` at request ``i``: segment mean, fading, deep drops; advances the state."""
     if i == 0 or uniform(key, i, SEGMENT_SWITCH + link) < proc.segment_switch_p:
@@ -249,7 +250,7 @@ def _signal(proc: Processes, key, i: int, link: int, mean_dbm, drop_left) -> flo
     return rssi
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def simulate_request(proc: Processes, world: PhoneWorld, key, i: int, app, mean_dbm, drop_left,
                      noise, latency_ms, energy_mj):
     """Request ``i`` of the episode keyed ``key``: its network and context (returned) and every
@@ -288,13 +289,14 @@ def generate_loop(proc: Processes, world: PhoneWorld, keys, position, app, mean_
     outcomes); advances the episodes' positions and dynamic state. Episodes are independent:
     :func:`run_split` runs slices of them on threads."""
     n = network.shape[1]
+    noise = np.empty(len(proc.noise_sigma))
     for k in range(len(worlds)):
         e, row = worlds[k], rows[k]
-        noise = np.empty(len(proc.noise_sigma))
+        episode_app, episode_mean, episode_drop = app[e:e + 1], mean_dbm[e], drop_left[e]
         for r in range(n):
             (network[row, r], co_cpu_pct[row, r], co_mem_pct[row, r], rssi_wifi_dbm[row, r],
              rssi_p2p_dbm[row, r]) = simulate_request(
-                proc, world, keys[e], position[e] + r, app[e:e + 1], mean_dbm[e], drop_left[e],
+                proc, world, keys[e], position[e] + r, episode_app, episode_mean, episode_drop,
                 noise, latency_ms[row, r], energy_mj[row, r])
         position[e] += n
 
@@ -334,8 +336,13 @@ def run_split(loop, head: tuple, worlds: np.ndarray, rows: np.ndarray, tail: tup
             _pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="autoscale-kernel")
             _pool_owner = (os.getpid(), threads)
         pool = _pool
-    futures = [pool.submit(loop, *head, worlds[lo:hi], rows[lo:hi], *tail)
-               for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    # Each thread reads its own copy of the read-only tables (records of arrays): compiled code
+    # counts references to an array on every read, and threads counting on one shared array
+    # would bounce its cache line between cores. State arrays (written) are shared as they are.
+    copies = [tuple(copy.deepcopy(x) if isinstance(x, tuple) else x for x in head)
+              for _ in range(k - 1)]
+    futures = [pool.submit(loop, *own, worlds[lo:hi], rows[lo:hi], *tail)
+               for own, lo, hi in zip(copies, bounds[1:-1], bounds[2:])]
     loop(*head, worlds[:bounds[1]], rows[:bounds[1]], *tail)
     for f in futures:
         f.result()

@@ -26,7 +26,7 @@ def bin_values(spec: FeatureSpec, values) -> np.ndarray:
     return out.reshape(values.shape)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def bin_index(edges: np.ndarray, n_edges: int, x: float, descending: bool) -> int:
     """Bin of value ``x`` given the first ``n_edges`` sorted ``edges``: the count of edges at or
     below ``x`` (a value on an edge belongs to the bin above it), or, for a ``descending``
@@ -58,15 +58,17 @@ class Encoding(NamedTuple):
     descending: np.ndarray       # (K,) bool
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def encode_request(enc: Encoding, network: int, co_cpu_pct: float, co_mem_pct: float,
                    rssi_wifi_dbm: float, rssi_p2p_dbm: float, out: np.ndarray) -> None:
     """Observation of one request into ``out`` (n_features,)."""
     out[:] = enc.workload_bins[network]
     context = (co_cpu_pct, co_mem_pct, rssi_wifi_dbm, rssi_p2p_dbm)
-    for k in range(len(enc.context_column)):
-        out[enc.context_column[k]] = bin_index(enc.edges[k], enc.n_edges[k],
-                                               context[enc.context_field[k]], enc.descending[k])
+    # each table read once (a record's array costs a reference count per read)
+    column, field, edges, n_edges, descending = (enc.context_column, enc.context_field,
+                                                 enc.edges, enc.n_edges, enc.descending)
+    for k in range(len(column)):
+        out[column[k]] = bin_index(edges[k], n_edges[k], context[field[k]], descending[k])
 
 
 @njit(cache=True)

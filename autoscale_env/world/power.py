@@ -11,7 +11,7 @@ from __future__ import annotations
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def local_run(base_ms: float, noise: float, co_cpu_frac: float, co_mem_frac: float,
               cpu_interference: float, mem_interference: float, busy_power_w: float,
               idle_power_w: float, base_power_w: float) -> tuple[float, float]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
 from numba import njit
 
 from autoscale_env.world.config import LinkModel
@@ -54,7 +53,7 @@ def link_params(link: LinkModel) -> Link:
                 array(link.rx_power_multiplier))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def mcs_index(link: Link, rssi_dbm: float) -> int:
     """Highest MCS usable at ``rssi_dbm`` (-1 below the lowest MCS's sensitivity)."""
     mcs = -1
@@ -64,7 +63,7 @@ def mcs_index(link: Link, rssi_dbm: float) -> int:
     return mcs
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def goodput_mbps(link: Link, rssi_dbm: float) -> float:
     """Application goodput (Mbit/s) at ``rssi_dbm``; 0 where the link is disconnected."""
     if rssi_dbm < link.disconnect_rssi_dbm:
@@ -75,14 +74,14 @@ def goodput_mbps(link: Link, rssi_dbm: float) -> float:
     return link.mcs_goodput_mbps[mcs]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def rtt_ms(link: Link, rssi_dbm: float) -> float:
     """Round-trip time (ms): the base RTT plus retransmission delay at low MCS."""
     steps_below = max(0, 4 - mcs_index(link, rssi_dbm))
     return link.rtt_ms + link.rtt_per_mcs_step_below_4_ms * steps_below
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def radio_power_w(link: Link, wifi_active_w: float, rssi_dbm: float) -> tuple[float, float]:
     """(transmit, receive) radio power in W above base at ``rssi_dbm``."""
     band = 0  # band edges are descending: one band further per edge above the signal
@@ -99,7 +98,7 @@ def tail_energy_mj(link: Link, wifi_active_w: float, request_gap_ms: float) -> f
     return wifi_active_w * link.tail_power_fraction * min(link.tail_ms, request_gap_ms)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def link_state(link: Link, wifi_active_w: float, rssi_dbm: float,
                goodput_noise: float) -> tuple[float, float, float, float]:
     """``(goodput_mbps, rtt_ms, tx_w, rx_w)`` of ``link`` for one request: the goodput at
@@ -109,7 +108,7 @@ def link_state(link: Link, wifi_active_w: float, rssi_dbm: float,
     return goodput_mbps(link, rssi_dbm) * goodput_noise, rtt_ms(link, rssi_dbm), tx_w, rx_w
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def offload(goodput_mbps: float, rtt_ms: float, tx_w: float, rx_w: float, timeout_ms: float,
             up_kbit: float, down_kbit: float, server_ms: float, base_power_w: float,
             tail_mj: float) -> tuple[float, float]:

@@ -17,7 +17,7 @@ from autoscale_env.world.config import RewardPreset
 ACCURACY_SLACK = 1e-12
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def request_reward(latency_ms: float, energy_mj: float, accuracy: float,
                    reference_energy_mj: float, accuracy_target: float, qos_ms: float,
                    violation_penalty: float, latency_weight: float,

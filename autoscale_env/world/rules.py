@@ -92,7 +92,7 @@ class PhoneWorld(NamedTuple):
     tail_mj: tuple                 # (2,) radio tail energy per link
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def request_outcomes(world: PhoneWorld, network: int, co_cpu_pct: float, co_mem_pct: float,
                      rssi_wifi_dbm: float, rssi_p2p_dbm: float, noise: np.ndarray,
                      latency_ms: np.ndarray, energy_mj: np.ndarray) -> None:
@@ -269,7 +269,7 @@ def outcomes(device: str | config.DeviceProfile, network, co_cpu_pct, co_mem_pct
 # Reward and oracle
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def best_target(rewards: np.ndarray) -> int:
     """The target with the highest reward (ties: the lowest index); -1 when any reward is
     unknown (NaN): the best action cannot be known without every target's outcome."""
@@ -292,7 +292,7 @@ class Scoring(NamedTuple):
     weights: tuple                    # (violation_penalty, latency_weight, accuracy_weight)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def score_request(scoring: Scoring, network: int, latency_ms: np.ndarray, energy_mj: np.ndarray,
                   accuracy: np.ndarray, reward: np.ndarray, qos_met: np.ndarray,
                   accuracy_met: np.ndarray) -> int:
