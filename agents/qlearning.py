@@ -9,6 +9,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from numba import njit
 
 import autoscale_env
 from agents.base import OnlineAgent, checkpoint_path
@@ -16,6 +17,29 @@ from autoscale_env.world.errors import ModelFileError
 from autoscale_env.world.files import atomic_write, load_npz, parse_json
 
 FORMAT = "autoscale-qtable/1"
+
+
+@njit(cache=True)
+def greedy_action(q: np.ndarray, s: int) -> int:
+    """The action with the highest value in row ``s`` of ``q`` (ties: the lowest index)."""
+    best = 0
+    for a in range(1, q.shape[1]):
+        if q[s, a] > q[s, best]:
+            best = a
+    return best
+
+
+@njit(cache=True)
+def q_update(q: np.ndarray, s: int, a: int, reward: float, s_next: int, terminated: bool,
+             alpha: float, gamma: float) -> int:
+    """One Q-learning update of ``q[s, a]`` (float32, in place): bootstraps from ``max q[s_next]``
+    unless the episode really terminated. Returns the greedy action of ``s_next`` after the
+    update (the learn loop's next decision, without another look at the table)."""
+    target = reward
+    if not terminated:
+        target += gamma * np.float64(q[s_next, greedy_action(q, s_next)])
+    q[s, a] = q[s, a] + np.float32(alpha * (target - np.float64(q[s, a])))
+    return greedy_action(q, s_next)
 
 
 @dataclass(frozen=True)
@@ -86,7 +110,7 @@ class QLearningAgent(OnlineAgent):
     def _act(self, s: int, explore: bool) -> int:
         if explore and self._rng.random() < self.epsilon:
             return self._rng.randrange(self.n_actions)
-        return int(self.q[s].argmax())
+        return greedy_action(self.q, s)
 
     def _update(self, s: int, a: int, reward: float, info: dict[str, Any],
                 next_observation: Any = None, terminated: bool = False) -> None:
@@ -97,9 +121,8 @@ class QLearningAgent(OnlineAgent):
 
     def update(self, s: int, a: int, reward: float, s_next: int, terminated: bool = False) -> None:
         """One Q-learning update; bootstraps unless the episode really terminated."""
-        q = self.q
-        target = reward if terminated else reward + self.config.gamma * float(q[s_next].max())
-        q[s, a] += self.config.alpha * (target - float(q[s, a]))
+        q_update(self.q, s, a, float(reward), s_next, bool(terminated), self.config.alpha,
+                 self.config.gamma)
 
     # -- checkpoints ----------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from autoscale_env.backends import make_backend
 from autoscale_env.world.types import Backend, RequestBlock, Target
 from autoscale_env.world.actions import check_action, check_open, check_reset_options
 from autoscale_env.world.errors import UnknownNameError
-from autoscale_env.world.rules import Scorer, oracle_actions
+from autoscale_env.world.rules import Scorer
 from autoscale_env.world.observation import StateEncoder
 
 OBS_MODES = ("paper", "extended")
@@ -206,15 +206,15 @@ class AutoScaleEnv(gym.Env):
 
     def step(self, action):
         """Run the pending request on ``targets[action]``; see the class docstring for ``info``."""
-        # The hot path: everything per request was prepared by _load_block; only Python list and
-        # memoryview look-ups remain here (scripts/bench.py measures it against CartPole).
+        # The hot path: everything per request was prepared by _load_block; only Python list
+        # look-ups remain here (scripts/bench.py measures it against CartPole).
         a = check_action(action, self._n_actions, self._target_names)  # shared with the fleet
         i = self._i
         if self._block is None:
             check_open(getattr(self, "_closed", False), "step()")
             raise gym.error.ResetNeeded("call reset() before step()")
         if self._known:
-            k = a * self._n + i
+            k = i * self._n_actions + a
             latency = self._lat[k]
             energy = self._energy[k]
             accuracy = self._acc[k]
@@ -299,8 +299,10 @@ class AutoScaleEnv(gym.Env):
         self._require_reset("counterfactuals()")
         if not self._known:
             return None
-        n, i = self._n, self._i
-        latency, energy, accuracy, reward = (f[i::n].copy() for f in self._flat[:4])
+        i, T = self._i, self._n_actions
+        latency, energy, accuracy, reward = (np.array(f[i * T:(i + 1) * T], dtype=np.float64)
+                                             for f in (self._lat, self._energy, self._acc,
+                                                       self._reward))
         return {"latency_ms": latency, "energy_mj": energy, "accuracy": accuracy, "reward": reward}
 
     @property
@@ -316,10 +318,9 @@ class AutoScaleEnv(gym.Env):
             raise gym.error.ResetNeeded(f"call reset() before {what}")
 
     # -----------------------------------------------------------------------------------------
-    # Block handling: everything per request that does not depend on the action is done here,
-    # vectorised, so that step() only indexes Python lists and flat memoryviews (a memoryview of
-    # a float64 / bool array yields Python floats / bools without converting the whole block, as
-    # tolist() would; indexing one costs about as much as indexing a list).
+    # Block handling: everything per request that does not depend on the action is done here, by
+    # the compiled rules, so that step() only indexes Python lists (flat, request-major: the
+    # entry of action a for request i is at i * n_targets + a).
 
     def _load_block(self) -> None:
         b = self.backend.next_block()
@@ -345,32 +346,13 @@ class AutoScaleEnv(gym.Env):
         self._source = b.energy_source
         self._known = b.latency_ms is not None
         if self._known:
-            # target-major (n_targets, n) views: the sim's matrices are transposed views already
-            latency, energy = b.latency_ms.T, b.energy_mj.T
-            r, qos, acc = self.scorer.score(net, latency, energy, b.accuracy.T)
-            self._flat = tuple(_flat(m) for m in (latency, energy, b.accuracy.T, r, qos, acc))
-            self._make_views()
-            self._oracle = oracle_actions(r).tolist()
+            r, qos, acc, oracle = self.scorer.score_all(net, b.latency_ms, b.energy_mj, b.accuracy)
+            self._lat, self._energy, self._acc, self._reward, self._qos, self._accmet = (
+                np.asarray(m).reshape(-1).tolist()
+                for m in (b.latency_ms, b.energy_mj, b.accuracy, r, qos, acc))
+            self._oracle = oracle.tolist()
         else:
             self._oracle = [-1] * n
-
-    _VIEWS = ("_lat", "_energy", "_acc", "_reward", "_qos", "_accmet")
-
-    def _make_views(self) -> None:
-        for name, flat in zip(self._VIEWS, self._flat):
-            setattr(self, name, memoryview(flat))
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Picklable (and deep-copyable): memoryviews are rebuilt from their arrays."""
-        state = self.__dict__.copy()
-        for name in self._VIEWS:
-            state.pop(name, None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if getattr(self, "_known", False) and "_flat" in state:
-            self._make_views()
 
     def _execute(self, i: int, a: int):
         outcome = self.backend.execute(self._block, i, a)
@@ -384,11 +366,3 @@ class AutoScaleEnv(gym.Env):
                 self.scorer.reference_energy_mj[net[0]])
         return (float(outcome.latency_ms), float(outcome.energy_mj), float(outcome.accuracy),
                 r, qos, bool(acc[0, 0]), outcome.energy_source, outcome.error)
-
-
-def _flat(a: np.ndarray) -> np.ndarray:
-    """A target-major (n_targets, n) float64 or bool matrix as a flat array: item
-    ``action * n + request`` (copies nothing for the sim's target-major arrays)."""
-    if a.dtype != np.bool_:
-        a = np.asarray(a, dtype=np.float64)
-    return np.ascontiguousarray(a).reshape(-1)

@@ -7,8 +7,6 @@ single ``gym.make("AutoScale-v0")`` env (with its ``TimeLimit``) seeded with ``s
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import gymnasium as gym
@@ -16,20 +14,15 @@ import numpy as np
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
+from numba import njit
 
-from autoscale_env.world.types import MAX_EPISODE_STEPS
-from autoscale_env.backends.sim import SimBackend, SimState
+from autoscale_env.backends.sim import SimBackend, SimState, run_split, simulate_request
 from autoscale_env.env import RAW_HIGH, RAW_LOW, AutoScaleEnv
 from autoscale_env.world.errors import InvalidActionError
-from autoscale_env.world.rules import Scorer, Scratch, oracle_actions
-
-#: Sub-envs whose blocks are generated in one pass: big enough to amortise numpy's per-call cost,
-#: small enough that a pass's temporaries stay near the CPU.
-DEFAULT_CHUNK = 64
-
-#: Threads generating blocks (numpy releases the GIL inside its loops, so chunks of sub-envs run
-#: in parallel on the machine's cores; results do not depend on it).
-DEFAULT_THREADS = min(2, os.cpu_count() or 1)
+from autoscale_env.world.observation import encode_request
+from autoscale_env.world.reward import request_reward
+from autoscale_env.world.rules import Scorer, score_request
+from autoscale_env.world.types import MAX_EPISODE_STEPS
 
 #: Per-env ``info`` keys of :meth:`AutoScaleVectorEnv.step` (each with its ``_key`` mask).
 STEP_KEYS = ("latency_ms", "energy_mj", "accuracy", "qos_met", "accuracy_met")
@@ -50,9 +43,10 @@ class AutoScaleVectorEnv(VectorEnv):
     Each sub-env has its own ``np.random.Generator`` (the single env's ``np_random``), which keys
     one fresh stream per episode, and draws its random numbers as ``autoscale_env.backends.sim``
     documents; the rules that turn draws into requests, outcomes, rewards, oracle actions and
-    observations (:mod:`autoscale_env.world.rules`, :class:`~autoscale_env.world.observation.StateEncoder`) run
-    once for a whole chunk of sub-envs. Blocks of ``block_size`` requests (one default episode)
-    are prepared per sub-env; a step then only gathers one entry per sub-env.
+    observations are the single env's compiled per-request functions, run by one loop per
+    sub-env (sub-envs split across threads). Blocks of ``block_size`` requests (one default
+    episode; ``backend_options={"block_size": n}``) are prepared per sub-env; a step then only
+    gathers one entry per sub-env.
 
     ``infos`` follow gymnasium's dict-of-arrays convention (``infos["_key"]`` marks the sub-envs
     that have ``key``): after a step, ``latency_ms``, ``energy_mj``, ``accuracy``, ``qos_met`` and
@@ -68,8 +62,8 @@ class AutoScaleVectorEnv(VectorEnv):
         device, scenario, setting, reward, obs_mode, features, backend_options: as for
             :class:`~autoscale_env.env.AutoScaleEnv`.
         backend: only ``"sim"`` (use ``vectorization_mode="sync"`` for the others).
-        chunk_size: sub-envs per generation pass (performance only; results do not depend on it).
-        threads: threads generating blocks, chunk by chunk (performance only, as above).
+        threads: threads computing blocks (default: numba's thread count,
+            ``NUMBA_NUM_THREADS``); performance only, results do not depend on it.
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -79,7 +73,7 @@ class AutoScaleVectorEnv(VectorEnv):
                  setting: str | None = None, backend: str = "sim", trace: str | None = None,
                  reward: str = "energy", obs_mode: str = "paper", features: str | None = None,
                  backend_options: dict[str, Any] | None = None, render_mode: str | None = None,
-                 chunk_size: int = DEFAULT_CHUNK, threads: int = DEFAULT_THREADS):
+                 threads: int | None = None):
         if backend != "sim":
             raise ValueError(
                 f"the native vector env runs the sim backend only, got backend={backend!r}; use "
@@ -96,10 +90,7 @@ class AutoScaleVectorEnv(VectorEnv):
         self.num_envs = N = int(num_envs)
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         self.render_mode = None
-        self.chunk_size = max(1, int(chunk_size))
-        self.threads = max(1, int(threads))
-        self._scratch = [Scratch() for _ in range(self.threads)]  # one per thread
-        self._pool: ThreadPoolExecutor | None = None
+        self.threads = None if threads is None else max(1, int(threads))
         self.targets = env.targets
         self.encoder = env.encoder
         self.obs_mode = obs_mode
@@ -112,32 +103,25 @@ class AutoScaleVectorEnv(VectorEnv):
         T = self._T = len(env.targets)
         B = self._B = sim.block_size
         F = len(self.encoder.nvec)
-        self._qos_ms = env.scenario.qos_ms
-        # The template's rules with the sim's accuracy table: the accuracy terms are looked up
-        # per (network, target) instead of recomputed (the same elementwise arithmetic).
+        # The template's rules with the sim's accuracy table.
         self.scorer = Scorer(env.reward_preset, env.scenario, sim.workloads,
                              sim.reference_energy_mj, accuracy=sim.accuracy_table)
-        # flat (W * n_targets) for the per-step look-up at network * n_targets + action
-        self._accuracy_flat = np.ascontiguousarray(sim.accuracy_table).reshape(-1)
-        self._acc_met_flat = np.ascontiguousarray(self.scorer.accuracy_met).reshape(-1)
         self._workload_raw = np.array([[w.conv, w.fc, w.rc] for w in sim.workloads], dtype=float)
 
-        # Per sub-env: generator, process state, current block, position in it, episode length.
+        # Per sub-env: generator, episode state, current block, position in it, episode length.
         self._rngs: list[np.random.Generator | None] = [None] * N
         self._state = SimState(N)
-        self._obs = np.zeros((N * B, F), dtype=np.int64)
-        self._raw = np.zeros((N * B, len(RAW_LOW)), dtype=np.float32) if obs_mode != "paper" else None
-        # reward, latency, energy, each target-major (n_targets, N * B): the entry of action a for
-        # row r (= sub-env * B + position) is at a * N * B + r
-        self._outcomes = np.zeros((3, T, N * B))
-        self._reward, self._latency, self._energy = self._outcomes
-        self._oracle = np.zeros((N * B,), dtype=np.int64)
-        self._network = np.zeros((N * B,), dtype=np.int64)
-        self._context = np.zeros((4, N * B))
-        self._row0 = np.arange(N, dtype=np.int64) * B
+        self._network = np.zeros((N, B), dtype=np.int64)
+        #: co_cpu_pct, co_mem_pct, rssi_wifi_dbm, rssi_p2p_dbm of each sub-env's block
+        self._context = np.zeros((4, N, B))
+        self._latency, self._energy, self._reward = np.zeros((3, N, B, T))
+        self._oracle = np.zeros((N, B), dtype=np.int64)
+        self._obs = np.zeros((N, B, F), dtype=np.int64)
+        self._raw = np.zeros((N, B, len(RAW_LOW)), dtype=np.float32) if obs_mode != "paper" else None
         self._pos = np.zeros(N, dtype=np.int64)
         self._steps = np.zeros(N, dtype=np.int64)
         self._autoreset = np.zeros(N, dtype=bool)
+        self._all = np.ones(N, dtype=bool)
         self._started = False
 
     # ---------------------------------------------------------------------------------------
@@ -172,10 +156,9 @@ class AutoScaleVectorEnv(VectorEnv):
                 self._rngs[e] = seeding.np_random(seeds[e])[0]
         self._start_episodes(envs)
         self._started = True
-        rows = self._row0 + self._pos
-        obs = self._observation(rows)
-        infos = self._context_infos(rows)
-        infos["oracle_action"] = self._oracle.take(rows)
+        obs, oracle = self._pending()
+        infos = self._context_infos(self._context[:, np.arange(N), self._pos])
+        infos["oracle_action"] = oracle
         infos["_oracle_action"] = np.ones(N, dtype=bool)
         if mask is not None:
             for key in (*CONTEXT_KEYS, "oracle_action"):
@@ -187,35 +170,21 @@ class AutoScaleVectorEnv(VectorEnv):
         if not self._started:
             raise gym.error.ResetNeeded("call reset() before step()")
         a = self._check_actions(actions)
-        N, T, B = self.num_envs, self._T, self._B
+        N = self.num_envs
         resetting = self._autoreset.copy()
         any_reset = bool(resetting.any())
         if any_reset:
             self._start_episodes(np.flatnonzero(resetting))
-        rows = self._row0 + self._pos
-        flat = a * (N * B)
-        flat += rows
-        rewards, latency, energy = self._outcomes.reshape(3, -1).take(flat, axis=1)
-        by_net = self._network.take(rows)
-        by_net *= T
-        by_net += a
-        accuracy = self._accuracy_flat.take(by_net)
-        acc_met = self._acc_met_flat.take(by_net)
-        qos = latency <= self._qos_ms
-        infos = self._context_infos(rows)
-        if any_reset:
-            stepped = ~resetting
-            self._pos += stepped
-            self._steps += stepped
-            for arr in (rewards, latency, energy, accuracy):
-                arr[resetting] = 0.0
-            qos[resetting] = False
-            acc_met[resetting] = False
-        else:
-            stepped = infos["_co_cpu_pct"]  # all True
-            self._pos += 1
-            self._steps += 1
-        exhausted = self._pos == B
+        stepped = ~resetting if any_reset else self._all
+        rewards, latency, energy, accuracy = np.empty((4, N))
+        qos, acc_met = np.empty((2, N), dtype=bool)
+        context = np.empty((4, N))
+        _executed(self.scorer.tables, self.sim.accuracy_table, a, self._pos, stepped,
+                  self._network, self._context, self._latency, self._energy, self._reward,
+                  rewards, latency, energy, accuracy, qos, acc_met, context)
+        self._pos += stepped
+        self._steps += stepped
+        exhausted = self._pos == self._B
         if exhausted.any():
             envs = np.flatnonzero(exhausted)
             self._generate(envs)
@@ -228,25 +197,18 @@ class AutoScaleVectorEnv(VectorEnv):
             if any_reset:
                 truncations &= stepped
         self._autoreset = terminations | truncations
-        next_rows = self._row0 + self._pos
+        infos = self._context_infos(context)
         for key, value in zip(STEP_KEYS, (latency, energy, accuracy, qos, acc_met)):
             infos[key] = value
             infos[f"_{key}"] = stepped  # masks are shared between keys, never modified
-        infos["oracle_action"] = self._oracle.take(next_rows)
-        infos["_oracle_action"] = infos["_co_cpu_pct"]
-        return self._observation(next_rows), rewards, terminations, truncations, infos
+        obs, oracle = self._pending()
+        infos["oracle_action"] = oracle
+        infos["_oracle_action"] = self._all
+        return obs, rewards, terminations, truncations, infos
 
     def close_extras(self, **kwargs: Any) -> None:
-        """Stop the generation threads (the sim itself holds no processes or sockets)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        """Close the template env (the sim itself holds no processes or sockets)."""
         self._env.close()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_pool"] = None  # threads are not picklable; started again on demand
-        return state
 
     # ---------------------------------------------------------------------------------------
     # Internals
@@ -276,82 +238,100 @@ class AutoScaleVectorEnv(VectorEnv):
         self._autoreset[envs] = False
 
     def _generate(self, envs: np.ndarray) -> None:
-        """Draw and compute the next block of every sub-env in ``envs`` (sorted indices)."""
-        C = self.chunk_size
-        chunks = []
-        for start in range(0, len(envs), C):
-            chunk = envs[start:start + C]
-            first, last = int(chunk[0]), int(chunk[-1])
-            contiguous = last - first + 1 == len(chunk)
-            chunks.append((chunk, slice(first, last + 1) if contiguous else chunk, contiguous))
-        if self.threads == 1 or len(chunks) == 1:
-            for chunk in chunks:
-                self._generate_chunk(*chunk, self._scratch[0])
-            return
-        # Chunks touch disjoint sub-envs (generators, state rows, storage rows), so they can run
-        # in any order on any thread: worker k takes chunks k, k + threads, ...
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="autoscale-vec")
-        futures = [self._pool.submit(self._generate_chunks, chunks[k::self.threads],
-                                     self._scratch[k]) for k in range(1, self.threads)]
-        self._generate_chunks(chunks[0::self.threads], self._scratch[0])
-        for f in futures:
-            f.result()
-
-    def _generate_chunks(self, chunks, scratch: Scratch) -> None:
-        for chunk in chunks:
-            self._generate_chunk(*chunk, scratch)
-
-    def _generate_chunk(self, chunk: np.ndarray, worlds, contiguous: bool,
-                        ws: Scratch) -> None:
-        sim, B, T = self.sim, self._B, self._T
-        E = len(chunk)
-        raw = ws("vec.raw", (E, B, sim.words_per_request), np.uint64)
-        draw, state = sim.draw, self._state
-        for i, e in enumerate(chunk.tolist()):  # each sub-env from its own episode stream
-            draw(state, e, raw[i])
-        if contiguous:  # write straight into the storage (views)
-            rows = slice(int(chunk[0]) * B, (int(chunk[-1]) + 1) * B)
-            lat_out = self._latency[:, rows].reshape(T, E, B)
-            energy_out = self._energy[:, rows].reshape(T, E, B)
-        else:
-            rows = (chunk[:, None] * B + np.arange(B)).reshape(-1)
-            lat_out, energy_out = ws("vec.latency", (T, E, B)), ws("vec.energy", (T, E, B))
-        net, cpu, mem, wifi, p2p, latency, energy = sim.generate(
-            raw, state, worlds, out=(lat_out, energy_out), scratch=ws)
-        # The rules the single env applies to its blocks, on (n_targets, E, B) arrays.
-        r, _, _ = self.scorer.score(net, latency, energy, scratch=ws)
-        if contiguous:
-            self._reward[:, rows].reshape(T, E, B)[...] = r
-            self._oracle[rows].reshape(E, B)[...] = oracle_actions(r, ws)
-            self.encoder.encode(net, out=self._obs[rows].reshape(E, B, -1), co_cpu_pct=cpu,
-                                co_mem_pct=mem, rssi_wifi_dbm=wifi, rssi_p2p_dbm=p2p)
-        else:
-            self._latency[:, rows] = latency.reshape(T, -1)
-            self._energy[:, rows] = energy.reshape(T, -1)
-            self._reward[:, rows] = r.reshape(T, -1)
-            self._oracle[rows] = oracle_actions(r, ws).reshape(-1)
-            self._obs[rows] = self.encoder.encode(
-                net, co_cpu_pct=cpu, co_mem_pct=mem, rssi_wifi_dbm=wifi,
-                rssi_p2p_dbm=p2p).reshape(E * B, -1)
-        self._network[rows] = net.reshape(-1)
-        for k, column in enumerate((cpu, mem, wifi, p2p)):
-            self._context[k, rows] = column.reshape(-1)
+        """Compute the next block of every sub-env in ``envs``: requests, outcomes, rewards,
+        oracle actions and observations, sub-envs split across threads."""
+        sim = self.sim
+        envs = np.ascontiguousarray(envs, dtype=np.int64)
+        run_split(_block_loop, (sim.processes, sim.model.tables, self.scorer.tables,
+                                self.encoder.tables, *self._state.arrays()),
+                  envs, envs, (self._network, *self._context, self._latency, self._energy,
+                               self._reward, self._oracle, self._obs), self._B, self.threads)
         if self._raw is not None:
-            raw = np.concatenate([self._workload_raw[net], cpu[..., None], mem[..., None],
-                                  wifi[..., None], p2p[..., None]], axis=-1).astype(np.float32)
-            self._raw[rows] = np.clip(raw, RAW_LOW, RAW_HIGH).reshape(E * B, -1)
+            raw = np.concatenate([self._workload_raw[self._network[envs]],
+                                  np.moveaxis(self._context[:, envs], 0, -1)], axis=-1)
+            self._raw[envs] = np.clip(raw, RAW_LOW, RAW_HIGH).astype(np.float32)
 
-    def _observation(self, rows: np.ndarray):
-        obs = self._obs.take(rows, axis=0)
-        if self._raw is None:
-            return obs
-        return {"state": obs, "raw": self._raw.take(rows, axis=0)}
+    def _pending(self):
+        """Observations and oracle actions of every sub-env's pending request."""
+        N = self.num_envs
+        obs = np.empty((N, self._obs.shape[-1]), dtype=np.int64)
+        oracle = np.empty(N, dtype=np.int64)
+        _pending(self._pos, self._obs, self._oracle, obs, oracle)
+        if self._raw is not None:
+            obs = {"state": obs, "raw": self._raw[np.arange(N), self._pos]}
+        return obs, oracle
 
-    def _context_infos(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+    def _context_infos(self, context: np.ndarray) -> dict[str, np.ndarray]:
         infos: dict[str, np.ndarray] = {}
-        present = np.ones(self.num_envs, dtype=bool)
-        for key, values in zip(CONTEXT_KEYS, self._context.take(rows, axis=1)):
+        for key, values in zip(CONTEXT_KEYS, context):
             infos[key] = values
-            infos[f"_{key}"] = present  # shared by the keys every sub-env has
+            infos[f"_{key}"] = self._all  # shared by the keys every sub-env has
         return infos
+
+
+# ----------------------------------------------------------------------------------------------
+# The compiled loops: the sim's requests, the rules' scores and the observation, per sub-env
+
+
+@njit(cache=True, nogil=True)
+def _block_loop(proc, world, scoring, enc, keys, position, app, mean_dbm, drop_left, worlds, rows,
+                network, co_cpu_pct, co_mem_pct, rssi_wifi_dbm, rssi_p2p_dbm, latency_ms,
+                energy_mj, reward, oracle, obs) -> None:
+    """The next block of each sub-env ``worlds[k]`` (into row ``rows[k]``): per request, the
+    sim's :func:`~autoscale_env.backends.sim.simulate_request`, the rules'
+    :func:`~autoscale_env.world.rules.score_request` and the observation's
+    :func:`~autoscale_env.world.observation.encode_request`."""
+    n, T = network.shape[1], latency_ms.shape[2]
+    noise = np.empty(len(proc.noise_sigma))
+    qos_met = np.empty(T, dtype=np.bool_)
+    accuracy_met = np.empty(T, dtype=np.bool_)
+    for k in range(len(worlds)):
+        e, row = worlds[k], rows[k]
+        episode_app, episode_mean, episode_drop = app[e:e + 1], mean_dbm[e], drop_left[e]
+        for r in range(n):
+            net, cpu, mem, wifi, p2p = simulate_request(
+                proc, world, keys[e], position[e] + r, episode_app, episode_mean, episode_drop,
+                noise, latency_ms[row, r], energy_mj[row, r])
+            network[row, r] = net
+            co_cpu_pct[row, r], co_mem_pct[row, r] = cpu, mem
+            rssi_wifi_dbm[row, r], rssi_p2p_dbm[row, r] = wifi, p2p
+            oracle[row, r] = score_request(scoring, net, latency_ms[row, r], energy_mj[row, r],
+                                           world.accuracy[net], reward[row, r], qos_met,
+                                           accuracy_met)
+            encode_request(enc, net, cpu, mem, wifi, p2p, obs[row, r])
+        position[e] += n
+
+
+@njit(cache=True)
+def _executed(scoring, accuracy_table, actions, pos, stepped, network, context, latency_ms,
+              energy_mj, reward, out_reward, out_latency, out_energy, out_accuracy, out_qos,
+              out_accuracy_met, out_context) -> None:
+    """Per sub-env, the executed request's reward, outcome and context (zeros and False for a
+    sub-env that was reset instead; its context is then the new pending request's)."""
+    c, w_lat, w_acc = scoring.weights
+    reference, accuracy_target = scoring.reference_energy_mj, scoring.accuracy_target
+    for e in range(len(actions)):
+        p = pos[e]
+        for k in range(4):
+            out_context[k, e] = context[k, e, p]
+        if not stepped[e]:
+            out_reward[e] = out_latency[e] = out_energy[e] = out_accuracy[e] = 0.0
+            out_qos[e] = out_accuracy_met[e] = False
+            continue
+        a, net = actions[e], network[e, p]
+        out_reward[e] = reward[e, p, a]
+        out_latency[e] = latency_ms[e, p, a]
+        out_energy[e] = energy_mj[e, p, a]
+        out_accuracy[e] = accuracy_table[net, a]
+        _, out_qos[e], out_accuracy_met[e] = request_reward(
+            out_latency[e], out_energy[e], out_accuracy[e], reference[net],
+            accuracy_target[net], scoring.qos_ms, c, w_lat, w_acc)
+
+
+@njit(cache=True)
+def _pending(pos, obs, oracle, out_obs, out_oracle) -> None:
+    for e in range(len(pos)):
+        p = pos[e]
+        for f in range(obs.shape[2]):  # element by element: a row view costs a reference count
+            out_obs[e, f] = obs[e, p, f]
+        out_oracle[e] = oracle[e, p]

@@ -21,7 +21,7 @@ def best(sim, scenario, network, tolerance, **conditions):
                      energy_mj=block.energy_mj, accuracy=block.accuracy,
                      reference_energy_mj=sim.reference_energy_mj[net][:, None],
                      qos_ms=scenario.qos_ms, accuracy_target=target[net][:, None])
-    return str(sim.targets[int(oracle_actions(r.T)[0])])  # rules: target axis first
+    return str(sim.targets[int(oracle_actions(r)[0])])
 
 
 def main():

@@ -20,10 +20,18 @@ Figures (medians over interleaved rounds):
   same loop, rounds interleaved with AutoScale's; ``vector_vs_cartpole_vector`` is the ratio.
 * ``sim_requests_per_s``: the sim's raw throughput, requests with every target's outcome per
   second (``SimBackend.next_block()`` of blocks of 1024 requests, one world);
-  ``sim_batched_requests_per_s``: the same when 64 worlds' blocks of 101 are computed in one pass
-  (``SimBackend.generate``, as the vector env does).
+  ``sim_batched_requests_per_s``: the same when 64 worlds' blocks of 101 are computed in one
+  call (``SimBackend.generate``, as the vector env and the fleet do; numba's thread count).
 * ``fleet_phone_steps_per_s``: phone-steps per second of the fleet (``autoscale_env.fleet``'s array
   core, 256 phones sharing one edge and one access point, random actions, new blocks included).
+* ``startup_{env,vector}_{cold,warm}_s``: a fresh process's ``import autoscale_env`` plus
+  ``gym.make`` / ``reset`` / first ``step`` of the single env, then the same for a 1024-sub-env
+  vector env, with an empty numba cache (cold: ``NUMBA_CACHE_DIR`` set to a new temporary folder,
+  so every kernel compiles) and again with that cache populated (warm).
+* ``grid_wall_s`` (``--grid`` only): the paper grid, 3 phones x 3 scenarios x 2 settings x 5 seeds,
+  Q-learner (64,000 training requests) + oracle + mobile-CPU and cloud baselines, 5,000
+  evaluation requests, as ``autoscale sweep ... --workers 2`` in a fresh process with TensorBoard
+  logs written (:data:`GRID_COMMAND`).
 * ``qlearner_act_ns`` / ``qlearner_update_ns``: ``QLearningAgent.predict(obs)`` per decision and
   ``update(s, a, r, s_next)`` per update (median over batches of 1000 calls, loop included).
 * ``qtable_bytes``: ``QLearningAgent.nbytes``.
@@ -61,17 +69,28 @@ import autoscale_env  # registers AutoScale-v0
 
 FIGURES = ("env_steps_per_s", "cartpole_steps_per_s", "raw_env_steps_per_s", "vector_steps_per_s",
            "cartpole_vector_steps_per_s", "sim_requests_per_s", "sim_batched_requests_per_s",
-           "qlearner_act_ns", "qlearner_update_ns", "qtable_bytes", "benchmark_wall_s")
+           "fleet_phone_steps_per_s", "qlearner_act_ns", "qlearner_update_ns", "qtable_bytes",
+           "benchmark_wall_s", "startup_env_cold_s", "startup_env_warm_s",
+           "startup_vector_cold_s", "startup_vector_warm_s", "grid_wall_s")
 
-#: Must-show thresholds of issues #8 and #16 (checked and printed, never used to change a
+#: Must-show thresholds of issues #8, #16 and #25 (checked and printed, never used to change a
 #: measurement).
 TARGETS = {
-    "env_vs_cartpole": (">=", 1.3),
+    "env_vs_cartpole": (">=", 1.5),
     "vector_vs_cartpole_vector": (">=", 0.5),
     "vector_steps_per_s": (">=", 1e6),
+    "fleet_phone_steps_per_s": (">=", 2e6),
     "qlearner_act_ns": ("<=", 1000),
     "qtable_bytes": ("<=", 40960),
+    "grid_wall_s": ("<=", 30.0),
 }
+
+#: The paper grid of ``--grid`` (``{out}``: a temporary folder).
+GRID_COMMAND = ("autoscale sweep --agents qlearning,oracle,fixed:local/cpu/fp32,fixed:cloud/gpu/fp32 "
+                "--device mi8pro,galaxy_s10e,moto_x_force "
+                "--scenario non_streaming,streaming,translation --setting static,dynamic "
+                "--seeds 5 --train-steps 64000 --eval-steps 5000 --workers 2 "
+                "--out {out} --force --quiet --no-figures")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,17 +175,15 @@ def measure_vector(num_envs: int, vector_steps: int, rounds: int, seed: int = 0)
 
 
 def measure_sim(rounds: int, requests: int = 200_000) -> dict[str, Any]:
-    """Requests with every target's outcome per second: one world, and 64 worlds per pass."""
+    """Requests with every target's outcome per second: one world, and 64 worlds per call."""
     from autoscale_env.backends.sim import SimBackend, SimState
-    from autoscale_env.world.rules import Scratch
 
     sim = SimBackend("mi8pro", "non_streaming", "dynamic", block_size=1024)
     sim.reset(np.random.default_rng(0))
     batched = SimBackend("mi8pro", "non_streaming", "dynamic")
     E, B = 64, batched.block_size
-    state, scratch = SimState(E), Scratch()
+    state = SimState(E)
     rngs = [np.random.default_rng(k) for k in range(E)]
-    raw = np.empty((E, B, batched.words_per_request), dtype=np.uint64)
     worlds = np.arange(E)
 
     def one() -> float:
@@ -181,9 +198,7 @@ def measure_sim(rounds: int, requests: int = 200_000) -> dict[str, Any]:
         start = time.perf_counter()
         while n < requests:
             batched.reset_worlds(rngs, state, worlds)
-            for e in range(E):
-                batched.draw(state, e, raw[e])
-            batched.generate(raw, state, slice(0, E), scratch=scratch)
+            batched.generate(state, worlds)
             n += E * B
         return n / (time.perf_counter() - start)
 
@@ -294,6 +309,62 @@ def measure_main_job(timeout_s: float) -> dict[str, Any]:
     return {"benchmark_wall_s": wall, "notes": []}
 
 
+_STARTUP = """
+import time
+t0 = time.perf_counter()
+import gymnasium as gym
+import numpy as np
+import autoscale_env
+env = gym.make("AutoScale-v0")
+env.reset(seed=0)
+env.step(0)
+t1 = time.perf_counter()
+vec = gym.make_vec("AutoScale-v0", num_envs=1024, vectorization_mode="vector_entry_point")
+vec.reset(seed=0)
+vec.step(np.zeros(1024, dtype=np.int64))
+t2 = time.perf_counter()
+print(t1 - t0, t2 - t1)
+"""
+
+
+def measure_startup(timeout_s: float = 600) -> dict[str, Any]:
+    """Import + first step, single env and vector env, in fresh processes: with an empty numba
+    cache (a new ``NUMBA_CACHE_DIR``: every kernel compiles), then with it populated."""
+    out: dict[str, Any] = {"notes": []}
+    with tempfile.TemporaryDirectory(prefix="autoscale-numba-cache-") as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONPATH": str(ROOT)}
+        for kind in ("cold", "warm"):
+            proc = subprocess.run([sys.executable, "-c", _STARTUP], env=env, cwd=ROOT,
+                                  capture_output=True, text=True, timeout=timeout_s, check=False)
+            if proc.returncode != 0:
+                out["notes"].append(f"start-up ({kind}) failed: "
+                                    f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+                continue
+            t_env, t_vec = (float(x) for x in proc.stdout.split())
+            out[f"startup_env_{kind}_s"], out[f"startup_vector_{kind}_s"] = t_env, t_vec
+    return out
+
+
+def measure_grid(timeout_s: float = 3600) -> dict[str, Any]:
+    """Wall time of :data:`GRID_COMMAND` as a fresh process (imports and TensorBoard included)."""
+    with tempfile.TemporaryDirectory(prefix="autoscale-grid-") as tmp:
+        command = GRID_COMMAND.format(out=os.path.join(tmp, "grid")).split()
+        code = ("import sys; from agents.cli import main; "
+                f"raise SystemExit(main({command[1:]!r}))")
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                                  text=True, timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            return {"grid_wall_s": None, "notes": [f"grid over {timeout_s:.0f} s"]}
+        wall = time.perf_counter() - start
+        tb = list(Path(tmp, "grid", "tb").glob("*"))
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
+        return {"grid_wall_s": None, "notes": [f"grid failed (exit {proc.returncode}): {tail[0]}"]}
+    return {"grid_wall_s": wall, "notes": [f"grid wrote {len(tb)} TensorBoard runs"]}
+
+
 # ---------------------------------------------------------------------------------------------
 # Report
 
@@ -308,8 +379,12 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    import numba
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {"cpu": cpu, "cores": cores, "python": platform.python_version(),
-            "numpy": np.__version__, "gymnasium": gym.__version__,
+            "numpy": np.__version__, "numba": numba.__version__,
+            "numba_threads": numba.get_num_threads(), "load_average": load,
+            "gymnasium": gym.__version__,
             "autoscale_env": autoscale_env.__version__, "platform": platform.platform()}
 
 
@@ -340,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     p.add_argument("--num-envs", type=int, default=1024, help="vector env sub-envs")
     p.add_argument("--skip-main-job", action="store_true", help="leave benchmark_wall_s n/a")
+    p.add_argument("--skip-startup", action="store_true", help="leave the start-up times n/a")
+    p.add_argument("--grid", action="store_true",
+                   help="also time the paper grid (GRID_COMMAND: minutes on a slow machine)")
     args = p.parse_args(argv)
 
     steps, rounds = (100_000, 5) if args.quick else (300_000, 9)
@@ -370,6 +448,14 @@ def main(argv: list[str] | None = None) -> int:
         job = measure_main_job(timeout_s=300)
         figures["benchmark_wall_s"] = job["benchmark_wall_s"]
         notes += job["notes"]
+    if not args.skip_startup:
+        start_up = measure_startup()
+        figures.update({k: v for k, v in start_up.items() if k.startswith("startup_")})
+        notes += start_up["notes"]
+    if args.grid:
+        grid = measure_grid()
+        figures["grid_wall_s"] = grid["grid_wall_s"]
+        notes += grid["notes"]
     elapsed = time.perf_counter() - t0
 
     ratio = figures["env_steps_per_s"] / figures["cartpole_steps_per_s"]
@@ -387,12 +473,18 @@ def main(argv: list[str] | None = None) -> int:
         ("Q-learner update", "qlearner_update_ns", "ns"),
         ("Q-table", "qtable_bytes", "bytes"),
         ("main job (autoscale benchmark), end to end", "benchmark_wall_s", "s"),
+        ("start-up: import + first env step, cold", "startup_env_cold_s", "s"),
+        ("start-up: import + first env step, warm", "startup_env_warm_s", "s"),
+        ("start-up: first vector step (1024), cold", "startup_vector_cold_s", "s"),
+        ("start-up: first vector step (1024), warm", "startup_vector_warm_s", "s"),
+        ("paper grid (--grid), autoscale sweep --workers 2", "grid_wall_s", "s"),
     ]
-    rows.insert(4, ("fleet, 256 phones (phone-steps)", "fleet_phone_steps_per_s", "steps/s"))
+    rows.insert(5, ("fleet, 256 phones (phone-steps)", "fleet_phone_steps_per_s", "steps/s"))
     m = machine()
     print(f"autoscale-env bench ({'quick' if args.quick else 'full'}): {m['cpu']}, "
-          f"{m['cores']} cores, Python {m['python']}, numpy {m['numpy']}, "
-          f"gymnasium {m['gymnasium']}")
+          f"{m['cores']} cores, Python {m['python']}, numpy {m['numpy']}, numba {m['numba']} "
+          f"({m['numba_threads']} threads), gymnasium {m['gymnasium']}, load average "
+          f"{m['load_average']}")
     print()
     print(f"| {'figure':<44} | {'key':<27} | {'value':>12} | unit    |")
     print(f"|{'-' * 46}|{'-' * 29}|{'-' * 14}|---------|")
@@ -408,13 +500,13 @@ def main(argv: list[str] | None = None) -> int:
         "env_vs_cartpole": ratio,
         "vector_vs_cartpole_vector": vector_ratio,
         "vector_steps_per_s": figures["vector_steps_per_s"],
+        "fleet_phone_steps_per_s": figures["fleet_phone_steps_per_s"],
         "qlearner_act_ns": figures["qlearner_act_ns"],
         "qtable_bytes": figures["qtable_bytes"],
+        "grid_wall_s": figures["grid_wall_s"],
     }
     print("targets: " + ", ".join(
         f"{k} {op} {limit:g}: {check(checks[k], op, limit)}" for k, (op, limit) in TARGETS.items()))
-    print(f"fleet_phone_steps_per_s >= 1e+06: "
-          f"{check(figures['fleet_phone_steps_per_s'], '>=', 1e6)}")
     for note in notes:
         print(f"note: {note}")
     print(f"({steps:,} steps x {rounds} rounds per single env, {vector_steps} vector steps x "

@@ -52,4 +52,4 @@ def best_target(device: str, scenario: str, network: str, **conditions: float) -
                      energy_mj=block.energy_mj, accuracy=block.accuracy,
                      reference_energy_mj=sim.reference_energy_mj[net][:, None],
                      qos_ms=sc.qos_ms, accuracy_target=target_acc[net][:, None])
-    return str(sim.targets[int(oracle_actions(r.T)[0])])
+    return str(sim.targets[int(oracle_actions(r)[0])])

@@ -117,19 +117,20 @@ def test_phone_tables_decompose_the_rules_outcomes(device):
 
     model = rules.OutcomeModel(device)
     tables = PhoneTables.build([device], model.workloads)
-    L, R = model.n_local, model.n_remote
+    T = len(model.targets)
     W = len(model.workloads)
     net = np.repeat(np.arange(W), 3)
     zeros = np.zeros(net.shape)
     wifi = np.tile([-50.0, -65.0, -75.0], W)
     p2p = np.tile([-45.0, -60.0, -70.0], W)
-    ones = np.ones((model.n_noise,) + net.shape)
+    ones = np.ones(net.shape + (model.n_noise,))
     base, _ = rules.outcomes(model.phone, net, zeros, zeros, wifi, p2p, ones)
     slow_server = ones.copy()
-    slow_server[L:L + R] = 2.0
+    remote = [j for j, t in enumerate(model.targets) if not t.is_local]
+    slow_server[:, remote] = 2.0  # the servers' runtime noise
     server, _ = rules.outcomes(model.phone, net, zeros, zeros, wifi, p2p, slow_server)
     slow_link = ones.copy()
-    slow_link[L + R:] = 0.5
+    slow_link[:, T:] = 0.5  # both links' goodput noise
     link, _ = rules.outcomes(model.phone, net, zeros, zeros, wifi, p2p, slow_link)
     ms_per_kbit, _, connected = tables.link_state(wifi[:, None], p2p[:, None])
     assert connected.all()
@@ -140,7 +141,8 @@ def test_phone_tables_decompose_the_rules_outcomes(device):
         if t.is_local:
             continue
         if t.location == "edge":
-            np.testing.assert_allclose(server[j] - base[j], tables.service_ms[0, net, j], rtol=1e-12)
+            np.testing.assert_allclose(server[:, j] - base[:, j], tables.service_ms[0, net, j],
+                                       rtol=1e-12)
         transfer_ms = (tables.up_kbit[net] + down_kbit) * ms_per_kbit[:, 0, kind]
-        np.testing.assert_allclose(link[j] - base[j], transfer_ms, rtol=1e-9)
+        np.testing.assert_allclose(link[:, j] - base[:, j], transfer_ms, rtol=1e-9)
     assert tables.base_w[0] == model.phone.base_power_w

@@ -61,7 +61,7 @@ def test_every_metadata_requirement_with_a_constraint_pin_accepts_the_pin():
 
 
 # Every optional dependency is made unimportable in the child process, as on a machine where
-# only gymnasium and numpy (the env's own requirements) are installed.
+# only gymnasium, numpy and numba (the env's own requirements) are installed.
 BLOCKED = ("torch", "stable_baselines3", "tensorboardX", "tensorboard", "matplotlib", "psutil",
            "pyarrow", "ray", "tqdm", "pandas", "scipy")
 

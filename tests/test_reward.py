@@ -51,4 +51,4 @@ def test_flags():
 def test_oracle_breaks_ties_low_and_is_unknown_when_any_outcome_is():
     # A row with a missing outcome (partial trace) has no oracle: the missing target might be best.
     r = np.array([[-1.0, -1.0, -2.0], [np.nan, -3.0, -2.0], [np.nan, np.nan, np.nan]])
-    assert oracle_actions(r.T).tolist() == [0, -1, -1]
+    assert oracle_actions(r).tolist() == [0, -1, -1]  # request-major: targets last

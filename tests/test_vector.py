@@ -87,16 +87,17 @@ def assert_same_infos(infos, single_infos):
                 assert repr(type(info[key])(infos[key][i])) == repr(info[key]), (i, key)
 
 
-@pytest.mark.parametrize("device, scenario, setting, obs_mode, chunk_size", [
-    ("mi8pro", "non_streaming", "dynamic", "paper", 3),
-    ("mi8pro", "non_streaming", "static", "paper", 48),
-    ("moto_x_force", "translation", "dynamic", "extended", 2),
-    ("galaxy_s10e", "streaming", "static", "extended", 1),
+@pytest.mark.parametrize("device, scenario, setting, obs_mode, block_size", [
+    ("mi8pro", "non_streaming", "dynamic", "paper", 101),
+    ("mi8pro", "non_streaming", "static", "paper", 7),
+    ("moto_x_force", "translation", "dynamic", "extended", 1),
+    ("galaxy_s10e", "streaming", "static", "extended", 1024),
 ])
-def test_sub_envs_equal_single_envs_bit_for_bit(device, scenario, setting, obs_mode, chunk_size):
+def test_sub_envs_equal_single_envs_bit_for_bit(device, scenario, setting, obs_mode, block_size):
+    """The vector env (blocks of ``block_size``) against single envs (the default block)."""
     n, seed, steps = 5, 11, 320  # every sub-env is truncated and autoreset at least twice
     kwargs = {"device": device, "scenario": scenario, "setting": setting, "obs_mode": obs_mode}
-    venv = make_vec(n, chunk_size=chunk_size, **kwargs)
+    venv = make_vec(n, backend_options={"block_size": block_size}, **kwargs)
     actions = np.random.default_rng(3).integers(venv.single_action_space.n, size=(steps, n))
     reset_at = (150, np.array([True, False, True, True, False]))  # desynchronises the sub-envs
     first, reference = single_envs_like_next_step_autoreset(n, seed, actions, reset_at, **kwargs)
@@ -130,18 +131,19 @@ def test_sub_envs_equal_single_envs_bit_for_bit(device, scenario, setting, obs_m
 
 
 @pytest.mark.parametrize("setting", ["static", "dynamic"])
-def test_results_do_not_depend_on_chunk_size_or_threads(setting):
-    def run(chunk_size, threads):
-        env = make_vec(7, chunk_size=chunk_size, threads=threads, setting=setting)
+def test_results_do_not_depend_on_block_size_or_threads(setting):
+    def run(block_size, threads):
+        env = make_vec(90, backend_options={"block_size": block_size}, threads=threads,
+                       setting=setting)
         obs, _ = env.reset(seed=5)
         out = [obs]
-        actions = np.random.default_rng(0).integers(9, size=(250, 7))
+        actions = np.random.default_rng(0).integers(9, size=(250, 90))
         for a in actions:
             obs, r, _, trunc, infos = env.step(a)
             out += [obs, r, trunc, infos["oracle_action"], infos["latency_ms"]]
         env.close()
         return out
-    runs = [run(1, 1), run(3, 1), run(64, 1), run(1, 2), run(2, 3)]
+    runs = [run(101, 1), run(1, 1), run(7, 2), run(101, 2), run(1024, 3)]
     for other in runs[1:]:
         for x, y in zip(runs[0], other):
             assert np.array_equal(x, y)
@@ -180,7 +182,7 @@ def test_seed_list_and_same_seed_same_trajectory():
 
 def test_without_time_limit_blocks_roll_over_like_the_unwrapped_env():
     n = 3
-    venv = make_vec(n, max_episode_steps=None, chunk_size=2)
+    venv = make_vec(n, max_episode_steps=None, backend_options={"block_size": 7})
     singles = [gym.make("AutoScale-v0").unwrapped for _ in range(n)]
     obs, _ = venv.reset(seed=21)
     for i, env in enumerate(singles):

@@ -117,7 +117,7 @@ def oracle_agreement(trace: Trace, latency: np.ndarray, energy: np.ndarray,
         r, _, _ = reward(preset, latency_ms=lat, energy_mj=en, accuracy=trace.accuracy,
                          reference_energy_mj=ref, qos_ms=scenario.qos_ms,
                          accuracy_target=target)
-        return oracle_actions(np.ascontiguousarray(r.T))  # rules: target axis first
+        return oracle_actions(r)
 
     real, sim = best(trace.latency_ms, trace.energy_mj), best(latency, energy)
     rows = np.arange(trace.n_requests)

@@ -29,7 +29,7 @@ import numpy as np
 
 from autoscale_env.world import config
 from autoscale_env.world.types import RequestBlock
-from autoscale_env.world.rules import Scorer, oracle_actions
+from autoscale_env.world.rules import Scorer
 from autoscale_env.world.observation import StateEncoder
 
 MOBILE_CPU_TARGET = "local/cpu/fp32"
@@ -99,9 +99,7 @@ def cell_stats(backend, *, episodes: int, seed: int, features: str | None = None
                     backend.reference_energy_mj)
     T = len(names)
     b = _concatenate(episode_blocks(backend, episodes, seed))
-    # the rules are target-major: (n_targets, n) rows
-    r, _, _ = scorer.score(b.network, b.latency_ms.T, b.energy_mj.T, b.accuracy.T)
-    best = oracle_actions(r)
+    _, _, _, best = scorer.score_all(b.network, b.latency_ms, b.energy_mj, b.accuracy)
     energy = b.energy_mj
     e_cpu = float(energy[:, cpu].sum())
     e_cloud = float(energy[:, cloud].sum())
@@ -120,13 +118,13 @@ def episode_blocks(backend, episodes: int, seed: int) -> list[RequestBlock]:
     """One block (one episode) per episode, episode ``e`` from its own generator
     ``default_rng(SeedSequence([seed, e]))``.
 
-    With the sim's batched interface (``reset_worlds``, ``draw``, ``generate``, as the native vector
-    env uses it) all episodes come from one vectorised pass, returned as one concatenated block;
-    its numbers equal those of the protocol loop (``reset`` + ``next_block`` per episode) bit for
+    With the sim's batched interface (``reset_worlds``, ``generate``, as the native vector env
+    uses it) all episodes come from one compiled pass, returned as one concatenated block; its
+    numbers equal those of the protocol loop (``reset`` + ``next_block`` per episode) bit for
     bit. Other backends take the loop.
     """
     rngs = [np.random.default_rng(np.random.SeedSequence([seed, e])) for e in range(episodes)]
-    if not all(hasattr(backend, a) for a in ("reset_worlds", "draw", "generate")):
+    if not all(hasattr(backend, a) for a in ("reset_worlds", "generate")):
         blocks = []
         for rng in rngs:
             backend.reset(rng)
@@ -135,17 +133,15 @@ def episode_blocks(backend, episodes: int, seed: int) -> list[RequestBlock]:
     from autoscale_env.backends.sim import SimState
 
     state = SimState(episodes)
-    backend.reset_worlds(rngs, state, np.arange(episodes))
-    raw = np.stack([backend.draw(state, e) for e in range(episodes)])  # (E, n, W)
-    net, cpu, mem, wifi, p2p, latency, energy = backend.generate(raw, state, slice(0, episodes))
-    T = latency.shape[0]
-    network = net.reshape(-1)  # generate may return scratch arrays: everything below copies
+    worlds = np.arange(episodes)
+    backend.reset_worlds(rngs, state, worlds)
+    r = backend.generate(state, worlds)
+    T = r.latency_ms.shape[-1]
+    network = r.network.reshape(-1)
     return [RequestBlock(
-        network=network.copy(), co_cpu_pct=cpu.reshape(-1).copy(),
-        co_mem_pct=mem.reshape(-1).copy(), rssi_wifi_dbm=wifi.reshape(-1).copy(),
-        rssi_p2p_dbm=p2p.reshape(-1).copy(),
-        latency_ms=np.ascontiguousarray(latency.reshape(T, -1).T),
-        energy_mj=np.ascontiguousarray(energy.reshape(T, -1).T),
+        network=network, co_cpu_pct=r.co_cpu_pct.reshape(-1), co_mem_pct=r.co_mem_pct.reshape(-1),
+        rssi_wifi_dbm=r.rssi_wifi_dbm.reshape(-1), rssi_p2p_dbm=r.rssi_p2p_dbm.reshape(-1),
+        latency_ms=r.latency_ms.reshape(-1, T), energy_mj=r.energy_mj.reshape(-1, T),
         accuracy=backend.accuracy_table[network], energy_source=backend.energy_source)]
 
 

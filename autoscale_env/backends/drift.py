@@ -73,12 +73,9 @@ def expected_outcomes(sim: SimBackend, network: np.ndarray, co_cpu_pct: np.ndarr
     """Noise-free ``(latency_ms, energy_mj)``, each ``(n, n_targets)``, of ``n`` requests.
 
     THE adapter between drift and the world's rules: ``sim.model`` is the sim's
-    :class:`autoscale_env.world.rules.OutcomeModel`, whose results are target-major.
+    :class:`autoscale_env.world.rules.OutcomeModel`.
     """
-    latency, energy = sim.model.outcomes(
-        np.asarray(network), np.asarray(co_cpu_pct, float), np.asarray(co_mem_pct, float),
-        np.asarray(rssi_wifi_dbm, float), np.asarray(rssi_p2p_dbm, float))
-    return latency.T.copy(), energy.T.copy()
+    return sim.model.outcomes(network, co_cpu_pct, co_mem_pct, rssi_wifi_dbm, rssi_p2p_dbm)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -2,104 +2,391 @@
 signal-strength network model and stochastic runtime variance.
 
 This module owns the *processes* (which request comes next, under which co-running load and
-signal); what a request costs on each target is :class:`autoscale_env.world.rules.OutcomeModel`, the one
-implementation of the outcome rules. Requests are generated in blocks with vectorised numpy, with
-every target's outcome (so the oracle is known). The world does not react to actions, which is
-what makes computing a block ahead legal.
+signal, with which runtime noise); what a request costs on each target is
+:func:`autoscale_env.world.rules.request_outcomes`, the one implementation of the outcome rules.
+:func:`simulate_request` makes one request; :func:`generate_loop` runs it over the requests of
+many episodes (compiled, episodes in parallel). The world does not react to actions, which is what
+makes computing a block of requests ahead legal.
 
-Seeds (the contract; ``tests/backends/test_sim_batched.py`` checks it):
+Randomness (the contract; ``tests/backends/test_sim_batched.py`` checks it)
+--------------------------------------------------------------------------
 
-* ``reset(rng)`` draws from the env's generator only: static setting ``u = rng.random(3)`` (the
-  episode's co-running app, Wi-Fi RSSI and Wi-Fi Direct RSSI, each index ``floor(u * len(choices))``
-  into ``settings.toml``'s lists), then, in both settings, the episode key
-  ``rng.bit_generator.random_raw(2)``. So every episode consumes the same few words of the env's
-  generator, however many requests the previous episode used.
-* The key is the 128-bit state of the episode's own PCG64 stream (fixed increment: all episodes
-  are positions on one 2**128 cycle, far apart). Every request's randomness comes from that
-  stream, **request by request**: request ``i`` of the episode uses words ``i*W .. i*W+W-1``.
-  Hence a seed's trajectory does not depend on ``block_size`` nor on how many worlds are computed
-  together; blocks only say how many requests are computed at once. Every request gets fresh
-  words (nothing is reused across requests, episodes or sub-envs).
+Counter-based: **every random number is a pure function of (episode key, request index, draw
+index)**, so a seed's trajectory is the same whatever the block size, the batch shape, the number
+of sub-envs, the thread count or the order in which episodes are computed.
 
-The ``W = K + P`` words of one request, in order:
+* ``reset(rng)`` takes one 64-bit word from the env's generator, ``rng.bit_generator.random_raw()``:
+  the **episode key**. Every episode consumes exactly that much of the env's generator.
+* Draw ``d`` of request ``i`` of the episode is the 64-bit word
+  ``splitmix64(key + (i * DRAWS_PER_REQUEST + d + 1) * GOLDEN)``: SplitMix64 (Steele, Lea and
+  Flood, OOPSLA 2014) read at counter ``i * 64 + d`` of the stream the key selects, with
+  ``GOLDEN = 0x9E3779B97F4A7C15``. Words are never reused across requests or draws; two
+  episodes' streams overlap only if their keys differ by a multiple of ``GOLDEN`` smaller than
+  their counters (chance about ``2**-40`` per pair of episodes of a million requests).
+* A **uniform** is ``(w >> 11) * 2**-53`` in [0, 1). A **standard normal** is the inverse normal
+  CDF (Acklam's rational approximation, relative error below 1.2e-9) of
+  ``p = ((w >> 11) + 0.5) * 2**-53``. A **lognormal** noise factor ``exp(sigma * z)`` of the same
+  ``p`` is read from a table of ``NOISE_QUANTILES = 4096`` quantiles, linearly interpolated, for
+  ``0.01 <= p <= 0.99`` (relative error below 1e-5; no transcendental function), and computed
+  exactly in the tails.
+* A choice among ``m`` items is ``min(floor(u * m), m - 1)``.
 
-    1. ``K`` uniforms ``u = (w >> 11) * 2**-53`` (exactly what ``rng.random()`` makes of a word),
-       ``K = 1`` (static) or ``11`` (dynamic). Word 0: the network, index
-       ``floor(u * len(scenario.networks))``. Dynamic only: word 1 app switch (a request starts a
-       new co-running-app segment when ``u < 1 / app_mean_requests``, so segments last a
-       geometric number of requests), word 2 the new segment's app (index as above), words 3-4
-       signal segment switch of Wi-Fi / Wi-Fi Direct (``u < 1 / rssi_segment_mean_requests``),
-       words 5-6 their new segment's mean RSSI (``low + (high - low) * u`` over the setting's
-       range), words 7-8 a deep drop starts (``u < rssi_drop_probability``), words 9-10 its length
-       (geometric with mean ``rssi_drop_mean_requests``, by inversion against a table of
-       ``(1 - p) ** m``, ``m <= 1024``). Drops overlap by union and carry over between blocks.
-    2. ``P`` words of standard normals by the Box-Muller transform in float32, two per word:
-       ``a = ((w >> 40) + 0.5) * 2**-24``, ``b = (w & (2**24 - 1)) * 2**-24``,
-       ``z[j] = sqrt(-2 ln a) * cos(2 pi b)`` and ``z[P + j] = sqrt(-2 ln a) * sin(2 pi b)`` for
-       normal word ``j`` (24 bits are plenty for noise). ``P = ceil(M / 2)``; normals ``0 ..
-       n_noise-1`` are the noise rows of :meth:`autoscale_env.world.rules.OutcomeModel.outcomes` as
-       ``exp(sigma * z)`` in float32 (lognormal, median 1; ``local_latency_sigma`` for local
-       targets, ``server_latency_sigma`` for remote ones, ``goodput_sigma`` for the two links).
-       Dynamic only, 4 more: co-running CPU jitter, memory jitter, Wi-Fi fading, Wi-Fi Direct
-       fading (times their sigmas). ``M = n_noise`` or ``n_noise + 4``; an odd last normal is
-       unused.
+The draws of request ``i`` (slot ``d``):
 
-Everything after the draws is elementwise arithmetic, table look-ups and running maxima along the
-request axis, written for E worlds at once on row-major ``(rows, E, n)`` arrays. The native vector
-env (:mod:`autoscale_env.vector`) draws each sub-env's words from its own episode stream and
-computes a chunk of sub-envs in one pass with the same code, which is why its sub-envs equal
-single envs bit for bit.
+====  ======================================================================================
+0     the network, a choice among ``scenario.networks``
+1-3   static setting, request 0 only: the episode's co-running app, Wi-Fi RSSI and Wi-Fi
+      Direct RSSI (choices among ``settings.toml``'s lists), held for the episode
+1, 2  dynamic: a new co-running-app segment starts when ``i == 0`` or ``u1 < 1 /
+      app_mean_requests`` (segments last a geometric number of requests); its app is ``u2``'s
+      choice
+3, 4  dynamic, Wi-Fi / Wi-Fi Direct: a new signal segment starts when ``i == 0`` or
+      ``u < 1 / rssi_segment_mean_requests``; 5, 6: its mean RSSI ``low + (high - low) * u``
+7, 8  dynamic: a deep drop starts when ``u < rssi_drop_probability``; 9, 10: its length,
+      geometric with mean ``rssi_drop_mean_requests`` by inversion, at most
+      ``MAX_DROP_REQUESTS``. Drops overlap by union and carry over between blocks.
+11-14 dynamic normals: co-running CPU jitter, memory jitter, Wi-Fi fading, Wi-Fi Direct fading
+16+j  noise entry ``j`` (``OutcomeModel.outcomes``): lognormal ``exp(sigma * z)``, median 1;
+      ``local_latency_sigma`` for local targets, ``server_latency_sigma`` for remote ones,
+      ``goodput_sigma`` for the two links
+====  ======================================================================================
+
+The dynamic processes (app segments, signal segments, drops) advance sequentially within an
+episode (their state, one row per episode in :class:`SimState`, carries over between blocks) and
+in parallel across episodes.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import os
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
-
-from autoscale_env.world.types import MAX_EPISODE_STEPS
+from numba import config as numba_config
+from numba import get_num_threads, njit
 
 from autoscale_env.world import config
-from autoscale_env.world.types import RequestBlock, Target, Workload
-from autoscale_env.world.rules import OutcomeModel, Scratch, reference_energy_mj
+from autoscale_env.world.rules import OutcomeModel, PhoneWorld, reference_energy_mj, request_outcomes
+from autoscale_env.world.types import MAX_EPISODE_STEPS, RequestBlock, Target, Workload
 
 #: Requests computed per block: the reset observation plus ``MAX_EPISODE_STEPS`` steps, so that an
 #: episode under ``gym.make``'s default ``TimeLimit`` is computed in one pass. Performance only: a
 #: seed's trajectory does not depend on it.
 DEFAULT_BLOCK_SIZE = MAX_EPISODE_STEPS + 1
 
-#: Longest deep signal drop the inversion table can produce (requests).
+#: Longest deep signal drop (requests).
 MAX_DROP_REQUESTS = 1024
 
-#: Increment of every episode stream (PCG64's default one; any odd 128-bit number would do).
-_EPISODE_INC = np.random.PCG64(0).state["state"]["inc"]
+#: Counter stride between requests: draw slots per request (module docstring).
+DRAWS_PER_REQUEST = 64
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
-# Uniform words of a request (dynamic setting); see the module docstring.
-_U_NETWORK, _U_APP_SWITCH, _U_APP = 0, 1, 2
-_U_SEG_SWITCH, _U_SEG_MEAN, _U_DROP_START, _U_DROP_LEN = slice(3, 5), slice(5, 7), slice(7, 9), slice(9, 11)
+# Draw slots (module docstring)
+NETWORK = 0
+STATIC_APP, STATIC_WIFI, STATIC_P2P = 1, 2, 3
+APP_SWITCH, APP = 1, 2
+SEGMENT_SWITCH, SEGMENT_MEAN, DROP_START, DROP_LENGTH = 3, 5, 7, 9  # + link (0 Wi-Fi, 1 Direct)
+CPU_JITTER, MEM_JITTER, FADING = 11, 12, 13
+NOISE = 16
+
+if numba_config.DISABLE_JIT:  # plain Python: uint64 scalars wrap as intended, numpy warns
+    warnings.filterwarnings("ignore", "overflow encountered in scalar", RuntimeWarning,
+                            module=__name__)
+
+
+# ----------------------------------------------------------------------------------------------
+# Counter-based random numbers
+
+
+@njit(cache=True, inline="always")
+def random_word(key: np.uint64, request: int, draw: int) -> np.uint64:
+    """Draw ``draw`` of request ``request`` of the episode keyed ``key``: a 64-bit word."""
+    z = key + np.uint64(request * DRAWS_PER_REQUEST + draw + 1) * GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, inline="always")
+def uniform(key: np.uint64, request: int, draw: int) -> float:
+    """A uniform in [0, 1)."""
+    return float(random_word(key, request, draw) >> np.uint64(11)) * 2.0 ** -53
+
+
+@njit(cache=True, inline="always")
+def choice(u: float, m: int) -> int:
+    """Index among ``m`` items of uniform ``u``."""
+    return min(int(u * m), m - 1)
+
+
+@njit(cache=True, inline="always")
+def normal(key: np.uint64, request: int, draw: int) -> float:
+    """A standard normal: the inverse CDF (:func:`inverse_normal_cdf`) of a uniform in (0, 1)."""
+    return inverse_normal_cdf(_open_uniform(key, request, draw))
+
+
+@njit(cache=True, inline="always")
+def _open_uniform(key: np.uint64, request: int, draw: int) -> float:
+    """A uniform in (0, 1): ``((w >> 11) + 0.5) * 2**-53``."""
+    return (float(random_word(key, request, draw) >> np.uint64(11)) + 0.5) * 2.0 ** -53
+
+
+@njit(cache=True, inline="always")
+def inverse_normal_cdf(p: float) -> float:
+    """Acklam's rational approximation of the standard normal quantile (relative error below
+    1.2e-9), for ``0 < p < 1``."""
+    if 0.02425 <= p <= 1.0 - 0.02425:
+        q = p - 0.5
+        r = q * q
+        return ((((((-3.969683028665376e+01 * r + 2.209460984245205e+02) * r
+                    - 2.759285104469687e+02) * r + 1.383577518672690e+02) * r
+                  - 3.066479806614716e+01) * r + 2.506628277459239e+00) * q
+                / (((((-5.447609879822406e+01 * r + 1.615858368580409e+02) * r
+                      - 1.556989798598866e+02) * r + 6.680131188771972e+01) * r
+                    - 1.328068155288572e+01) * r + 1.0))
+    q = math.sqrt(-2.0 * math.log(min(p, 1.0 - p)))
+    tail = ((((((-7.784894002430293e-03 * q - 3.223964580411365e-01) * q
+                - 2.400758277161838e+00) * q - 2.549732539343734e+00) * q
+              + 4.374664141464968e+00) * q + 2.938163982698783e+00)
+            / ((((7.784695709041462e-03 * q + 3.224671290700398e-01) * q
+                 + 2.445134137142996e+00) * q + 3.754408661907416e+00) * q + 1.0))
+    return tail if p < 0.5 else -tail
+
+
+#: Quantiles of the lognormal noise tables (:func:`lognormal`).
+NOISE_QUANTILES = 4096
+#: Below this probability (and above one minus it) :func:`lognormal` uses the exact formula.
+NOISE_EXACT_TAIL = 0.01
+
+
+def lognormal_table(sigma: float) -> np.ndarray:
+    """``exp(sigma * z(m / NOISE_QUANTILES))`` for ``m = 0 .. NOISE_QUANTILES`` (the end points,
+    never read, hold the neighbouring values)."""
+    m = np.arange(NOISE_QUANTILES + 1) / NOISE_QUANTILES
+    m[0], m[-1] = m[1], m[-2]
+    return np.exp(sigma * np.array([inverse_normal_cdf(float(p)) for p in m]))
+
+
+@njit(cache=True, inline="always")
+def lognormal(key: np.uint64, request: int, draw: int, sigma: float, table: np.ndarray) -> float:
+    """``exp(sigma * z)`` for the standard normal ``z`` of the draw, median 1: linear
+    interpolation in ``table`` (:func:`lognormal_table` of ``sigma``) between the
+    ``NOISE_QUANTILES`` quantiles, the exact formula in the tails (``NOISE_EXACT_TAIL``)."""
+    p = _open_uniform(key, request, draw)
+    if NOISE_EXACT_TAIL <= p <= 1.0 - NOISE_EXACT_TAIL:
+        x = p * NOISE_QUANTILES
+        m = int(x)
+        return table[m] + (x - m) * (table[m + 1] - table[m])
+    return math.exp(sigma * inverse_normal_cdf(p))
+
+
+# ----------------------------------------------------------------------------------------------
+# The processes, per request
+
+
+class Processes(NamedTuple):
+    """The numbers of a scenario and setting (``scenarios.toml``, ``settings.toml``) as the
+    compiled processes take them: floats and tuples of floats, which numba passes around without
+    reference counting (arrays in a record cost an atomic count per access)."""
+
+    static: bool
+    networks: tuple               # workload index of each of the scenario's networks
+    static_cpu: tuple             # static setting: each app's CPU use (%)
+    static_mem: tuple
+    static_wifi_dbm: tuple        # static setting: Wi-Fi RSSI choices
+    static_p2p_dbm: tuple         # static setting: Wi-Fi Direct RSSI choices
+    app_cpu: tuple                # dynamic setting: each app's mean CPU use (%)
+    app_mem: tuple
+    app_switch_p: float
+    cpu_jitter_pct: float
+    mem_jitter_pct: float
+    rssi_low: tuple               # (Wi-Fi, Wi-Fi Direct) segment means range (dBm)
+    rssi_span: tuple
+    segment_switch_p: float
+    fading_sigma_db: float
+    drop_p: float
+    drop_stay_p: float            # 1 - 1 / mean drop length
+    drop_depth_db: float
+    noise_sigma: tuple            # (n_targets + 2,) sigma of each noise entry
+    noise_table: np.ndarray       # (sigmas, NOISE_QUANTILES + 1): lognormal_table of each sigma
+    noise_class: tuple            # (n_targets + 2,) row of noise_table of each noise entry
+
+
+@njit(cache=True, inline="always")
+def _app_load(mean_pct: float, jitter_pct: float, z: float, busy: bool) -> float:
+    """A running app's load (%): its mean plus jitter, in [1, 100]; exactly 0 without one."""
+    if not busy:
+        return 0.0
+    return min(max(mean_pct + jitter_pct * z, 1.0), 100.0)
+
+
+@njit(cache=True, inline="always")
+def _drop_length(stay_p: float, u: float) -> int:
+    """Geometric length (>= 1, mean ``1 / (1 - stay_p)``) by inversion of ``1 - u``."""
+    if stay_p <= 0.0:
+        return 1
+    extra = math.floor(math.log(1.0 - u) / math.log(stay_p))
+    return int(min(1.0 + extra, MAX_DROP_REQUESTS))
+
+
+@njit(cache=True, inline="always")
+def _signal(proc: Processes, key, i: int, link: int, mean_dbm, drop_left) -> float:
+    """RSSI of ``link`` at request ``i``: segment mean, fading, deep drops; advances the state."""
+    if i == 0 or uniform(key, i, SEGMENT_SWITCH + link) < proc.segment_switch_p:
+        mean_dbm[link] = proc.rssi_low[link] + proc.rssi_span[link] * uniform(
+            key, i, SEGMENT_MEAN + link)
+    if uniform(key, i, DROP_START + link) < proc.drop_p:
+        length = _drop_length(proc.drop_stay_p, uniform(key, i, DROP_LENGTH + link))
+        drop_left[link] = max(drop_left[link], length)
+    rssi = mean_dbm[link] + proc.fading_sigma_db * normal(key, i, FADING + link)
+    if drop_left[link] > 0:
+        rssi -= proc.drop_depth_db
+        drop_left[link] -= 1
+    return rssi
+
+
+@njit(cache=True, inline="always")
+def simulate_request(proc: Processes, world: PhoneWorld, key, i: int, app, mean_dbm, drop_left,
+                     noise, latency_ms, energy_mj):
+    """Request ``i`` of the episode keyed ``key``: its network and context (returned) and every
+    target's outcome (into ``latency_ms`` and ``energy_mj``).
+
+    ``app`` (1,), ``mean_dbm`` (2,), ``drop_left`` (2,): the episode's dynamic state, advanced
+    here (requests of an episode must come in order); ``noise`` (n_targets + 2,) is work space.
+    """
+    network = proc.networks[choice(uniform(key, i, NETWORK), len(proc.networks))]
+    if proc.static:
+        held = choice(uniform(key, 0, STATIC_APP), len(proc.static_cpu))
+        cpu, mem = proc.static_cpu[held], proc.static_mem[held]
+        wifi = proc.static_wifi_dbm[choice(uniform(key, 0, STATIC_WIFI), len(proc.static_wifi_dbm))]
+        p2p = proc.static_p2p_dbm[choice(uniform(key, 0, STATIC_P2P), len(proc.static_p2p_dbm))]
+    else:
+        if i == 0 or uniform(key, i, APP_SWITCH) < proc.app_switch_p:
+            app[0] = choice(uniform(key, i, APP), len(proc.app_cpu))
+        busy = proc.app_cpu[app[0]] > 0  # an empty background stays at exactly 0 %
+        cpu = _app_load(proc.app_cpu[app[0]], proc.cpu_jitter_pct, normal(key, i, CPU_JITTER), busy)
+        mem = _app_load(proc.app_mem[app[0]], proc.mem_jitter_pct, normal(key, i, MEM_JITTER), busy)
+        wifi = _signal(proc, key, i, 0, mean_dbm, drop_left)
+        p2p = _signal(proc, key, i, 1, mean_dbm, drop_left)
+    tables = proc.noise_table
+    for j in range(len(noise)):
+        noise[j] = lognormal(key, i, NOISE + j, proc.noise_sigma[j], tables[proc.noise_class[j]])
+    request_outcomes(world, network, cpu, mem, wifi, p2p, noise, latency_ms, energy_mj)
+    return network, cpu, mem, wifi, p2p
+
+
+@njit(cache=True, nogil=True)
+def generate_loop(proc: Processes, world: PhoneWorld, keys, position, app, mean_dbm, drop_left,
+                  worlds, rows, network, co_cpu_pct, co_mem_pct, rssi_wifi_dbm, rssi_p2p_dbm,
+                  latency_ms, energy_mj) -> None:
+    """The next ``n`` requests (``network.shape[1]``) of each episode ``worlds[k]`` of the state
+    arrays, written to row ``rows[k]`` of the outputs ((rows, n) contexts, (rows, n, n_targets)
+    outcomes); advances the episodes' positions and dynamic state. Episodes are independent:
+    :func:`run_split` runs slices of them on threads."""
+    n = network.shape[1]
+    noise = np.empty(len(proc.noise_sigma))
+    for k in range(len(worlds)):
+        e, row = worlds[k], rows[k]
+        episode_app, episode_mean, episode_drop = app[e:e + 1], mean_dbm[e], drop_left[e]
+        for r in range(n):
+            (network[row, r], co_cpu_pct[row, r], co_mem_pct[row, r], rssi_wifi_dbm[row, r],
+             rssi_p2p_dbm[row, r]) = simulate_request(
+                proc, world, keys[e], position[e] + r, episode_app, episode_mean, episode_drop,
+                noise, latency_ms[row, r], energy_mj[row, r])
+        position[e] += n
+
+
+# ----------------------------------------------------------------------------------------------
+# Episodes on threads
+
+#: Fewest requests per thread worth a second thread.
+MIN_REQUESTS_PER_THREAD = 4096
+
+_pool: ThreadPoolExecutor | None = None
+_pool_owner = (0, 0)  # (pid, threads): a forked child or a new thread count starts a new pool
+_pool_lock = threading.Lock()
+
+
+def default_threads() -> int:
+    """Threads the batch loops use: numba's thread count (``NUMBA_NUM_THREADS``,
+    ``numba.set_num_threads``). Results never depend on it."""
+    return int(get_num_threads())
+
+
+def run_split(loop, head: tuple, worlds: np.ndarray, rows: np.ndarray, tail: tuple,
+              requests_per_world: int, threads: int | None = None) -> None:
+    """``loop(*head, worlds, rows, *tail)`` with ``worlds``/``rows`` split into contiguous slices
+    run on threads (the loops are compiled with ``nogil``). Each episode is computed by exactly
+    one call, whole, so the results do not depend on the split."""
+    global _pool, _pool_owner
+    threads = default_threads() if threads is None else max(1, int(threads))
+    k = min(threads, len(worlds), max(1, len(worlds) * requests_per_world
+                                      // MIN_REQUESTS_PER_THREAD))
+    if k <= 1:
+        loop(*head, worlds, rows, *tail)
+        return
+    bounds = np.linspace(0, len(worlds), k + 1).astype(np.int64)
+    with _pool_lock:
+        if _pool is None or _pool_owner != (os.getpid(), threads):
+            _pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="autoscale-kernel")
+            _pool_owner = (os.getpid(), threads)
+        pool = _pool
+    # Each thread reads its own copy of the read-only tables (records of arrays): compiled code
+    # counts references to an array on every read, and threads counting on one shared array
+    # would bounce its cache line between cores. State arrays (written) are shared as they are.
+    copies = [tuple(copy.deepcopy(x) if isinstance(x, tuple) else x for x in head)
+              for _ in range(k - 1)]
+    futures = [pool.submit(loop, *own, worlds[lo:hi], rows[lo:hi], *tail)
+               for own, lo, hi in zip(copies, bounds[1:-1], bounds[2:])]
+    loop(*head, worlds[:bounds[1]], rows[:bounds[1]], *tail)
+    for f in futures:
+        f.result()
+
+
+# ----------------------------------------------------------------------------------------------
+# The backend
 
 
 class SimState:
-    """Process state of ``n_worlds`` simulated worlds between blocks (one row per world).
+    """Where ``n_worlds`` episodes stand between blocks (one row per episode).
 
     Attributes:
-        streams: each world's episode stream (a PCG64 keyed at reset).
-        held: static: (co_cpu_pct, co_mem_pct, rssi_wifi_dbm, rssi_p2p_dbm) of the episode.
-        fresh: dynamic: the next request is the episode's first (starts new segments).
-        app: dynamic: index of the current co-running app segment's app.
-        rssi_mean: dynamic: current segment mean RSSI of (Wi-Fi, Wi-Fi Direct), dBm.
-        drop_left: dynamic: requests still inside a deep drop begun in an earlier block, per link.
+        keys: each episode's key (uint64, module docstring).
+        position: requests of the episode generated so far.
+        app: dynamic: current co-running app segment's app.
+        mean_dbm: dynamic: current signal segment mean of (Wi-Fi, Wi-Fi Direct).
+        drop_left: dynamic: requests still inside a deep drop, per link.
     """
 
-    __slots__ = ("app", "drop_left", "fresh", "held", "rssi_mean", "streams")
+    __slots__ = ("app", "drop_left", "keys", "mean_dbm", "position")
 
     def __init__(self, n_worlds: int):
-        self.streams = [np.random.PCG64(0) for _ in range(n_worlds)]
-        self.held = np.zeros((n_worlds, 4))
-        self.fresh = np.ones(n_worlds, dtype=bool)
+        self.keys = np.zeros(n_worlds, dtype=np.uint64)
+        self.position = np.zeros(n_worlds, dtype=np.int64)
         self.app = np.zeros(n_worlds, dtype=np.int64)
-        self.rssi_mean = np.zeros((n_worlds, 2))
+        self.mean_dbm = np.zeros((n_worlds, 2))
         self.drop_left = np.zeros((n_worlds, 2), dtype=np.int64)
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """``(keys, position, app, mean_dbm, drop_left)``, as the compiled loops take them."""
+        return self.keys, self.position, self.app, self.mean_dbm, self.drop_left
+
+
+class Requests(NamedTuple):
+    """Blocks of ``E`` episodes: ``(E, n)`` network and contexts, ``(E, n, n_targets)`` outcomes."""
+
+    network: np.ndarray
+    co_cpu_pct: np.ndarray
+    co_mem_pct: np.ndarray
+    rssi_wifi_dbm: np.ndarray
+    rssi_p2p_dbm: np.ndarray
+    latency_ms: np.ndarray
+    energy_mj: np.ndarray
 
 
 class SimBackend:
@@ -148,64 +435,65 @@ class SimBackend:
         self.reference_energy_mj = reference_energy_mj(self.phone, self.workloads)
         self.apps, self.static, self.dynamic = (
             settings if settings is not None else config.load_settings())
-        names = [w.name for w in self.workloads]
-        self._scenario_networks = np.array(
-            [names.index(n) for n in self.scenario.networks], dtype=np.int64)
-        self._setup_processes()
+        self.processes = self._processes()
         self._state = SimState(1)
         self._started = False
-        self._scratch = Scratch()
 
-    def _setup_processes(self) -> None:
-        d = self.dynamic
-        self._app_cpu = np.array([self.apps[a].cpu_pct for a in d.apps], dtype=float)
-        self._app_mem = np.array([self.apps[a].mem_pct for a in d.apps], dtype=float)
+    def _processes(self) -> Processes:
+        names = [w.name for w in self.workloads]
+        s, d = self.static, self.dynamic
+        sig = s if self.setting == "static" else d
+        remote = [not t.is_local for t in self.targets]
+        sigma = [sig.server_latency_sigma if r else sig.local_latency_sigma for r in remote]
         ranges = np.array([d.rssi_wifi_range_dbm[:2], d.rssi_p2p_range_dbm[:2]], dtype=float)
-        self._rssi_low = ranges[:, :1, None]
-        self._rssi_span = ranges[:, 1:, None] - ranges[:, :1, None]
-        q = 1.0 - 1.0 / d.rssi_drop_mean_requests
-        # ascending (1-p)^m, m = MAX..1: a drop lasts 1 + #{m : u < (1-p)^m} requests
-        self._drop_thresholds = q ** np.arange(MAX_DROP_REQUESTS, 0, -1, dtype=float)
-        self._static_choices = (
-            np.array([[self.apps[a].cpu_pct, self.apps[a].mem_pct] for a in self.static.apps]),
-            np.array(self.static.rssi_wifi_dbm, dtype=float),
-            np.array(self.static.rssi_p2p_dbm, dtype=float),
-        )
-        sig = self.static if self.setting == "static" else self.dynamic
-        self._n_uniform = 1 if self.setting == "static" else 11
-        L, R = self.model.n_local, self.model.n_remote
-        self._n_noise = self.model.n_noise
-        self._n_normal = self._n_noise + (0 if self.setting == "static" else 4)
-        self._n_pairs = (self._n_normal + 1) // 2  # Box-Muller: two normals per word
-        #: sigma of each noise row: local targets, remote targets, then the two links' goodput
-        self._noise_sigma32 = np.array(
-            [sig.local_latency_sigma] * L + [sig.server_latency_sigma] * R
-            + [sig.goodput_sigma] * 2, dtype=np.float32)[:, None, None]
+        sigmas = [float(x) for x in sigma + [sig.goodput_sigma] * 2]
+        distinct = sorted(set(sigmas))
+
+        def floats(values):
+            return tuple(float(v) for v in values)
+
+        return Processes(
+            static=self.setting == "static",
+            networks=tuple(names.index(n) for n in self.scenario.networks),
+            static_cpu=floats([self.apps[a].cpu_pct for a in s.apps]),
+            static_mem=floats([self.apps[a].mem_pct for a in s.apps]),
+            static_wifi_dbm=floats(s.rssi_wifi_dbm), static_p2p_dbm=floats(s.rssi_p2p_dbm),
+            app_cpu=floats([self.apps[a].cpu_pct for a in d.apps]),
+            app_mem=floats([self.apps[a].mem_pct for a in d.apps]),
+            app_switch_p=1.0 / d.app_mean_requests, cpu_jitter_pct=float(d.app_cpu_jitter_pct),
+            mem_jitter_pct=float(d.app_mem_jitter_pct), rssi_low=floats(ranges[:, 0]),
+            rssi_span=floats(ranges[:, 1] - ranges[:, 0]),
+            segment_switch_p=1.0 / d.rssi_segment_mean_requests,
+            fading_sigma_db=float(d.rssi_fading_sigma_db), drop_p=float(d.rssi_drop_probability),
+            drop_stay_p=1.0 - 1.0 / d.rssi_drop_mean_requests,
+            drop_depth_db=float(d.rssi_drop_depth_db),
+            noise_sigma=floats(sigmas),
+            noise_table=np.stack([lognormal_table(x) for x in distinct]),
+            noise_class=tuple(distinct.index(x) for x in sigmas))
 
     # ---------------------------------------------------------------------------------------
     # Backend protocol
 
     def reset(self, rng: np.random.Generator) -> None:
-        """Start an episode: static draws its held conditions, dynamic restarts its processes."""
-        self.reset_world(rng, self._state, 0)
+        """Start an episode: draw its key from ``rng`` (module docstring)."""
+        self.reset_worlds([rng], self._state, np.array([0]))
         self._started = True
 
     def next_block(self) -> RequestBlock:
         """Generate the next ``block_size`` requests with every target's outcome."""
         if not self._started:
             raise RuntimeError("SimBackend.next_block() called before reset()")
-        net, cpu, mem, wifi, p2p, latency, energy = self.generate(
-            self.draw(self._state, 0)[None], self._state, slice(0, 1))
-        return RequestBlock(  # outcome matrices are (n, n_targets) views of target-major arrays
-            network=net[0], co_cpu_pct=cpu[0], co_mem_pct=mem[0], rssi_wifi_dbm=wifi[0],
-            rssi_p2p_dbm=p2p[0], latency_ms=latency[:, 0].T, energy_mj=energy[:, 0].T,
-            accuracy=self.accuracy_table[net[0]], energy_source=self.energy_source,
-        )
+        b = self.generate(self._state, np.array([0]))
+        return RequestBlock(
+            network=b.network[0], co_cpu_pct=b.co_cpu_pct[0], co_mem_pct=b.co_mem_pct[0],
+            rssi_wifi_dbm=b.rssi_wifi_dbm[0], rssi_p2p_dbm=b.rssi_p2p_dbm[0],
+            latency_ms=b.latency_ms[0], energy_mj=b.energy_mj[0],
+            accuracy=self.accuracy_table[b.network[0]], energy_source=self.energy_source)
 
     def provenance(self) -> dict[str, str]:
         """Which model produced the numbers (written into trace headers)."""
-        return {"model": "autoscale_env.world.rules.OutcomeModel",
-                "streams": "one PCG64 stream per episode, request-major words"}
+        return {"model": "autoscale_env.world.rules.request_outcomes",
+                "streams": "counter-based: splitmix64(episode key, request, draw)"}
 
     def expected(self, network: str, *, co_cpu_pct: float = 0.0, co_mem_pct: float = 0.0,
                  rssi_wifi_dbm: float = -55.0, rssi_p2p_dbm: float = -50.0) -> RequestBlock:
@@ -221,8 +509,8 @@ class SimBackend:
         ctx = [np.array([float(v)]) for v in (co_cpu_pct, co_mem_pct, rssi_wifi_dbm, rssi_p2p_dbm)]
         latency, energy = self.model.outcomes(net, *ctx)
         return RequestBlock(network=net, co_cpu_pct=ctx[0], co_mem_pct=ctx[1],
-                            rssi_wifi_dbm=ctx[2], rssi_p2p_dbm=ctx[3], latency_ms=latency.T,
-                            energy_mj=energy.T, accuracy=self.accuracy_table[net],
+                            rssi_wifi_dbm=ctx[2], rssi_p2p_dbm=ctx[3], latency_ms=latency,
+                            energy_mj=energy, accuracy=self.accuracy_table[net],
                             energy_source=self.energy_source)
 
     def execute(self, block: RequestBlock, index: int, action: int):
@@ -233,205 +521,32 @@ class SimBackend:
         """Nothing to release."""
 
     # ---------------------------------------------------------------------------------------
-    # Batched interface (next_block with one world; the native vector env with many)
-
-    def reset_world(self, rng: np.random.Generator, state: SimState, world: int) -> None:
-        """Start a new episode of world ``world`` of ``state``, drawing from ``rng``."""
-        self.reset_worlds([rng], state, np.array([world]))
+    # Batched interface (next_block with one episode; the native vector env, the fleet and the
+    # harness with many)
 
     def reset_worlds(self, rngs, state: SimState, worlds: np.ndarray) -> None:
-        """:meth:`reset_world` for each of ``worlds`` with the generator in ``rngs`` at its
-        position: the static conditions (static setting), then the episode key."""
-        static = self.setting == "static"
-        if static:
-            apps, wifi, p2p = self._static_choices
-        else:
-            state.fresh[worlds] = True
-            state.drop_left[worlds] = 0
-        streams = state.streams
-        for rng, world in zip(rngs, worlds.tolist()):
-            if static:
-                u = rng.random(3)
-                state.held[world, :2] = apps[min(int(u[0] * len(apps)), len(apps) - 1)]
-                state.held[world, 2] = wifi[min(int(u[1] * len(wifi)), len(wifi) - 1)]
-                state.held[world, 3] = p2p[min(int(u[2] * len(p2p)), len(p2p) - 1)]
-            hi, lo = rng.bit_generator.random_raw(2).tolist()
-            streams[world].state = {"bit_generator": "PCG64",
-                                    "state": {"state": (hi << 64) | lo, "inc": _EPISODE_INC},
-                                    "has_uint32": 0, "uinteger": 0}
+        """Start a new episode in each row ``worlds`` of ``state``, keyed from the generator
+        in ``rngs`` at its position (one word each, as :meth:`reset`)."""
+        for rng, world in zip(rngs, np.asarray(worlds).tolist()):
+            state.keys[world] = np.uint64(int(rng.bit_generator.random_raw()))
+        state.position[worlds] = 0
+        state.drop_left[worlds] = 0
 
-    @property
-    def words_per_request(self) -> int:
-        """``W = K + P``: random 64-bit words each request consumes (module docstring)."""
-        return self._n_uniform + self._n_pairs
-
-    def draw(self, state: SimState, world: int, out: np.ndarray | None = None,
-             n: int | None = None) -> np.ndarray:
-        """The next ``n`` (default ``block_size``) requests' words of world ``world`` from its
-        episode stream: ``(n, W)`` uint64, request-major (into ``out`` when given)."""
-        n = self.block_size if n is None else n
-        raw = state.streams[world].random_raw((n, self.words_per_request))
+    def generate(self, state: SimState, worlds: np.ndarray, n: int | None = None,
+                 out: Requests | None = None, threads: int | None = None) -> Requests:
+        """The next ``n`` (default ``block_size``) requests of the episodes in rows ``worlds``
+        of ``state`` (advancing them), as :class:`Requests` of ``E = len(worlds)`` rows, or
+        written into row ``worlds[k]`` of ``out`` (arrays with a row per state row and ``n``
+        columns). ``threads``: see :func:`run_split` (default :func:`default_threads`)."""
+        worlds = np.ascontiguousarray(worlds, dtype=np.int64)
+        n = self.block_size if n is None else int(n)
         if out is None:
-            return raw
-        out[...] = raw
-        return out
-
-    def generate(self, raw: np.ndarray, state: SimState, worlds,
-                 out: tuple[np.ndarray, np.ndarray] | None = None,
-                 scratch: Scratch | None = None) -> tuple[np.ndarray, ...]:
-        """Blocks of E worlds at once from their random words.
-
-        Args:
-            raw: the worlds' :meth:`draw` words stacked, (E, n, W) uint64.
-            state: process state; rows ``worlds`` are read and advanced.
-            worlds: index array or slice of ``state`` rows, in the order of ``raw``.
-            out: optional ``(latency_ms, energy_mj)`` arrays of shape (n_targets, E, n) to fill.
-            scratch: work arrays (one :class:`~autoscale_env.world.rules.Scratch` per thread); default
-                the backend's own.
-
-        Returns:
-            ``(network, co_cpu_pct, co_mem_pct, rssi_wifi_dbm, rssi_p2p_dbm, latency_ms,
-            energy_mj)``; contexts are ``(E, n)``, outcomes target-major ``(n_targets, E, n)``.
-            They may be scratch arrays, valid until the next call with the same scratch.
-        """
-        ws = self._scratch if scratch is None else scratch
-        E, n, W = raw.shape
-        K, NN = self._n_uniform, self._n_noise
-        words = ws("words", (W, E, n), np.uint64)
-        words[...] = raw.transpose(2, 0, 1)  # word-major: every row below is contiguous
-        u = np.right_shift(words[:K], 11, out=ws("u_bits", (K, E, n), np.uint64))
-        u = np.multiply(u, 2.0 ** -53, out=ws("uniform", (K, E, n)))
-        z = _box_muller(words[K:], ws)
-        S = len(self._scenario_networks)
-        pick = np.multiply(u[_U_NETWORK], S, out=ws("pick", (E, n))).astype(np.int64)
-        net = self._scenario_networks.take(np.minimum(pick, S - 1, out=pick))
-        if self.setting == "static":
-            held = state.held[worlds]
-            cpu, mem, wifi, p2p = (np.repeat(held[:, k:k + 1], n, axis=1) for k in range(4))
+            E, T = len(worlds), len(self.targets)
+            out = Requests(np.empty((E, n), dtype=np.int64), *(np.empty((E, n)) for _ in range(4)),
+                           np.empty((E, n, T)), np.empty((E, n, T)))
+            rows = np.arange(E, dtype=np.int64)
         else:
-            cpu, mem, rssi = self._dynamic_contexts(u, z[NN:NN + 4], state, worlds)
-            wifi, p2p = rssi[0], rssi[1]
-        # lognormal noise = exp(sigma * z) in float32, where numpy vectorises exp
-        scaled = np.multiply(z[:NN], self._noise_sigma32, out=ws("noise32", (NN, E, n), np.float32))
-        np.exp(scaled, out=scaled)
-        noise = ws("noise", (NN, E, n))
-        noise[...] = scaled
-        latency, energy = self.model.outcomes(net, cpu, mem, wifi, p2p, noise, out=out, scratch=ws)
-        return net, cpu, mem, wifi, p2p, latency, energy
-
-    # ---------------------------------------------------------------------------------------
-    # The processes
-
-    def _dynamic_contexts(self, u: np.ndarray, z: np.ndarray, state: SimState, worlds):
-        """Co-running apps (E, n) and both links' signal (2, E, n); advances ``state``.
-
-        ``u`` (11, E, n) and ``z`` (4, E, n) are the draws (module docstring).
-        """
-        d = self.dynamic
-        n = u.shape[-1]
-        fresh = state.fresh[worlds]
-
-        # Apps switch after geometric holding times (a Bernoulli switch per request).
-        switch = u[_U_APP_SWITCH] < 1.0 / d.app_mean_requests
-        switch[:, 0] |= fresh
-        A = len(self._app_cpu)
-        choice = (u[_U_APP] * A).astype(np.int64)
-        np.minimum(choice, A - 1, out=choice)
-        app = _hold(choice, switch, state.app[worlds])
-        state.app[worlds] = app[:, -1]
-        mean_cpu = self._app_cpu.take(app)
-        busy = mean_cpu > 0  # an empty background stays at exactly 0 %
-        cpu = _jitter(mean_cpu, d.app_cpu_jitter_pct, z[0], busy)
-        mem = _jitter(self._app_mem.take(app), d.app_mem_jitter_pct, z[1], busy)
-
-        # Signal (2, E, n): piecewise-constant means (the user moves), fading, deep drops.
-        switch = u[_U_SEG_SWITCH] < 1.0 / d.rssi_segment_mean_requests
-        switch[:, :, 0] |= fresh
-        candidate = self._rssi_span * u[_U_SEG_MEAN]
-        candidate += self._rssi_low
-        mean = _hold(candidate, switch, state.rssi_mean[worlds].T)
-        state.rssi_mean[worlds] = mean[:, :, -1].T
-        rssi = np.multiply(z[2:4], d.rssi_fading_sigma_db)
-        rssi += mean
-        starts = u[_U_DROP_START] < d.rssi_drop_probability
-        ends = np.zeros(starts.shape, dtype=np.int64)
-        at = np.nonzero(starts)
-        if len(at[0]):
-            lengths = u[_U_DROP_LEN][at]
-            below = np.searchsorted(self._drop_thresholds, lengths, side="right")
-            ends[at] = at[2] + (1 + MAX_DROP_REQUESTS) - below
-        reach = np.maximum.accumulate(ends, axis=-1)
-        np.maximum(reach, state.drop_left[worlds].T[:, :, None], out=reach)
-        state.drop_left[worlds] = np.maximum(reach[:, :, -1] - n, 0).T
-        rssi -= d.rssi_drop_depth_db * (reach >= _positions(n))  # x - 0.0 == x, as a where()
-        state.fresh[worlds] = False
-        return cpu, mem, rssi
-
-
-def _jitter(mean: np.ndarray, sigma: float, z: np.ndarray, busy: np.ndarray) -> np.ndarray:
-    """``mean + sigma * z`` clipped to [1, 100] where ``busy``, exactly 0.0 elsewhere."""
-    x = np.multiply(z, sigma)
-    x += mean
-    np.maximum(x, 1.0, out=x)
-    np.minimum(x, 100.0, out=x)
-    x *= busy
-    return x
-
-
-def _box_muller(words: np.ndarray, scratch: Scratch) -> np.ndarray:
-    """(P, ...) uint64 words -> (2P, ...) float32 standard normals (module docstring)."""
-    P = words.shape[0]
-    bits = scratch("bm.bits", words.shape, np.uint64)
-    radius = scratch("bm.radius", words.shape, np.float32)
-    angle = scratch("bm.angle", words.shape, np.float32)
-    z = scratch("bm.z", (2 * P,) + words.shape[1:], np.float32)
-    np.right_shift(words, 40, out=bits)
-    radius[...] = bits  # 24 bits: exact in float32
-    radius += np.float32(0.5)
-    radius *= np.float32(2.0 ** -24)  # a in (0, 1)
-    np.log(radius, out=radius)
-    radius *= np.float32(-2.0)
-    np.sqrt(radius, out=radius)
-    np.bitwise_and(words, 0xFFFFFF, out=bits)
-    angle[...] = bits
-    angle *= np.float32(2.0 * np.pi * 2.0 ** -24)
-    np.cos(angle, out=z[:P])
-    np.sin(angle, out=z[P:])
-    z[:P] *= radius
-    z[P:] *= radius
-    return z
-
-
-_CACHE: dict[tuple, np.ndarray] = {}
-
-
-def _cached(key: tuple, make) -> np.ndarray:
-    """A read-only array built once per ``key`` (blocks come in few shapes)."""
-    out = _CACHE.get(key)
-    if out is None:
-        out = make()
-        out.flags.writeable = False
-        if len(_CACHE) < 256:
-            _CACHE[key] = out
-    return out
-
-
-def _positions(n: int) -> np.ndarray:
-    """``np.arange(1, n + 1)`` (cached)."""
-    return _cached(("positions", n), lambda: np.arange(1, n + 1))
-
-
-def _hold(values: np.ndarray, switch: np.ndarray, carried: np.ndarray) -> np.ndarray:
-    """Piecewise-constant process along the last axis: position ``k`` holds ``values`` at the last
-    ``switch`` at or before ``k``, or ``carried`` (one per row) before the row's first switch."""
-    shape = values.shape
-    n = shape[-1]
-    ext = np.empty(shape[:-1] + (n + 1,), dtype=values.dtype)
-    ext[..., 0] = carried
-    ext[..., 1:] = values
-    last = switch * _positions(n)
-    np.maximum.accumulate(last, axis=-1, out=last)
-    rows = math.prod(shape[:-1])
-    last += _cached(("rows", ext.shape), lambda: np.arange(0, rows * (n + 1), n + 1).reshape(
-        shape[:-1] + (1,)))
-    return ext.reshape(-1).take(last)
+            rows = worlds
+        run_split(generate_loop, (self.processes, self.model.tables, *state.arrays()), worlds, rows,
+                  tuple(out), out.network.shape[1], threads)
+        return out

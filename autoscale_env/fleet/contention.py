@@ -5,7 +5,7 @@ time. When others transmit or compute at the same time, this module computes the
 and energy from a decomposition that public configuration gives (``fleet.toml`` for the rules):
 
 * upload: input bytes of the network over the goodput of the link at the request's RSSI
-  (:func:`autoscale_env.world.radio.link_table`), shared among the round's stations by
+  (:func:`autoscale_env.world.radio.goodput_mbps`), shared among the round's stations by
   :func:`shared_transfer_ms` (Heusse et al.'s equal throughput, or equal airtime) with Bianchi's
   collision overhead (:func:`collision_slowdown`);
 * edge service: the edge profile's latency for the network on the unit + its overhead, queued per
@@ -15,11 +15,12 @@ and energy from a decomposition that public configuration gives (``fleet.toml`` 
   (how :func:`autoscale_env.world.radio.offload` charges time).
 
 Extra terms are exactly 0.0 for a phone that shares nothing, so one phone alone is AutoScale-v0
-bit for bit. Everything works on arrays with any leading batch axes (``(..., N)``), so a
-centralised oracle can evaluate thousands of joint actions at once.
+bit for bit. The rules are compiled per row (:func:`shared_transfer_row`, :func:`fifo_wait_row`,
+:func:`ps_wait_row`, and :func:`contend` for a whole round); loops run them over any leading
+batch axes (``(..., N)``), so a centralised oracle can evaluate thousands of joint actions at once.
 
 This module is the only place that knows how the world is decomposed. :class:`PhoneTables` reads
-the same public profiles and link tables as :class:`autoscale_env.world.rules.OutcomeModel`;
+the same public profiles and link models as :class:`autoscale_env.world.rules.OutcomeModel`;
 ``tests/test_fleet_contention.py`` checks that its service times and transfer times are exactly
 the ones ``rules.outcomes`` adds up, so a change of the rules cannot slip past it.
 """
@@ -31,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from autoscale_env.world import config
 from autoscale_env.world import radio
@@ -90,6 +92,32 @@ def collision_slowdown(max_stations: int, dcf: DcfTiming) -> np.ndarray:
     return c
 
 
+@njit(cache=True)
+def shared_transfer_row(size, weight, active, slowdown, out) -> None:
+    """:func:`shared_transfer_ms` of one row (1-D arrays), into ``out``."""
+    n = len(size)
+    x = np.empty(n)
+    for k in range(n):
+        x[k] = size[k] if active[k] else 0.0
+    order = np.argsort(x, kind="mergesort")  # stable: ties keep the lower index first
+    # the weight and the number of stations still sending when the k-th shortest finishes
+    rate, count = np.empty(n), np.empty(n, dtype=np.int64)
+    total, stations = 0.0, 0
+    for k in range(n - 1, -1, -1):
+        j = order[k]
+        if active[j]:
+            total += weight[j]
+            stations += 1
+        rate[k], count[k] = total, stations
+    t, previous = 0.0, 0.0
+    last = len(slowdown) - 1
+    for k in range(n):
+        j = order[k]
+        t += (x[j] - previous) * rate[k] * slowdown[min(count[k], last)]
+        previous = x[j]
+        out[j] = t if active[j] else 0.0
+
+
 def shared_transfer_ms(size: np.ndarray, weight: np.ndarray, active: np.ndarray,
                        slowdown: np.ndarray) -> np.ndarray:
     """Finish times (ms) of transfers that all start at 0 and share one channel, along the last axis.
@@ -100,117 +128,123 @@ def shared_transfer_ms(size: np.ndarray, weight: np.ndarray, active: np.ndarray,
     Heusse et al.'s equal throughput; with ``size`` = ms alone and ``weight`` = 1 it is equal
     airtime. A station alone finishes at ``size * weight`` exactly. Inactive entries give 0.
     """
-    x = np.where(active, size, 0.0)
-    v = np.where(active, weight, 0.0)
-    index = _sorted_index(x)
-    xs = x.take(index)
-    vs = v.take(index)
-    ks = active.take(index)
-    rate = _suffix_sum(vs)  # sum of the weights still sending
-    count = _suffix_sum(ks, np.int64)
-    step = xs.copy()
-    step[..., 1:] -= xs[..., :-1]
-    step *= rate
-    step *= slowdown.take(count, mode="clip")
-    finish = np.empty_like(step)
-    finish.reshape(-1)[index] = np.cumsum(step, axis=-1)
-    return np.where(active, finish, 0.0)
+    shape, (size, weight, active) = _rows(size, weight, active)
+    out = np.empty(size.shape)
+    _shared_transfer_rows(size, weight, active, np.asarray(slowdown, dtype=np.float64), out)
+    return out.reshape(shape)
 
 
-def _sorted_index(x: np.ndarray) -> np.ndarray:
-    """Flat indices into ``x`` that sort each row along the last axis (stable)."""
-    order = np.argsort(x, axis=-1, kind="stable")
-    if x.ndim > 1:
-        order += _row_starts(x.shape)
-    return order
+@njit(cache=True)
+def _shared_transfer_rows(size, weight, active, slowdown, out) -> None:
+    for r in range(len(size)):
+        shared_transfer_row(size[r], weight[r], active[r], slowdown, out[r])
 
 
-def _row_starts(shape: tuple[int, ...]) -> np.ndarray:
-    key = shape
-    out = _ROW_STARTS.get(key)
-    if out is None:
-        n = shape[-1]
-        out = (np.arange(int(np.prod(shape[:-1]))) * n).reshape(shape[:-1] + (1,))
-        if len(_ROW_STARTS) < 64:
-            _ROW_STARTS[key] = out
-    return out
-
-
-_ROW_STARTS: dict[tuple[int, ...], np.ndarray] = {}
-
-
-def _suffix_sum(a: np.ndarray, dtype=None) -> np.ndarray:
-    """``out[..., j] = a[..., j:].sum(-1)``."""
-    return np.cumsum(a[..., ::-1], axis=-1, dtype=dtype)[..., ::-1]
+def _rows(size, weight, active):
+    """The shape the three arguments broadcast to, and them as (rows, last axis) arrays."""
+    b = np.broadcast_arrays(np.asarray(size, dtype=np.float64),
+                            np.asarray(weight, dtype=np.float64), np.asarray(active, dtype=bool))
+    shape = b[0].shape
+    n = shape[-1] if shape else 1
+    return shape, [np.ascontiguousarray(a).reshape(-1, n) for a in b]
 
 
 # ----------------------------------------------------------------------------------------------
 # Edge: queueing disciplines over one round's arrivals
 
-#: Arrival time given to entries that do not use a queue (sorts them last, adds no work).
-_NEVER_MS = 1e15
+
+@njit(cache=True)
+def fifo_wait_row(arrival_ms, service_ms, active, out) -> None:
+    """:func:`fifo_wait_ms` of one row, into ``out``."""
+    n = len(arrival_ms)
+    a = np.empty(n)
+    for k in range(n):
+        a[k] = arrival_ms[k] if active[k] else np.inf
+    order = np.argsort(a, kind="mergesort")  # ties: lower index first
+    free_at = -np.inf  # when the server finishes the jobs so far
+    for j in order:
+        if not active[j]:
+            out[j] = 0.0
+            continue
+        out[j] = max(0.0, free_at - a[j])
+        free_at = max(free_at, a[j]) + service_ms[j]
 
 
 def fifo_wait_ms(arrival_ms: np.ndarray, service_ms: np.ndarray, active: np.ndarray) -> np.ndarray:
     """Waiting time before service, first come first served, along the last axis (ties: lower
-    index first). ``c_i = max(c_{i-1}, a_i) + s_i`` in closed form: with ``S`` the running sum of
-    service times in arrival order, ``c_i = S_i + max_{j<=i} (a_j - S_{j-1})``; a job waits
-    ``max(0, c_{i-1} - a_i)``, exactly 0 when the server is free. Inactive entries give 0.
-    """
-    a = np.where(active, arrival_ms, _NEVER_MS)
-    s = np.where(active, service_ms, 0.0)
-    index = _sorted_index(a)
-    a_s = a.take(index)
-    s_s = s.take(index)
-    done_work = np.cumsum(s_s, axis=-1)
-    slack = a_s - done_work
-    slack += s_s
-    np.maximum.accumulate(slack, axis=-1, out=slack)
-    completion = np.add(done_work, slack, out=done_work)
-    wait_sorted = np.zeros_like(completion)
-    np.subtract(completion[..., :-1], a_s[..., 1:], out=wait_sorted[..., 1:])
-    np.maximum(wait_sorted, 0.0, out=wait_sorted)
-    wait = np.empty_like(wait_sorted)
-    wait.reshape(-1)[index] = wait_sorted
-    return np.where(active, wait, 0.0)
+    index first): a job waits until the server has finished every earlier job, exactly 0 when the
+    server is free. Inactive entries give 0."""
+    shape, (arrival_ms, service_ms, active) = _rows(arrival_ms, service_ms, active)
+    out = np.empty(arrival_ms.shape)
+    _wait_rows(arrival_ms, service_ms, active, False, out)
+    return out.reshape(shape)
+
+
+@njit(cache=True)
+def ps_wait_row(arrival_ms, service_ms, active, out) -> None:
+    """:func:`ps_wait_ms` of one row, into ``out``."""
+    n = len(arrival_ms)
+    left = np.empty(n)
+    present = np.zeros(n, dtype=np.bool_)
+    pending = np.empty(n, dtype=np.bool_)
+    for k in range(n):
+        left[k] = service_ms[k] if active[k] else 0.0
+        pending[k] = active[k]
+        out[k] = 0.0
+    t = 0.0
+    for _ in range(2 * n + 1):  # every event is an arrival or a completion
+        k_present = 0
+        next_arrival, least = np.inf, np.inf
+        for j in range(n):
+            if present[j]:
+                k_present += 1
+                least = min(least, left[j])
+            elif pending[j]:
+                next_arrival = min(next_arrival, arrival_ms[j])
+        if k_present == 0 and next_arrival == np.inf:
+            break
+        next_done = t + least * k_present if k_present > 0 else np.inf
+        t_next = min(next_arrival, next_done)
+        dt = t_next - t
+        for j in range(n):
+            if present[j]:
+                out[j] += dt - dt / k_present  # each of k jobs progresses at 1/k
+                finishing = left[j] == least and next_done <= next_arrival
+                left[j] = 0.0 if finishing else left[j] - dt / k_present
+                if finishing:
+                    present[j] = False
+        for j in range(n):
+            if pending[j] and arrival_ms[j] <= t_next:
+                present[j], pending[j] = True, False
+        t = t_next
 
 
 def ps_wait_ms(arrival_ms: np.ndarray, service_ms: np.ndarray, active: np.ndarray) -> np.ndarray:
     """Extra time over the service time under egalitarian processor sharing, along the last axis.
 
-    Event by event (arrivals and completions, at most 2N per row, every row at once): while k
-    jobs are present each progresses at 1/k, so in an interval of length dt each accrues
-    ``dt * (1 - 1/k)`` of delay, exactly 0 when it is alone. Inactive entries give 0.
+    Event by event (arrivals and completions, at most 2N per row): while k jobs are present each
+    progresses at 1/k, so in an interval of length dt each accrues ``dt * (1 - 1/k)`` of delay,
+    exactly 0 when it is alone. Inactive entries give 0.
     """
-    shape = np.broadcast_shapes(np.shape(arrival_ms), np.shape(service_ms), np.shape(active))
-    a = np.where(active, arrival_ms, np.inf)
-    left = np.where(active, service_ms, 0.0).astype(float)
-    present = np.zeros(shape, bool)
-    pending = np.broadcast_to(active, shape).copy()
-    delay = np.zeros(shape)
-    t = np.zeros(shape[:-1])
-    for _ in range(2 * shape[-1] + 1):
-        if not (present.any() or pending.any()):
-            break
-        k = present.sum(axis=-1)
-        next_arrival = np.where(pending, a, np.inf).min(axis=-1)
-        least = np.where(present, left, np.inf).min(axis=-1)
-        next_done = np.where(k > 0, t + least * np.maximum(k, 1), np.inf)
-        t_next = np.minimum(next_arrival, next_done)
-        idle = ~np.isfinite(t_next)
-        t_next = np.where(idle, t, t_next)
-        dt = (t_next - t)[..., None]
-        kk = np.maximum(k, 1)[..., None]
-        delay += np.where(present, dt - dt / kk, 0.0)
-        finishing = present & (left == least[..., None]) & (next_done <= next_arrival)[..., None]
-        left = np.where(present, left - dt / kk, left)
-        left = np.where(finishing, 0.0, left)
-        present &= ~finishing
-        arriving = pending & (a <= t_next[..., None])
-        present |= arriving
-        pending &= ~arriving
-        t = t_next
-    return np.where(active, delay, 0.0)
+    shape, (arrival_ms, service_ms, active) = _rows(arrival_ms, service_ms, active)
+    out = np.empty(arrival_ms.shape)
+    _wait_rows(arrival_ms, service_ms, active, True, out)
+    return out.reshape(shape)
+
+
+@njit(cache=True)
+def wait_row(arrival_ms, service_ms, active, processor_sharing, out) -> None:
+    """The edge's discipline: :func:`ps_wait_row` or :func:`fifo_wait_row`."""
+    if processor_sharing:
+        ps_wait_row(arrival_ms, service_ms, active, out)
+    else:
+        fifo_wait_row(arrival_ms, service_ms, active, out)
+
+
+@njit(cache=True)
+def _wait_rows(arrival_ms, service_ms, active, processor_sharing, out) -> None:
+    for r in range(len(arrival_ms)):
+        wait_row(arrival_ms[r], service_ms[r], active[r], processor_sharing, out[r])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -228,8 +262,8 @@ class PhoneTables:
         service_ms: (N, W, T) edge service time of the network on the target (0 elsewhere).
         up_kbit: (W,) input size of each workload, kbit.
         base_w: (N,) phone base power, W.
-        link_edges, link_table: per phone and link, :func:`radio.link_table` (RSSI intervals and
-            goodput / RTT / tx / rx power per interval).
+        wifi_active_w: (N,) phone radio power, W.
+        links: the (Wi-Fi, Wi-Fi Direct) :class:`~autoscale_env.world.radio.Link` every phone uses.
     """
 
     link: np.ndarray
@@ -238,8 +272,8 @@ class PhoneTables:
     service_ms: np.ndarray
     up_kbit: np.ndarray
     base_w: np.ndarray
-    link_edges: list[list[np.ndarray]]
-    link_table: list[list[np.ndarray]]
+    wifi_active_w: np.ndarray
+    links: tuple
 
     @classmethod
     def build(cls, devices: Sequence[str], workloads, edge_device: str | None = None) -> PhoneTables:
@@ -279,37 +313,36 @@ class PhoneTables:
                                                .split("/")[0])
                 elif t.location == "cloud":
                     link[n, j] = WIFI
-        tables = [[radio.link_table(links[k], p.wifi_active_w) for k in ("wifi", "p2p")]
-                  for p in phones]
         return cls(link=link, queue=queue, queues=queues, service_ms=service,
                    up_kbit=np.array([w.input_bytes * 8e-3 for w in workloads]),
                    base_w=np.array([p.base_power_w for p in phones]),
-                   link_edges=[[e for e, _ in row] for row in tables],
-                   link_table=[[t for _, t in row] for row in tables])
+                   wifi_active_w=np.array([p.wifi_active_w for p in phones], dtype=np.float64),
+                   links=tuple(radio.link_params(links[k]) for k in ("wifi", "p2p")))
 
     def link_state(self, rssi_wifi_dbm: np.ndarray, rssi_p2p_dbm: np.ndarray):
         """Per request, both links' (ms per kbit, transmit power W, connected): three arrays of
         shape ``rssi.shape + (2,)`` for RSSI arrays whose last axis is the phone."""
-        shape = np.shape(rssi_wifi_dbm) + (2,)
-        ms_per_kbit, tx_w = np.zeros(shape), np.zeros(shape)
-        if not hasattr(self, "_groups"):
-            self._groups = self._link_groups()
-        for members, edges, tables in self._groups:
-            for k, rssi in enumerate((rssi_wifi_dbm, rssi_p2p_dbm)):
-                row = tables[k][np.searchsorted(edges[k], rssi[..., members], side="right")]
-                goodput = row[..., 0]  # Mbit/s = kbit/ms
-                ms_per_kbit[..., members, k] = np.divide(1.0, goodput, out=np.zeros_like(goodput),
-                                                         where=goodput > 0)
-                tx_w[..., members, k] = row[..., 2]
+        wifi = np.asarray(rssi_wifi_dbm, dtype=np.float64)
+        shape = wifi.shape + (2,)
+        N = len(self.base_w)
+        rssi = np.stack([wifi, np.broadcast_to(np.asarray(rssi_p2p_dbm, dtype=np.float64),
+                                               wifi.shape)], axis=-1).reshape(-1, N, 2)
+        ms_per_kbit, tx_w = np.empty(rssi.shape), np.empty(rssi.shape)
+        _link_state(self.links, self.wifi_active_w, rssi, ms_per_kbit, tx_w)
+        ms_per_kbit, tx_w = ms_per_kbit.reshape(shape), tx_w.reshape(shape)
         return ms_per_kbit, tx_w, ms_per_kbit > 0
 
-    def _link_groups(self):
-        """(phones, edges, tables) per distinct pair of link tables (phones with one radio)."""
-        groups: dict[bytes, list[int]] = {}
-        for n, tables in enumerate(self.link_table):
-            key = b"".join(np.ascontiguousarray(t).tobytes() for t in tables + self.link_edges[n])
-            groups.setdefault(key, []).append(n)
-        return [(np.array(m), self.link_edges[m[0]], self.link_table[m[0]]) for m in groups.values()]
+
+@njit(cache=True)
+def _link_state(links, wifi_active_w, rssi_dbm, ms_per_kbit, tx_w) -> None:
+    """(rows, N, 2) per phone and link: 1 / goodput (0 when disconnected) and transmit power."""
+    for r in range(rssi_dbm.shape[0]):
+        for n in range(rssi_dbm.shape[1]):
+            for k in range(2):
+                goodput = radio.goodput_mbps(links[k], rssi_dbm[r, n, k])  # Mbit/s = kbit/ms
+                ms_per_kbit[r, n, k] = 1.0 / goodput if goodput > 0 else 0.0
+                tx_w[r, n, k] = radio.radio_power_w(links[k], wifi_active_w[n],
+                                                    rssi_dbm[r, n, k])[0]
 
 
 class Contention:
@@ -328,14 +361,12 @@ class Contention:
         self.slowdown = collision_slowdown(N, fleet.dcf)
         # channel of each link: Wi-Fi Direct is its own domain unless it shares the AP's channel
         self.n_domains = 1 if fleet.p2p_shares_ap_channel else 2
-        # domain of each target per phone (-1: local), and the edge queue (-1: not the edge)
-        domain = np.where(tables.link == P2P, self.n_domains - 1, tables.link)
-        # per (phone, target), one row each: link, channel domain, edge queue (one take per round)
-        self._static = np.stack([tables.link, domain, tables.queue]).reshape(3, -1)
-        self._domains = np.arange(self.n_domains)
-        self._queues = np.arange(len(tables.queues))
-        self._cols = np.arange(N) * 2
-        self._wait = ps_wait_ms if fleet.discipline == "processor_sharing" else fifo_wait_ms
+        # per (phone, target), flat: link, channel domain (-1: local), edge queue (-1: not the edge)
+        self._link = np.ascontiguousarray(tables.link.reshape(-1), dtype=np.int64)
+        self._domain = np.where(self._link == P2P, self.n_domains - 1, self._link)
+        self._queue = np.ascontiguousarray(tables.queue.reshape(-1), dtype=np.int64)
+        self._n_queues = len(tables.queues)
+        self._processor_sharing = fleet.discipline == "processor_sharing"
         self._equal_airtime = fleet.sharing == "equal_airtime"
 
     def adjust(self, flat: np.ndarray, service_ms: np.ndarray, up_kbit: np.ndarray,
@@ -354,34 +385,78 @@ class Contention:
             ``upload_extra_ms``, ``edge_wait_ms``, ``link`` (LOCAL / WIFI / P2P per phone) and
             ``connected`` (the phone's request crossed a working link).
         """
-        link, domain, queue = self._static.take(flat, axis=1)
-        col = np.maximum(link, 0)
-        col += self._cols
-        w = ms_per_kbit.take(col)
-        conn = connected.take(col)
-        conn &= link >= 0
-        alone = np.multiply(up_kbit, w)
-        # (D, ..., N): who sends on each channel this round
-        sending = domain == self._domains.reshape((-1,) + (1,) * link.ndim)
-        sending &= conn
-        if self._equal_airtime:
-            finish = shared_transfer_ms(alone, 1.0, sending, self.slowdown)
+        flat = np.asarray(flat, dtype=np.int64)
+        shape, N = flat.shape, self.n_phones
+        rows = np.ascontiguousarray(flat).reshape(-1, N)
+        service = np.ascontiguousarray(np.broadcast_to(service_ms, shape),
+                                       dtype=np.float64).reshape(-1, N)
+        out = np.empty((4,) + rows.shape)
+        link = np.empty(rows.shape, dtype=np.int64)
+        conn = np.empty(rows.shape, dtype=np.bool_)
+        _contend(self._link, self._domain, self._queue, rows, service,
+                 np.asarray(up_kbit, dtype=np.float64), np.asarray(ms_per_kbit, dtype=np.float64),
+                 np.asarray(tx_w, dtype=np.float64), np.asarray(connected, dtype=np.bool_),
+                 np.asarray(self.tables.base_w, dtype=np.float64), self.slowdown,
+                 self.n_domains, self._n_queues, self._equal_airtime, self._processor_sharing,
+                 out[0], out[1], out[2], out[3], link, conn)
+        return {"extra_latency_ms": out[0].reshape(shape), "extra_energy_mj": out[1].reshape(shape),
+                "upload_extra_ms": out[2].reshape(shape), "edge_wait_ms": out[3].reshape(shape),
+                "link": link.reshape(shape), "connected": conn.reshape(shape)}
+
+
+@njit(cache=True)
+def contend(link, domain, queue, flat, service_ms, up_kbit, ms_per_kbit, tx_w, connected, base_w,
+            slowdown, n_domains, n_queues, equal_airtime, processor_sharing, extra_latency_ms,
+            extra_energy_mj, upload_extra_ms, edge_wait_ms, link_out, connected_out) -> None:
+    """One round: what sharing the channels and the edge adds to each phone's own outcome.
+
+    ``flat`` (N,) each phone's (phone, target) index; the other inputs as
+    :meth:`Contention.adjust`; outputs (N,).
+    """
+    N = len(flat)
+    alone, ms_per, arrival = np.empty(N), np.empty(N), np.zeros(N)
+    finish, wait = np.empty(N), np.empty(N)
+    active = np.empty(N, dtype=np.bool_)
+    for n in range(N):  # each phone's link and its upload time alone
+        k = link[flat[n]]
+        col = 2 * n + max(k, 0)
+        ms_per[n] = ms_per_kbit[col]
+        link_out[n] = k
+        connected_out[n] = connected[col] and k >= 0
+        alone[n] = up_kbit[n] * ms_per[n]
+    for d in range(n_domains):  # uploads share each channel
+        for n in range(N):
+            active[n] = connected_out[n] and domain[flat[n]] == d
+        if equal_airtime:
+            shared_transfer_row(alone, np.ones(N), active, slowdown, finish)
         else:
-            finish = shared_transfer_ms(up_kbit, w, sending, self.slowdown)
-        arrival = finish.sum(axis=0) if self.n_domains > 1 else finish[0]
-        extra_up = np.subtract(arrival, alone, out=np.zeros_like(arrival), where=conn)
-        # (Q, ..., N): who queues at each edge processor
-        at_edge = queue == self._queues.reshape((-1,) + (1,) * link.ndim)
-        at_edge &= conn
-        if at_edge.any():
-            wait = self._wait(arrival, service_ms, at_edge).sum(axis=0)
-        else:
-            wait = np.zeros(link.shape)
-        base = self.tables.base_w
-        extra_energy = tx_w.take(col)
-        extra_energy += base
-        extra_energy *= extra_up
-        extra_energy += base * wait
-        return {"extra_latency_ms": extra_up + wait, "extra_energy_mj": extra_energy,
-                "upload_extra_ms": extra_up, "edge_wait_ms": wait, "link": link,
-                "connected": conn}
+            shared_transfer_row(up_kbit, ms_per, active, slowdown, finish)
+        arrival += finish
+    for n in range(N):
+        upload_extra_ms[n] = arrival[n] - alone[n] if connected_out[n] else 0.0
+        edge_wait_ms[n] = 0.0
+    for q in range(n_queues):  # requests queue at the edge processor they asked for
+        anyone = False
+        for n in range(N):
+            active[n] = connected_out[n] and queue[flat[n]] == q
+            anyone |= active[n]
+        if anyone:
+            wait_row(arrival, service_ms, active, processor_sharing, wait)
+            edge_wait_ms += wait
+    for n in range(N):
+        col = 2 * n + max(link_out[n], 0)
+        extra_latency_ms[n] = upload_extra_ms[n] + edge_wait_ms[n]
+        extra_energy_mj[n] = ((tx_w[col] + base_w[n]) * upload_extra_ms[n]
+                              + base_w[n] * edge_wait_ms[n])
+
+
+@njit(cache=True)
+def _contend(link, domain, queue, flat, service_ms, up_kbit, ms_per_kbit, tx_w, connected,
+             base_w, slowdown, n_domains, n_queues, equal_airtime, processor_sharing,
+             extra_latency_ms, extra_energy_mj, upload_extra_ms, edge_wait_ms, link_out,
+             connected_out) -> None:
+    for r in range(len(flat)):
+        contend(link, domain, queue, flat[r], service_ms[r], up_kbit, ms_per_kbit, tx_w,
+                connected, base_w, slowdown, n_domains, n_queues, equal_airtime,
+                processor_sharing, extra_latency_ms[r], extra_energy_mj[r], upload_extra_ms[r],
+                edge_wait_ms[r], link_out[r], connected_out[r])

@@ -14,9 +14,9 @@ from autoscale_env.world.errors import InvalidActionError
 from autoscale_env.fleet.config import FleetConfig, load_fleet_config
 from autoscale_env.fleet.contention import Contention, PhoneTables
 from autoscale_env.fleet.worlds import FleetWorlds
-from autoscale_env.world.reward import accuracy_terms, reward_from_terms
-from autoscale_env.world.rules import oracle_actions
 from autoscale_env.world.observation import StateEncoder
+from autoscale_env.world.reward import reward
+from autoscale_env.world.rules import oracle_actions
 
 #: Shared resources of the optional load signal, in observation order after the paper state.
 LOAD_RESOURCES = ("edge", "access_point")
@@ -48,14 +48,15 @@ class FleetCore:
         fleet: the contention rules (default: the bundled ``fleet.toml``).
         backend, backend_options: as :class:`~autoscale_env.fleet.worlds.FleetWorlds`.
         batched: allow the batched sim path (identical results).
-        threads: threads generating a big fleet's blocks (identical results).
+        threads: threads generating a big fleet's blocks (identical results; default numba's
+            thread count).
     """
 
     def __init__(self, phones: Sequence[tuple[str, str, str]], *, reward: str = "energy",
                  features: str | None = None, load_signal: bool = False,
                  fleet: FleetConfig | None = None, backend: str | Sequence[Backend] = "sim",
                  backend_options: dict[str, Any] | None = None, batched: bool = True,
-                 threads: int = 2):
+                 threads: int | None = None):
         self.fleet = fleet or load_fleet_config()
         self.reward_preset = config.get_reward_preset(reward)
         self.worlds = FleetWorlds(phones, backend, backend_options, batched=batched,
@@ -134,17 +135,14 @@ class FleetCore:
         """Outcomes of joint ``actions`` (shape ``(..., N)``, checked by the caller) for the
         pending round, without advancing: latency, energy, accuracy, reward, flags, contention."""
         i, flat = self._i, actions + self._rows
-        lat, energy, acc, penalty, service, met = self._table[i].take(flat, axis=1)
+        lat, energy, acc, service = self._table[i].take(flat, axis=1)
         c = self.contention.adjust(flat, service, self._up_kbit[i], self._ms_per_kbit[i],
                                    self._tx_w[i], self._connected[i])
         lat += c["extra_latency_ms"]
         energy += c["extra_energy_mj"]
-        # reward() with the accuracy terms tabulated per block (reward_from_terms is elementwise,
-        # so this is bit-identical to reward() on the chosen outcomes)
-        acc_met = met != 0
-        r, qos = reward_from_terms(self.reward_preset, latency_ms=lat, energy_mj=energy,
-                                   reference_energy_mj=self._ref[i], qos_ms=self.qos_ms,
-                                   accuracy_met=acc_met, accuracy_penalty=penalty)
+        r, qos, acc_met = reward(self.reward_preset, latency_ms=lat, energy_mj=energy,
+                                 accuracy=acc, reference_energy_mj=self._ref[i],
+                                 qos_ms=self.qos_ms, accuracy_target=self._acc_target[i])
         return {"latency_ms": lat, "energy_mj": energy, "accuracy": acc, "reward": r,
                 "qos_met": qos, "accuracy_met": acc_met, **c}
 
@@ -195,41 +193,28 @@ class FleetCore:
         return a
 
     def _next_block(self) -> None:
-        # per round i, one (6, N * T) table of (phone, target) values, so that a round's
-        # outcomes are one take(): latency, energy, accuracy (written there by the worlds),
-        # accuracy penalty, edge service time, accuracy met (as 0/1)
-        buf, N, T = self.worlds.buffers, self.n_phones, self.T
-
-        def outcomes(B):
-            table = buf("core.table", (B, 6, N * T))
-            return tuple(table[:, k].reshape(B, N, T) for k in range(3))
-
-        b = self.worlds.next_block(outcomes)
+        # per round i, one (4, N * T) table of (phone, target) values, so that a round's
+        # outcomes are one take(): latency, energy, accuracy, edge service time
+        N, T = self.n_phones, self.T
+        b = self.worlds.next_block()
         B = len(b)
-        table = buf("core.table", (B, 6, N * T))
         self._block, self._n, self._i = b, B, 0
         self._rows = np.arange(N) * T
-        net = self._net = b.network.copy()  # info["network"] views it: must outlive the block
+        net = self._net = b.network
         self._ctx = np.stack([b.co_cpu_pct, b.co_mem_pct, b.rssi_wifi_dbm, b.rssi_p2p_dbm])
-        self._obs = self.encoder.encode(net, out=buf("core.obs", (B, N, len(self.encoder.nvec)),
-                                                     np.int64),
-                                        co_cpu_pct=b.co_cpu_pct, co_mem_pct=b.co_mem_pct,
+        self._obs = self.encoder.encode(net, co_cpu_pct=b.co_cpu_pct, co_mem_pct=b.co_mem_pct,
                                         rssi_wifi_dbm=b.rssi_wifi_dbm, rssi_p2p_dbm=b.rssi_p2p_dbm)
         phone = self._phone
         self._ref = self._reference[phone, net]  # (B, N)
-        acc_target = self._accuracy_target[phone, net][..., None]
-        acc_met, acc_penalty = accuracy_terms(self.reward_preset, accuracy=b.accuracy,
-                                              accuracy_target=acc_target)
-        r, _ = reward_from_terms(self.reward_preset, latency_ms=b.latency_ms, energy_mj=b.energy_mj,
-                                 reference_energy_mj=self._ref[..., None],
-                                 qos_ms=self.qos_ms[:, None], accuracy_met=acc_met,
-                                 accuracy_penalty=acc_penalty, scratch=buf)
+        self._acc_target = self._accuracy_target[phone, net]  # (B, N)
+        r, _, _ = reward(self.reward_preset, latency_ms=b.latency_ms, energy_mj=b.energy_mj,
+                         accuracy=b.accuracy, reference_energy_mj=self._ref[..., None],
+                         qos_ms=self.qos_ms[:, None], accuracy_target=self._acc_target[..., None])
         r[:, ~self.valid_actions] = -np.inf
         self._rewards_alone = r
-        self._oracle = oracle_actions(r.transpose(2, 0, 1))  # the rules take targets first
-        for k, x in ((3, acc_penalty), (4, self.tables.service_ms[phone, net]), (5, acc_met)):
-            table[:, k] = x.reshape(B, N * T)
-        self._table = table
+        self._oracle = oracle_actions(r)
+        self._table = np.stack([b.latency_ms, b.energy_mj, b.accuracy,
+                                self.tables.service_ms[phone, net]], axis=1).reshape(B, 4, N * T)
         self._up_kbit = self.tables.up_kbit[net]
         self._ms_per_kbit, self._tx_w, self._connected = (
             x.reshape(B, N * 2) for x in self.tables.link_state(b.rssi_wifi_dbm, b.rssi_p2p_dbm))

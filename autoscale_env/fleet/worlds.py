@@ -9,9 +9,9 @@ Two ways to get the blocks, with identical results (a test checks it):
 * the public :class:`~autoscale_env.world.types.Backend` protocol, ``reset(rng)`` / ``next_block()``, one
   backend per phone (any backend whose blocks carry outcomes);
 * for ``sim`` phones, one backend per (device, scenario, setting) group computing the group's
-  blocks in one batched pass (``reset_worlds`` / ``draw`` / ``generate``, the public batched
-  interface the native vector env uses). It is taken when the backend offers it, else the fleet
-  falls back to the protocol. This is the part to re-point when the simulator's rules API changes.
+  blocks in one compiled pass (``reset_worlds`` / ``generate``, the public batched interface the
+  native vector env uses). It is taken when the backend offers it, else the fleet falls back to
+  the protocol. This is the part to re-point when the simulator's rules API changes.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ import numpy as np
 from autoscale_env.backends import make_backend
 from autoscale_env.world.types import Backend, RequestBlock, Target, Workload
 
-_BATCHED = ("reset_worlds", "draw", "words_per_request", "block_size", "generate",
-            "accuracy_table")
+_BATCHED = ("reset_worlds", "block_size", "generate", "accuracy_table")
 
 
 @dataclass
@@ -56,21 +55,16 @@ class FleetWorlds:
             :class:`~autoscale_env.world.types.Backend` instance per phone.
         backend_options: extra keyword arguments for every backend (e.g. ``block_size``).
         batched: allow the batched ``sim`` path (results are identical; False forces the protocol).
-        threads: threads computing a big group's blocks (each takes a contiguous chunk of the
-            group's phones; results are identical, elementwise arithmetic does not depend on how
-            many worlds share a pass).
+        threads: threads computing a big group's blocks (each takes a contiguous slice of the
+            group's phones; results are identical: each phone's episode is computed whole by
+            one thread). Default: numba's thread count.
     """
-
-    #: Fewest phones per thread worth a second thread.
-    MIN_CHUNK = 64
 
     def __init__(self, phones: Sequence[tuple[str, str, str]], backend: str | Sequence[Backend] = "sim",
                  backend_options: dict[str, Any] | None = None, batched: bool = True,
-                 threads: int = 2):
+                 threads: int | None = None):
         options = dict(backend_options or {})
-        self.threads = max(1, int(threads))
-        self._pool = None
-        self.buffers = Buffers()
+        self.threads = None if threads is None else max(1, int(threads))
         self.n_phones = N = len(phones) if isinstance(backend, str) else len(backend)
         if N < 1:
             raise ValueError("a fleet needs at least one phone")
@@ -121,17 +115,11 @@ class FleetWorlds:
             if state is None:
                 b.reset(self._rngs[members[0]])
             else:
-                b.reset_worlds([self._rngs[k] for k in members.tolist()], state[0],
+                b.reset_worlds([self._rngs[k] for k in members.tolist()], state,
                                np.arange(len(members)))
 
-    def next_block(self, outcomes_out=None) -> FleetBlock:
-        """Every phone's next block, stacked. Its arrays are reused by the next call (fresh big
-        arrays every block cost more in page faults than the copying they hold).
-
-        Args:
-            outcomes_out: optional ``outcomes_out(B)`` returning three ``(B, N, T)`` arrays
-                (views allowed) to write latency, energy and accuracy into, saving a copy.
-        """
+    def next_block(self) -> FleetBlock:
+        """Every phone's next block, stacked."""
         parts = []
         for b, members, state in self._groups:
             if state is None:
@@ -150,14 +138,10 @@ class FleetWorlds:
             raise ValueError(f"the phones' backends returned blocks of different lengths "
                              f"{sorted(lengths)}; give them one block_size")
         B, N, T = lengths.pop(), self.n_phones, self.T
-        buf = self.buffers
-        out = FleetBlock(network=buf("network", (B, N), np.int64),
-                         co_cpu_pct=buf("cpu", (B, N)), co_mem_pct=buf("mem", (B, N)),
-                         rssi_wifi_dbm=buf("wifi", (B, N)), rssi_p2p_dbm=buf("p2p", (B, N)),
-                         latency_ms=None, energy_mj=None, accuracy=None)
-        out.latency_ms, out.energy_mj, out.accuracy = (
-            outcomes_out(B) if outcomes_out is not None else
-            (buf("latency", (B, N, T)), buf("energy", (B, N, T)), buf("accuracy", (B, N, T))))
+        out = FleetBlock(network=np.empty((B, N), np.int64), co_cpu_pct=np.empty((B, N)),
+                         co_mem_pct=np.empty((B, N)), rssi_wifi_dbm=np.empty((B, N)),
+                         rssi_p2p_dbm=np.empty((B, N)), latency_ms=np.empty((B, N, T)),
+                         energy_mj=np.empty((B, N, T)), accuracy=np.empty((B, N, T)))
         if (self.n_targets < T).any():  # a phone's missing targets: unknown
             for a in (out.latency_ms, out.energy_mj, out.accuracy):
                 a.fill(np.nan)
@@ -173,69 +157,23 @@ class FleetWorlds:
         return out
 
     def _batched_block(self, b, members: np.ndarray, state) -> tuple[np.ndarray, ...]:
-        """One sim group's blocks in one pass per chunk of phones, chunks on threads."""
-        sim_state, scratches, raw = state
-        E = len(members)
-        k = min(self.threads, max(1, E // self.MIN_CHUNK))
-        bounds = np.linspace(0, E, k + 1).astype(int)
-        chunks = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
-        while len(scratches) < k:
-            scratches.append(type(scratches[0])())
-
-        def chunk(j: int):
-            lo, hi = chunks[j]
-            for i in range(lo, hi):  # each phone from its own episode stream (world i of the group)
-                b.draw(sim_state, i, raw[i])
-            return b.generate(raw[lo:hi], sim_state, slice(lo, hi), scratch=scratches[j])
-
-        if k == 1:
-            results = [chunk(0)]
-        else:
-            if self._pool is None:
-                from concurrent.futures import ThreadPoolExecutor
-                self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="autoscale-fleet")
-            futures = [self._pool.submit(chunk, j) for j in range(1, k)]
-            results = [chunk(0)] + [f.result() for f in futures]
-        if len(results) == 1:
-            net, cpu, mem, wifi, p2p, lat, energy = results[0]
-        else:
-            net, cpu, mem, wifi, p2p, lat, energy = (
-                np.concatenate([r[x] for r in results], axis=1 if x >= 5 else 0) for x in range(7))
-        return (net.T, cpu.T, mem.T, wifi.T, p2p.T, lat.transpose(2, 1, 0),
-                energy.transpose(2, 1, 0), b.accuracy_table[net].transpose(1, 0, 2))
+        """One sim group's blocks in one compiled pass (phones split across threads)."""
+        r = b.generate(state, np.arange(len(members)), threads=self.threads)
+        return (r.network.T, r.co_cpu_pct.T, r.co_mem_pct.T, r.rssi_wifi_dbm.T, r.rssi_p2p_dbm.T,
+                r.latency_ms.transpose(1, 0, 2), r.energy_mj.transpose(1, 0, 2),
+                b.accuracy_table[r.network].transpose(1, 0, 2))
 
     def close(self) -> None:
-        """Close every backend (and stop the generation threads)."""
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        """Close every backend."""
         for b in {id(b): b for b in self.backends}.values():
             b.close()
 
 
-class Buffers:
-    """Reusable arrays, one per (name, shape, dtype): ``buffers(name, shape, dtype)``."""
-
-    def __init__(self, max_arrays: int = 64):
-        self._arrays: dict[tuple, np.ndarray] = {}
-        self._max = max_arrays
-
-    def __call__(self, name: str, shape: tuple[int, ...], dtype=float) -> np.ndarray:
-        key = (name, tuple(shape), np.dtype(dtype).char)
-        a = self._arrays.get(key)
-        if a is None:
-            if len(self._arrays) >= self._max:
-                self._arrays.clear()
-            a = self._arrays[key] = np.empty(shape, dtype)
-        return a
-
-
 def _batched_state(backend, n_worlds: int):
-    """(state, scratch, raw buffer) of the batched ``sim`` path, or None when ``backend`` does not
-    offer it (then the fleet uses the plain protocol, one backend per phone)."""
+    """The :class:`~autoscale_env.backends.sim.SimState` of the batched ``sim`` path, or None
+    when ``backend`` does not offer it (then the fleet uses the plain protocol, one backend per
+    phone)."""
     if not all(hasattr(backend, name) for name in _BATCHED):
         return None
     from autoscale_env.backends.sim import SimState
-    from autoscale_env.world.rules import Scratch
-    raw = np.empty((n_worlds, backend.block_size, backend.words_per_request), np.uint64)
-    return SimState(n_worlds), [Scratch()], raw
+    return SimState(n_worlds)

@@ -419,9 +419,13 @@ def _link_ms(link: config.LinkModel, rssi: np.ndarray, kbit: np.ndarray,
              goodput_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """(transfer ms of ``kbit`` at ``goodput_scale`` x the model's goodput, RTT ms), NaN where
     the link is disconnected."""
-    rate = radio.goodput_mbps(link, rssi) * goodput_scale
+    params = radio.link_params(link)
+    rssi = np.asarray(rssi, dtype=np.float64)
+    rate = np.array([radio.goodput_mbps(params, x) for x in rssi.ravel().tolist()]
+                    ).reshape(rssi.shape) * goodput_scale
+    rtt = np.array([radio.rtt_ms(params, x) for x in rssi.ravel().tolist()]).reshape(rssi.shape)
     transfer = np.where(rate > 0, kbit / np.where(rate > 0, rate, 1.0), np.nan)
-    return transfer, radio.rtt_ms(link, rssi)
+    return transfer, rtt
 
 
 def calibrate(traces: Sequence[str | os.PathLike], *, base: str = "mi8pro", name: str = "fitted",

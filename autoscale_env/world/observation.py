@@ -1,74 +1,84 @@
-"""The observation: the paper's state features, binned as ``features.toml`` says."""
+"""The observation: the paper's state features, binned as ``features.toml`` says.
+
+:func:`encode_request` bins one request (compiled); :class:`StateEncoder` holds the tables and
+encodes arrays of requests with the loop :func:`encode_loop`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
+from numba import njit
 
 from autoscale_env.world.config import WORKLOAD_FIELDS, FeatureSpec
 from autoscale_env.world.errors import ConfigError
-from autoscale_env.world.types import RequestBlock, Workload
+from autoscale_env.world.types import CONTEXT_FIELDS, RequestBlock, Workload
 
 
-def bin_values(spec: FeatureSpec, values: np.ndarray) -> np.ndarray:
+def bin_values(spec: FeatureSpec, values) -> np.ndarray:
     """Bin raw ``values`` of one feature (see ``features.toml`` for the edge semantics)."""
-    edges = np.asarray(spec.edges)
-    if spec.descending:
-        return len(edges) - np.searchsorted(edges, values, side="left")
-    return np.searchsorted(edges, values, side="right")
+    values = np.asarray(values, dtype=np.float64)
+    edges = np.asarray(spec.edges, dtype=np.float64)
+    flat = np.ascontiguousarray(values).reshape(-1)
+    out = np.empty(flat.size, dtype=np.int64)
+    _bin_loop(edges, bool(spec.descending), flat, out)
+    return out.reshape(values.shape)
 
 
-class Binner:
-    """``table[np.searchsorted(edges, x, side)]`` for fixed sorted ``edges``, fast on big arrays.
+@njit(cache=True, inline="always")
+def bin_index(edges: np.ndarray, n_edges: int, x: float, descending: bool) -> int:
+    """Bin of value ``x`` given the first ``n_edges`` sorted ``edges``: the count of edges at or
+    below ``x`` (a value on an edge belongs to the bin above it), or, for a ``descending``
+    feature (bin 0 = the highest values, e.g. a strong signal), ``n_edges`` minus the count of
+    edges strictly below ``x``. NaN counts as above every edge."""
+    if x != x:
+        return 0 if descending else n_edges
+    count = 0
+    for k in range(n_edges):
+        if edges[k] < x or (not descending and edges[k] == x):
+            count += 1
+    return n_edges - count if descending else count
 
-    ``np.searchsorted`` costs about 10-16 ns per element. When every edge is a multiple of a
-    power of two ``q`` (whole dBm, half percent, ...), the count of edges below ``x`` depends only
-    on ``floor(x / q)`` (``ceil`` for ``side="left"``), so big arrays take a scaled floor, a clip
-    and one table look-up instead. Both ways give the same integers for every float64 input
-    (NaN and +-inf included), so which one runs never changes a result.
 
-    Args:
-        edges: sorted bin edges.
-        side: as for ``np.searchsorted``.
-        table: value per count (``len(edges) + 1`` entries); default the count itself.
-    """
+@njit(cache=True)
+def _bin_loop(edges, descending, values, out):
+    for k in range(len(values)):
+        out[k] = bin_index(edges, len(edges), values[k], descending)
 
-    #: Arrays at least this big take the look-up path (below it numpy's per-call cost wins).
-    MIN_SIZE = 1024
 
-    def __init__(self, edges, side: str = "right", table=None):
-        self.edges = np.asarray(edges, dtype=float)
-        self.side = side
-        n = len(self.edges)
-        self.table = np.arange(n + 1) if table is None else np.asarray(table)
-        self._grid = None
-        for k in range(9):
-            q = 2.0 ** -k
-            g = self.edges / q  # exact: q is a power of two
-            if n and np.all(g == np.floor(g)) and g[-1] - g[0] <= 1 << 16:
-                first = g[0] - 1.0  # grid point j = first + i holds count(edges <= j * q)
-                grid = (first + np.arange(int(g[-1] - first) + 1)) * q
-                counts = np.searchsorted(self.edges, grid, side="right")
-                self._grid = (1.0 / q, first, self.table[counts], float(len(grid) - 1))
-                break
+class Encoding(NamedTuple):
+    """A :class:`StateEncoder`'s tables, as the compiled loops take them."""
 
-    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        x = np.asarray(x, dtype=float)
-        if self._grid is None or x.size < self.MIN_SIZE:
-            return self.table.take(np.searchsorted(self.edges, x, side=self.side), out=out,
-                                   mode="clip" if out is not None else "raise")
-        inv_q, first, table, last = self._grid
-        t = np.multiply(x, inv_q)
-        if self.side == "right":
-            np.floor(t, out=t)
-        else:  # count(e < x) = count(e <= (ceil(x / q) - 1) * q)
-            np.ceil(t, out=t)
-            t -= 1.0
-        t -= first
-        np.fmin(t, last, out=t)  # NaN and +inf -> last, as searchsorted puts them
-        np.fmax(t, 0.0, out=t)
-        return table.take(t.astype(np.intp), out=out, mode="clip")
+    workload_bins: np.ndarray    # (W, F) bins of the workload features, per network
+    context_column: np.ndarray   # (K,) observation column of each context feature
+    context_field: np.ndarray    # (K,) which context value it bins (CONTEXT_FIELDS order)
+    edges: np.ndarray            # (K, most edges) edges, padded with +inf
+    n_edges: np.ndarray          # (K,) edges of each
+    descending: np.ndarray       # (K,) bool
+
+
+@njit(cache=True, inline="always")
+def encode_request(enc: Encoding, network: int, co_cpu_pct: float, co_mem_pct: float,
+                   rssi_wifi_dbm: float, rssi_p2p_dbm: float, out: np.ndarray) -> None:
+    """Observation of one request into ``out`` (n_features,)."""
+    out[:] = enc.workload_bins[network]
+    context = (co_cpu_pct, co_mem_pct, rssi_wifi_dbm, rssi_p2p_dbm)
+    # each table read once (a record's array costs a reference count per read)
+    column, field, edges, n_edges, descending = (enc.context_column, enc.context_field,
+                                                 enc.edges, enc.n_edges, enc.descending)
+    for k in range(len(column)):
+        out[column[k]] = bin_index(edges[k], n_edges[k], context[field[k]], descending[k])
+
+
+@njit(cache=True)
+def encode_loop(enc: Encoding, network, co_cpu_pct, co_mem_pct, rssi_wifi_dbm, rssi_p2p_dbm,
+                out) -> None:
+    """:func:`encode_request` of every request: 1-D inputs (n,), ``out`` (n, n_features)."""
+    for k in range(len(network)):
+        encode_request(enc, network[k], co_cpu_pct[k], co_mem_pct[k], rssi_wifi_dbm[k],
+                       rssi_p2p_dbm[k], out[k])
 
 
 #: Most states a feature set may define. Tabular agents keep a row and an index entry per state
@@ -118,20 +128,27 @@ class StateEncoder:
                 self._workload_bins[:, k] = bin_values(f, raw)
         self._context_features = [
             (k, f) for k, f in enumerate(self.features) if f.field not in WORKLOAD_FIELDS]
-        # (column, field, binner) of the context features: bin_values' rule as one look-up
-        self._context_bins = []
-        for k, f in self._context_features:
-            n = len(f.edges)
-            self._context_bins.append((k, f.field, Binner(
-                f.edges, side="left" if f.descending else "right",
-                table=n - np.arange(n + 1) if f.descending else None)))
+        most = max([len(f.edges) for _, f in self._context_features], default=0)
+        edges = np.full((len(self._context_features), most), np.inf)
+        for i, (_, f) in enumerate(self._context_features):
+            edges[i, :len(f.edges)] = f.edges
+        #: the tables as the compiled loops take them
+        self.tables = Encoding(
+            workload_bins=self._workload_bins,
+            context_column=np.array([k for k, _ in self._context_features], dtype=np.int64),
+            context_field=np.array([CONTEXT_FIELDS.index(f.field)
+                                    for _, f in self._context_features], dtype=np.int64),
+            edges=edges,
+            n_edges=np.array([len(f.edges) for _, f in self._context_features], dtype=np.int64),
+            descending=np.array([f.descending for _, f in self._context_features], dtype=np.bool_))
         self._strides = np.array(
             [int(np.prod(self.nvec[k + 1:])) for k in range(len(self.nvec))], dtype=np.int64)
 
     def encode_block(self, block: RequestBlock) -> np.ndarray:
         """Observations of every request in ``block``, shape (n, n_features), int64."""
-        return self.encode(block.network, **{f.field: getattr(block, f.field)
-                                             for _, f in self._context_features})
+        return self.encode(block.network, co_cpu_pct=block.co_cpu_pct,
+                           co_mem_pct=block.co_mem_pct, rssi_wifi_dbm=block.rssi_wifi_dbm,
+                           rssi_p2p_dbm=block.rssi_p2p_dbm)
 
     def encode(self, network: np.ndarray, out: np.ndarray | None = None,
                **context: np.ndarray) -> np.ndarray:
@@ -140,16 +157,34 @@ class StateEncoder:
         Args:
             network: workload indices, shape ``s``.
             out: optional int64 array of shape ``s + (n_features,)`` to fill.
-            **context: the raw context columns the features bin (``co_cpu_pct``, ...), shape ``s``.
+            **context: the raw context columns (``co_cpu_pct``, ``co_mem_pct``,
+                ``rssi_wifi_dbm``, ``rssi_p2p_dbm``), shape ``s``; columns no feature bins may be
+                left out.
 
         Returns:
             int64 array of shape ``s + (n_features,)`` (``out`` when given).
         """
-        obs = self._workload_bins.take(network, axis=0, out=out, mode="clip" if out is not None
-                                       else "raise")
-        for k, field, binner in self._context_bins:
-            obs[..., k] = binner(context[field])
-        return obs
+        network = np.asarray(network, dtype=np.int64)
+        shape = network.shape
+        W = len(self._workload_bins)
+        if network.size and (network.min() < 0 or network.max() >= W):
+            raise IndexError(f"network index outside the catalog's 0..{W - 1}")
+        columns = []
+        for name in CONTEXT_FIELDS:
+            if name in context:
+                columns.append(np.ascontiguousarray(
+                    np.broadcast_to(np.asarray(context[name], dtype=np.float64), shape)).reshape(-1))
+            elif any(f.field == name for _, f in self._context_features):
+                raise TypeError(f"encode() needs {name}= (a feature bins it)")
+            else:
+                columns.append(np.zeros(network.size))
+        if out is None:
+            out = np.empty(shape + (len(self.nvec),), dtype=np.int64)
+        flat_out = out.reshape(-1, len(self.nvec))
+        encode_loop(self.tables, np.ascontiguousarray(network).reshape(-1), *columns, flat_out)
+        if not np.shares_memory(flat_out, out):
+            out[...] = flat_out.reshape(out.shape)
+        return out
 
     def flat_index(self, obs: np.ndarray) -> np.ndarray | int:
         """Row-major index of observation(s) into a table of ``n_states`` rows."""

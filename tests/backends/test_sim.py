@@ -13,35 +13,38 @@ from autoscale_env.backends.sim import SimBackend
 from autoscale_env.world.config import load_links
 from conftest import CELLS, best_target
 
-WIFI = load_links()["wifi"]
+WIFI = radio.link_params(load_links()["wifi"])
 
 
 def test_goodput_and_radio_power_get_worse_as_signal_weakens():
-    rssi = np.arange(-40.0, -95.0, -1.0)
-    rate = radio.goodput_mbps(WIFI, rssi)
-    tx, rx = radio.radio_power_w(WIFI, 0.7, rssi)
+    rssi = np.arange(-40.0, -95.0, -1.0).tolist()
+    rate = np.array([radio.goodput_mbps(WIFI, x) for x in rssi])
+    tx, rx = np.array([radio.radio_power_w(WIFI, 0.7, x) for x in rssi]).T
     assert np.all(np.diff(rate) <= 0) and rate[0] > 50 and rate[-1] == 0
     assert np.all(np.diff(tx) >= 0) and np.all(np.diff(rx) >= 0) and tx[0] == pytest.approx(0.7)
-    assert np.all(np.diff(radio.rtt_ms(WIFI, rssi)) >= 0)
+    assert np.all(np.diff([radio.rtt_ms(WIFI, x) for x in rssi]) >= 0)
 
 
 def test_disconnected_link_times_out():
-    lat, energy = radio.offload(WIFI, wifi_active_w=0.7, base_power_w=0.5,
-                                rssi_dbm=np.array([-60.0, -95.0]), goodput_noise=1.0,
-                                up_bytes=150528.0, down_bytes=4004.0, server_ms=3.0,
-                                request_gap_ms=1000.0)
-    assert lat[0] < 100 and lat[1] == WIFI.timeout_ms and energy[1] > 10 * energy[0]
+    up_kbit, down_kbit = 150528.0 * 8e-3, 4004.0 * 8e-3
+    tail = radio.tail_energy_mj(WIFI, 0.7, 1000.0)
+
+    def run(rssi):
+        state = radio.link_state(WIFI, 0.7, rssi, 1.0)
+        return radio.offload(*state, WIFI.timeout_ms, up_kbit, down_kbit, 3.0, 0.5, tail)
+
+    (lat, energy), (lat_down, energy_down) = run(-60.0), run(-95.0)
+    assert lat < 100 and lat_down == WIFI.timeout_ms and energy_down > 10 * energy
 
 
 def test_interference_slows_the_cpu_most():
-    kw = dict(base_ms=np.array([10.0, 10.0]), noise=1.0, co_cpu_frac=0.9, co_mem_frac=0.8,
-              cpu_interference=np.array([1.5, 0.1]), mem_interference=np.array([0.3, 0.25]),
-              busy_power_w=np.array([3.5, 1.8]), idle_power_w=np.array([0.04, 0.05]),
-              base_power_w=0.5)
-    lat, energy = power.local_run(**kw)
-    quiet, _ = power.local_run(**{**kw, "co_cpu_frac": 0.0, "co_mem_frac": 0.0})
-    assert lat[0] / quiet[0] > 2 * (lat[1] / quiet[1])
-    assert np.all(energy > 0)
+    def run(cpu_frac, mem_frac, kc, km, busy_w, idle_w):
+        return power.local_run(10.0, 1.0, cpu_frac, mem_frac, kc, km, busy_w, idle_w, 0.5)
+
+    cpu, cpu_quiet = run(0.9, 0.8, 1.5, 0.3, 3.5, 0.04), run(0.0, 0.0, 1.5, 0.3, 3.5, 0.04)
+    dsp, dsp_quiet = run(0.9, 0.8, 0.1, 0.25, 1.8, 0.05), run(0.0, 0.0, 0.1, 0.25, 1.8, 0.05)
+    assert cpu[0] / cpu_quiet[0] > 2 * (dsp[0] / dsp_quiet[0])
+    assert cpu[1] > 0 and dsp[1] > 0
 
 
 def test_blocks_carry_every_target_outcome():

@@ -391,9 +391,10 @@ class LiveBackend:
     def _run_remote(self, workload: Workload, target: Target, rssi_dbm: float) -> Outcome:
         name = workload.name
         link = self.links[LINK_OF[target.location]]
+        params = radio.link_params(link)
         wifi_w, base_w = self.power.wifi_active_w, self.power.base_power_w
-        goodput = float(radio.goodput_mbps(link, np.float64(rssi_dbm)))
-        tx_w, rx_w = (float(w) for w in radio.radio_power_w(link, wifi_w, np.float64(rssi_dbm)))
+        goodput = float(radio.goodput_mbps(params, float(rssi_dbm)))
+        tx_w, rx_w = radio.radio_power_w(params, wifi_w, float(rssi_dbm))
         if goodput <= 0.0:
             # The simulator's disconnected link, number for number (a recorded trace keeps the
             # row): the phone transmits until the timeout and gives up.
@@ -404,7 +405,7 @@ class LiveBackend:
         try:
             result = self._clients[target.location].infer(
                 name, self._inputs[name], target.unit, goodput_mbps=goodput,
-                rtt_ms=float(radio.rtt_ms(link, np.float64(rssi_dbm))))
+                rtt_ms=float(radio.rtt_ms(params, float(rssi_dbm))))
         except RemoteError as e:
             elapsed_ms = (time.perf_counter() - t0) * 1e3
             return Outcome(elapsed_ms, (tx_w + base_w) * elapsed_ms, float("nan"), "model",
@@ -412,7 +413,7 @@ class LiveBackend:
         up_ms = result.bytes_sent * 8e-3 / goodput  # 1 Mbit/s = 1 kbit/ms
         down_ms = result.bytes_received * 8e-3 / goodput
         energy = (tx_w * up_ms + rx_w * down_ms + base_w * result.wall_ms
-                  + radio.tail_energy_mj(link, wifi_w, self.scenario.request_gap_ms))
+                  + radio.tail_energy_mj(params, wifi_w, self.scenario.request_gap_ms))
         return Outcome(result.wall_ms, energy,
                        _accuracy(workload, result.precision or target.precision), "model")
 
