@@ -172,8 +172,10 @@ class StateEncoder:
         columns = []
         for name in CONTEXT_FIELDS:
             if name in context:
-                columns.append(np.ascontiguousarray(
-                    np.broadcast_to(np.asarray(context[name], dtype=np.float64), shape)).reshape(-1))
+                x = np.asarray(context[name], dtype=np.float64)
+                if x.shape != shape:
+                    x = np.broadcast_to(x, shape)
+                columns.append(np.ascontiguousarray(x).reshape(-1))
             elif any(f.field == name for _, f in self._context_features):
                 raise TypeError(f"encode() needs {name}= (a feature bins it)")
             else:

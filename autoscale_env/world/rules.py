@@ -378,8 +378,12 @@ class Scorer:
                 raise ValueError("Scorer.score needs accuracy= (this scorer was built without an "
                                  "accuracy table)")
             accuracy = self.accuracy[network]
-        args = [np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=np.float64), S + (k,)))
-                .reshape(n, k) for x in (latency_ms, energy_mj, accuracy)]
+        args = []
+        for x in (latency_ms, energy_mj, accuracy):
+            x = np.asarray(x, dtype=np.float64)
+            if x.shape != S + (k,):
+                x = np.broadcast_to(x, S + (k,))
+            args.append(np.ascontiguousarray(x).reshape(n, k))
         if n and (network.min() < 0 or network.max() >= len(self.reference_energy_mj)):
             raise IndexError("network index outside the catalog")
         reward = np.empty((n, k))
