@@ -158,10 +158,12 @@ BURN = "import time\nend = time.monotonic() + {s}\nwhile time.monotonic() < end:
 
 def start_foreign_burners(n: int, seconds: float) -> list[int]:
     """Start ``n`` bounded busy loops that are *not* descendants of this process (an intermediate
-    process starts them in their own session and exits), as another user's job would be."""
+    process starts them in their own session and exits), as another user's job would be. They do
+    not inherit the intermediate's output pipes, or waiting for it would wait for them."""
     code = ("import subprocess, sys\n"
             f"ps = [subprocess.Popen([sys.executable, '-c', {BURN.format(s=seconds)!r}], "
-            f"start_new_session=True) for _ in range({n})]\n"
+            f"start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) "
+            f"for _ in range({n})]\n"
             "print(' '.join(str(p.pid) for p in ps))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=30)
@@ -173,12 +175,13 @@ def test_a_trace_recorded_beside_a_cpu_burner_is_refused_naming_the_load(tmp_pat
     cpus = len(os.sched_getaffinity(0))
     if cpus > 16:
         pytest.skip(f"{cpus} CPUs: burning all of them is too heavy for a unit test")
-    pids = start_foreign_burners(cpus, seconds=5.0)
+    pids = start_foreign_burners(cpus, seconds=60.0)  # killed as soon as the recording ends
     try:
         time.sleep(0.5)  # the burners are running
         # A sim recording labelled measured: the recorder measures foreign load whatever the
         # backend, and calibrate refuses only measured traces (host load cannot change a sim).
-        out = record(SimBackend("mi8pro", "non_streaming", "dynamic"), 400,
+        # enough requests that the recording spans many 10 ms clock ticks of /proc/stat
+        out = record(SimBackend("mi8pro", "non_streaming", "dynamic"), 2_000,
                      tmp_path / "busy.csv.gz", seed=0, progress=False,
                      provenance={"kind": "measured"})
     finally:

@@ -27,6 +27,12 @@ def _wifi(bits: float) -> float:  # 802.11n, 2.4 GHz, 20 MHz, 2 streams
     return _predictor_mbps(bits, tones=52, streams=2, subchannels=1, utilisation=95)
 
 
+def goodput(model, rssi_dbm) -> np.ndarray:
+    """The world's goodput (Mbit/s) of link ``model`` at each RSSI (the one scalar rule)."""
+    link = radio.link_params(model)
+    return np.array([radio.goodput_mbps(link, float(r)) for r in rssi_dbm])
+
+
 @pytest.mark.parametrize("rssi_dbm, expected_mbps", [
     # SNR = RSSI - (-96 + 16) = -2 dB: MCS0 (BPSK 1/2, 0.5 bit/tone, needs SNR 10 log10(2^0.5 - 1)
     # = -3.83 dB) but not MCS1 (1 bit/tone needs 0 dB): 0.5 x 2 x 52 / 3.6 x 160/255 = 9.06
@@ -41,7 +47,7 @@ def _wifi(bits: float) -> float:  # 802.11n, 2.4 GHz, 20 MHz, 2 streams
 ])
 def test_wifi_goodput_is_the_throughput_predictor_at_the_mcs_reached(rssi_dbm, expected_mbps):
     link = config.load_links()["wifi"]
-    got = float(radio.goodput_mbps(link, np.array([rssi_dbm]))[0])
+    got = goodput(link, [rssi_dbm])[0]
     assert got == pytest.approx(expected_mbps, rel=2e-4)
 
 
@@ -54,7 +60,7 @@ def test_wifi_below_mcs0_carries_the_predictors_mean_and_disconnects_at_its_zero
     link = config.load_links()["wifi"]
     lut = [171, 212, 262, 323, 396, 484]  # SNR -9 ... -4 dB, bits x 1000
     mean = sum(_wifi(b / 1000) for b in lut) / len(lut)
-    got = radio.goodput_mbps(link, np.array([-89.0, -86.0, -84.0, -90.5]))
+    got = goodput(link, [-89.0, -86.0, -84.0, -90.5])
     assert got[:3] == pytest.approx([mean] * 3, rel=1e-3)
     assert got[3] == 0.0  # SNR <= -10 dB: LUT[0] = 0
 
@@ -65,7 +71,7 @@ def test_p2p_is_the_5ghz_40mhz_predictor():
     # 11ac's 6.666 bits/tone (MCS9), 108 tones, air time (240/255)^2: 354.3 Mbit/s
     top = _predictor_mbps(6.666, tones=108, streams=2, subchannels=2, utilisation=15)
     assert round(top, 1) == 354.3
-    got = radio.goodput_mbps(link, np.array([-50.0, -77.0, -88.0]))
+    got = goodput(link, [-50.0, -77.0, -88.0])
     assert got[0] == pytest.approx(top, rel=2e-4)
     # SNR 0 dB: MCS1 (1 bit/tone)
     assert got[1] == pytest.approx(_predictor_mbps(1.0, tones=108, streams=2, subchannels=2,

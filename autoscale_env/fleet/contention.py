@@ -336,13 +336,21 @@ class PhoneTables:
 @njit(cache=True)
 def _link_state(links, wifi_active_w, rssi_dbm, ms_per_kbit, tx_w) -> None:
     """(rows, N, 2) per phone and link: 1 / goodput (0 when disconnected) and transmit power."""
+    # The two links are indexed by constants: their MCS tables differ in length (2.4 GHz 11n vs
+    # 5 GHz 11ac), so they are records of different types and a runtime index cannot pick one.
     for r in range(rssi_dbm.shape[0]):
         for n in range(rssi_dbm.shape[1]):
-            for k in range(2):
-                goodput = radio.goodput_mbps(links[k], rssi_dbm[r, n, k])  # Mbit/s = kbit/ms
-                ms_per_kbit[r, n, k] = 1.0 / goodput if goodput > 0 else 0.0
-                tx_w[r, n, k] = radio.radio_power_w(links[k], wifi_active_w[n],
-                                                    rssi_dbm[r, n, k])[0]
+            _one_link(links[0], wifi_active_w[n], rssi_dbm[r, n, 0], ms_per_kbit[r, n], tx_w[r, n],
+                      0)
+            _one_link(links[1], wifi_active_w[n], rssi_dbm[r, n, 1], ms_per_kbit[r, n], tx_w[r, n],
+                      1)
+
+
+@njit(cache=True, inline="always")
+def _one_link(link, wifi_active_w, rssi_dbm, ms_per_kbit, tx_w, k) -> None:
+    goodput = radio.goodput_mbps(link, rssi_dbm)  # Mbit/s = kbit/ms
+    ms_per_kbit[k] = 1.0 / goodput if goodput > 0 else 0.0
+    tx_w[k] = radio.radio_power_w(link, wifi_active_w, rssi_dbm)[0]
 
 
 class Contention:

@@ -90,7 +90,10 @@ def test_report_says_how_each_trace_was_recorded(tmp_path):
     from autoscale_env.traces.format import load_trace, write_trace
 
     t = load_trace("sim-mi8pro-non_streaming-static")
-    old = gap.gap_report([t.path], "mi8pro", train_steps=0, figure=False)
+    # a trace recorded before traces carried their conditions
+    bare = write_trace(t, tmp_path / "bare.csv.gz", header=dataclasses.replace(t.header,
+                                                                             conditions=None))
+    old = gap.gap_report([str(bare)], "mi8pro", train_steps=0, figure=False)
     assert "not in the trace's header" in gap.format_report(old)
     stale = dataclasses.replace(t.header, conditions={
         "load_average_before": [0.1, 0.2, 0.3], "load_average_after": [0.4, 0.2, 0.3],
