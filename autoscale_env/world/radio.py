@@ -16,41 +16,26 @@ without reference counting); :func:`link_params` makes one from a
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections import namedtuple
+from dataclasses import fields
 
 from numba import njit
 
 from autoscale_env.world.config import LinkModel
 
 
-class Link(NamedTuple):
-    """One link's numbers (``links.toml``; see :class:`~autoscale_env.world.config.LinkModel`)."""
-
-    mcs_min_rssi_dbm: tuple[float, ...]
-    mcs_goodput_mbps: tuple[float, ...]
-    below_min_goodput_mbps: float
-    disconnect_rssi_dbm: float
-    timeout_ms: float
-    rtt_ms: float
-    rtt_per_mcs_step_below_4_ms: float
-    tail_ms: float
-    tail_power_fraction: float
-    power_band_edges_dbm: tuple[float, ...]
-    tx_power_multiplier: tuple[float, ...]
-    rx_power_multiplier: tuple[float, ...]
+#: One link's numbers as the compiled rules take them: the fields of
+#: :class:`~autoscale_env.world.config.LinkModel` (``links.toml``) but its name, lists as tuples of
+#: floats (values, not arrays: no reference counting in the loops).
+Link = namedtuple("Link", [f.name for f in fields(LinkModel) if f.name != "name"])
 
 
 def link_params(link: LinkModel) -> Link:
     """The :class:`Link` of a loaded link model."""
-    def array(values):  # tuples of floats: values, not arrays (no reference counting in loops)
-        return tuple(float(v) for v in values)
+    def value(v):
+        return tuple(float(x) for x in v) if isinstance(v, tuple) else float(v)
 
-    return Link(array(link.mcs_min_rssi_dbm), array(link.mcs_goodput_mbps),
-                float(link.below_min_goodput_mbps), float(link.disconnect_rssi_dbm),
-                float(link.timeout_ms), float(link.rtt_ms), float(link.rtt_per_mcs_step_below_4_ms),
-                float(link.tail_ms), float(link.tail_power_fraction),
-                array(link.power_band_edges_dbm), array(link.tx_power_multiplier),
-                array(link.rx_power_multiplier))
+    return Link(*(value(getattr(link, name)) for name in Link._fields))
 
 
 @njit(cache=True, inline="always")

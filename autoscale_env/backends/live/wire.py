@@ -347,6 +347,15 @@ def _never_raw(decode):
     return wrapper
 
 
+def _header(data: bytes, kind: MsgType, layout: struct.Struct, what: str) -> tuple:
+    """The fixed header fields of a ``kind`` message laid out as ``layout``."""
+    _check_prefix(data, kind)
+    if len(data) < layout.size:
+        raise WireError(f"{what} of {len(data)} bytes is shorter than its {layout.size}-byte "
+                        "header")
+    return layout.unpack_from(data)
+
+
 @_never_raw
 def decode_request(data: bytes) -> Request:
     """Parse a complete request message (as :func:`read_message` returns it).
@@ -355,11 +364,7 @@ def decode_request(data: bytes) -> Request:
         WireError: anything about the message is malformed or inconsistent.
     """
     data = bytes(data)
-    _check_prefix(data, MsgType.REQUEST)
-    if len(data) < _REQUEST.size:
-        raise WireError(f"request of {len(data)} bytes is shorter than its "
-                        f"{_REQUEST.size}-byte header")
-    f = _REQUEST.unpack_from(data)
+    f = _header(data, MsgType.REQUEST, _REQUEST, "request")
     request_id, model, unit, code, ndim = f[3], f[4], f[5], f[6], f[7]
     dims, payload_len = f[8:8 + MAX_NDIM], f[8 + MAX_NDIM]
     if len(data) != _REQUEST.size + payload_len:
@@ -379,11 +384,7 @@ def decode_response(data: bytes) -> Response:
         WireError: anything about the message is malformed or inconsistent.
     """
     data = bytes(data)
-    _check_prefix(data, MsgType.RESPONSE)
-    if len(data) < _RESPONSE.size:
-        raise WireError(f"response of {len(data)} bytes is shorter than its "
-                        f"{_RESPONSE.size}-byte header")
-    f = _RESPONSE.unpack_from(data)
+    f = _header(data, MsgType.RESPONSE, _RESPONSE, "response")
     request_id, status, compute_ms, device, precision, code, ndim = f[3:10]
     dims = f[10:10 + MAX_NDIM]
     error_len, payload_len = f[10 + MAX_NDIM], f[11 + MAX_NDIM]
