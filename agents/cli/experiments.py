@@ -550,7 +550,7 @@ def protocol(
             f"(got {', '.join(modes) or 'none'})")
     names = csv_list(agents) or None
     progress = not quiet
-    argv = invocation()
+    argv = invocation()[1:]  # the options: the protocol's records prefix "autoscale protocol"
     if agent is not None:
         hyperparameters = parse_hp(hp, agent=agent).get(agent, {})
         doc, report = proto.run_protocol(
