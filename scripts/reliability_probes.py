@@ -161,7 +161,7 @@ def probes(p: dict[str, Path], out: Path) -> list[Probe]:
 def record_80k(out: Path) -> Path:
     path = out / "inputs" / "sim-80k.csv.gz"
     if not path.exists():
-        subprocess.run([PY, "-m", "autoscale_env.traces.recorder", "--requests", "80000",
+        subprocess.run([PY, "-m", "autoscale_env", "record", "--requests", "80000",
                         "--out", str(path), "--quiet"], cwd=ROOT, check=True,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     return path
