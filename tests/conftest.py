@@ -5,6 +5,12 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# The first call of a compiled rule compiles it (seconds with a cold numba cache), which no
+# per-example deadline can tell from a slow example: property tests run without one.
+settings.register_profile("autoscale", deadline=None)
+settings.load_profile("autoscale")
 
 import autoscale_env  # noqa: F401  (registers AutoScale-v0)
 from autoscale_env.backends.sim import SimBackend

@@ -52,3 +52,24 @@ def test_oracle_breaks_ties_low_and_is_unknown_when_any_outcome_is():
     # A row with a missing outcome (partial trace) has no oracle: the missing target might be best.
     r = np.array([[-1.0, -1.0, -2.0], [np.nan, -3.0, -2.0], [np.nan, np.nan, np.nan]])
     assert oracle_actions(r).tolist() == [0, -1, -1]  # request-major: targets last
+
+
+def test_each_term_counts_as_rewards_toml_writes_it():
+    # Hand-computed from rewards.toml's formula: met -> -min(E/E_ref, C); missed ->
+    # -(C + E/E_ref + w_lat * (L/QoS - 1)+ + w_acc * 100 * (target - accuracy)+).
+    # Here E/E_ref = 30/100, 55 ms is 10 % over the 50 ms target, 0.68 is 2 points under 0.70.
+    import tomllib
+
+    from autoscale_env.world.config import DATA_DIR
+    with open(DATA_DIR / "rewards.toml", "rb") as f:
+        raw = tomllib.load(f)["presets"]
+    for preset in PRESETS:
+        c, w_lat, w_acc = (raw[preset.name][k] for k in
+                           ("violation_penalty", "latency_weight", "accuracy_weight"))
+        assert score(preset, 40.0, 30.0, 0.75) == -min(0.3, c)                  # both met
+        assert np.isclose(score(preset, 55.0, 30.0, 0.75), -(c + 0.3 + w_lat * 0.1))  # late
+        assert np.isclose(score(preset, 40.0, 30.0, 0.68), -(c + 0.3 + w_acc * 2.0))  # short
+        assert np.isclose(score(preset, 55.0, 30.0, 0.68),
+                          -(c + 0.3 + w_lat * 0.1 + w_acc * 2.0))                  # both missed
+        # energy past the cap: a met request scores -C however much more it uses
+        assert score(preset, 40.0, 100.0 * (c + 5.0), 0.75) == -c
