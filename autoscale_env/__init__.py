@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
-from autoscale_env.version import __version__
+from autoscale_env import version as _version
 from autoscale_env.world.types import MAX_EPISODE_STEPS
+
+__version__ = _version.__version__
 
 if "AutoScale-v0" not in registry:
     register(

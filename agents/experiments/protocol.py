@@ -43,7 +43,7 @@ from agents.experiments.benchmark import (
     mean_ci,
     summarize,
 )
-from autoscale_env.version import __version__
+from autoscale_env import version
 from autoscale_env.world import config as world_config
 from autoscale_env.world.errors import AutoScaleError, UnknownNameError
 from autoscale_env.world.files import atomic_write
@@ -467,7 +467,7 @@ def run_entries(protocol: Protocol, entries: Sequence[Entry], variant: str, out:
 def results_document(protocol: Protocol, variant: str, entries: Sequence[Entry],
                      scored: dict[str, list[dict]], command: str) -> dict[str, Any]:
     """The JSON document of a protocol run (``protocol.json``: what a result is submitted as)."""
-    made_by = {"command": command, "package_version": __version__, "world_sha256": world_sha256()}
+    made_by = {"command": command, "package_version": version.__version__, "world_sha256": world_sha256()}
     doc: dict[str, Any] = {
         "protocol": protocol.name, "version": protocol.version, "variant": variant,
         "budget": {"train_steps": protocol.train_steps, "eval_steps": protocol.eval_steps},

@@ -51,7 +51,7 @@ from gymnasium.utils import seeding
 
 from autoscale_env.world.types import MAX_EPISODE_STEPS
 
-from autoscale_env.version import __version__
+from autoscale_env import version
 
 from autoscale_env.world import config
 
@@ -443,7 +443,7 @@ def describe(backend: Backend, *, seed: int, episode_requests: int | None, n_req
     info: dict[str, Any] = {
         "kind": "simulated" if backend.deterministic else "measured",
         "backend": name,
-        "recorded_with": f"autoscale_env {__version__} (autoscale_env.traces.recorder)",
+        "recorded_with": f"autoscale_env {version.__version__} (autoscale_env.traces.recorder)",
         "seed": seed,
         "requests_planned": n_requests,
         "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

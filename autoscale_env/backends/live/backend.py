@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from autoscale_env.version import __version__
+from autoscale_env import version
 
 from autoscale_env.world import config
 from autoscale_env.world import radio
@@ -343,7 +343,7 @@ class LiveBackend:
     def provenance(self) -> dict[str, Any]:
         """Where the numbers come from (goes into a recorded trace's header)."""
         return {
-            "tools": f"autoscale_env {__version__} live backend, torch {torch.__version__}",
+            "tools": f"autoscale_env {version.__version__} live backend, torch {torch.__version__}",
             "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "cuda": self.has_cuda,
             "energy": self._meter.name if self._meter else
