@@ -11,6 +11,7 @@ import shutil
 import pytest
 
 from agents.cli import main
+from agents.base import Agent
 from autoscale_env.world.errors import UnknownNameError
 from agents.experiments.protocol import (
     EXPECTED_FILE,
@@ -165,13 +166,15 @@ def test_a_missing_entry_names_the_regeneration_command():
 # A user's own agent, through the public entry point
 
 
-class AlwaysCloudAgent:
-    """A user's agent, defined here: offloads every request to the cloud GPU. Its scores must be
-    exactly the stored fixed:cloud/gpu/fp32 baseline's."""
+class AlwaysCloudAgent(Agent):
+    """A user's agent, defined here on the agent contract: offloads every request to the cloud
+    GPU. Its scores must be exactly the stored fixed:cloud/gpu/fp32 baseline's."""
 
     name = "always-cloud"
+    learns = False
 
     def __init__(self, env, seed=0):
+        self.env, self.seed = env, seed
         self.action = env.unwrapped.target_index("cloud/gpu/fp32")
 
     def learn(self, total_timesteps, callback=None, progress_bar=False):
@@ -179,6 +182,13 @@ class AlwaysCloudAgent:
 
     def predict(self, observation, state=None, episode_start=None, deterministic=True):
         return self.action, None
+
+    def save(self, path):
+        raise NotImplementedError("nothing to save: the policy is one constant")
+
+    @classmethod
+    def load(cls, path, env, **kwargs):
+        return cls(env)
 
 
 @pytest.mark.slow

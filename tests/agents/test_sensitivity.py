@@ -72,10 +72,8 @@ def test_outputs_name_the_parameters_that_matter(finished):
     total = {(r["parameter"], r["metric"]): float(r["ST"]) for r in rows if r["ST"] != ""}
     # With 8 base samples the total index is noisy (SALib's 95 % half-width is about 0.6 here),
     # so the check is the one that cannot be noise: the CPU's busy power moves the result against
-    # the CPU, and the goodput below the lowest MCS, never reached at this cell's regular static
-    # signal, moves nothing at all.
+    # the CPU (the estimate that moves nothing, NO_EFFECT, has a Morris mu* of exactly 0 above).
     assert total[(BUSY, "oracle_vs_cpu")] > 0.0
-    assert total[(PARAMS[2], "oracle_vs_cpu")] == 0.0
     md = (out / "sensitivity.md").read_text()
     top3 = an.ranking("oracle_vs_cloud")[:3]
     assert ("The three estimates that move the oracle efficiency vs cloud most (Morris mu*): "
