@@ -118,27 +118,34 @@ def test_first_signal_stops_the_sweep_keeps_results_and_leaves_no_worker(tmp_pat
                                                                          to_group, code):
     if engine == "ray":
         pytest.importorskip("ray")
-    out = tmp_path / "sweep"
-    proc = subprocess.Popen([sys.executable, "-m", "agents.cli", "sweep", *SLOW, "--out", str(out),
-                             "--engine", engine],
-                            cwd=ROOT, start_new_session=True, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not _result_rows(out) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        assert _result_rows(out), "no task finished in time"
-        t0 = time.monotonic()
-        if to_group:  # a terminal's Ctrl-C reaches the whole process group
-            os.killpg(proc.pid, sig)
-        else:  # a service manager's SIGTERM reaches the parent only
-            proc.send_signal(sig)
-        rc = proc.wait(timeout=30)
-        stopped_s = time.monotonic() - t0
-        err = proc.stderr.read()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    # Ray's own core worker sometimes aborts on a signal ("An unexpected system state has
+    # occurred. You have likely discovered a bug in Ray", task_manager.cc): an upstream crash, not
+    # ours, so that one outcome is retried once in a fresh folder; any other failure fails.
+    for attempt in range(2):
+        out = tmp_path / f"sweep{attempt}"
+        proc = subprocess.Popen([sys.executable, "-m", "agents.cli", "sweep", *SLOW, "--out",
+                                 str(out), "--engine", engine],
+                                cwd=ROOT, start_new_session=True, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not _result_rows(out) and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.05)
+            assert _result_rows(out), "no task finished in time"
+            t0 = time.monotonic()
+            if to_group:  # a terminal's Ctrl-C reaches the whole process group
+                os.killpg(proc.pid, sig)
+            else:  # a service manager's SIGTERM reaches the parent only
+                proc.send_signal(sig)
+            rc = proc.wait(timeout=30)
+            stopped_s = time.monotonic() - t0
+            err = proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if not (engine == "ray" and rc != code and "likely discovered a bug in Ray" in err):
+            break
     assert rc == code, err
     assert stopped_s < 5, f"took {stopped_s:.1f} s to stop"
     assert "interrupted" in err and "Traceback" not in err and "SIGTERM received" not in err
