@@ -18,7 +18,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -151,6 +151,10 @@ def invocation() -> list[str]:
     """The arguments of the running ``autoscale`` call (for files that record how they were
     made); the process's arguments when the app was not started through ``main``."""
     return list(_INVOCATION) or sys.argv[1:]
+
+
+#: The ``--quiet`` option of every command with a progress bar.
+Quiet = Annotated[bool, typer.Option("--quiet", help="no progress bar")]
 
 
 # ---- shared parsers ------------------------------------------------------------------------------

@@ -12,12 +12,11 @@ from typing import Annotated, Any
 
 import typer
 
-from agents.cli.app import at_least_one, command, csv_list, invocation, parse_hp
+from agents.cli.app import Quiet, at_least_one, command, csv_list, invocation, parse_hp
 
 DEFAULT_AGENTS = "qlearning,oracle,fixed:local/cpu/fp32,fixed:cloud/gpu/fp32,random"
 SB3_NOTE = "; dqn, ppo, a2c need the [sb3] extra"
 
-Quiet = Annotated[bool, typer.Option("--quiet", help="no progress bar")]
 Force = Annotated[bool, typer.Option("--force", help="overwrite existing results in --out")]
 NoFigures = Annotated[bool, typer.Option("--no-figures", help="skip the PNG figures")]
 Hp = Annotated[list[str] | None, typer.Option(

@@ -13,9 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
-from agents.cli.app import at_least_one, command, csv_list, invocation
+from agents.cli.app import Quiet, at_least_one, command, csv_list, invocation
 
-Quiet = Annotated[bool, typer.Option("--quiet", help="no progress bar")]
 
 
 def _kept_record(o: dict[str, Any]) -> str:
