@@ -207,6 +207,29 @@ def test_malformed_traces_are_refused_naming_file_row_and_column(small, tmp_path
         assert f"row {row} (line {row + 2})" in message, message
 
 
+@pytest.mark.parametrize("case", ["wrong type", "unknown network", "missing field",
+                                  "missing target row"])
+def test_refusals_name_the_row_when_parsed_in_small_chunks(small, tmp_path, monkeypatch, case):
+    """Rows are parsed into columns a chunk at a time (bounded memory for long traces); a bad cell
+    in a later chunk is still named by its own row and line, not its place in the chunk."""
+    monkeypatch.setattr(traces, "_PARSE_CHUNK_ROWS", 4)
+    edit, column, row = CASES[case]
+    path = save(tmp_path / "bad.csv", edit(lines_of(small)))
+    with pytest.raises(TraceFormatError) as info:
+        traces.load_trace(path)
+    assert info.value.column == column and info.value.row == row, str(info.value)
+    assert f"row {row} (line {row + 2})" in str(info.value)
+
+
+def test_chunked_parse_equals_one_pass(long, monkeypatch):
+    """Chunk boundaries (7 rows: never aligned with the 9 target rows of a request) change
+    nothing: bit-identical to parsing every row in one chunk."""
+    whole = traces.load_trace(long[".csv.gz"])
+    monkeypatch.setattr(traces, "_PARSE_CHUNK_ROWS", 7)
+    assert_same(traces.load_trace(long[".csv.gz"]), whole)
+    assert whole.n_requests == 2000
+
+
 HEADER_CASES = {
     "no header": lambda h: None,
     "not json": lambda h: "# autoscale-trace {device: mi8pro",

@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numba import njit
 from tqdm import tqdm
 
 from autoscale_env.world import config
@@ -93,6 +94,9 @@ MAX_BOOTSTRAP_REQUESTS = 10_000
 #: Rows the coarse interference grid is searched on, at most (every k-th row beyond it); the
 #: refinement around its best point always uses every row.
 MAX_COARSE_ROWS = 20_000
+#: A bootstrap replicate searches the coarse interference grid within this many cells of the
+#: point fit's optimum (the whole grid if its best cell is on the window's edge).
+REPLICATE_WINDOW = 3
 #: Sources of energy that are a meter's reading, not a model's output.
 MEASURED_ENERGY = frozenset({"rapl", "nvml", "measured"})
 #: Interference factors are searched in [0, MAX_INTERFERENCE].
@@ -353,38 +357,68 @@ def _spread(x: np.ndarray) -> float:
     return float(hi - lo)
 
 
+@njit(cache=True)
+def _segment_lad(y: np.ndarray, cpu: np.ndarray, mem: np.ndarray, starts: np.ndarray,
+                 kc: float, km: float) -> tuple[np.ndarray, float]:
+    """Per-group medians of the log residuals ``y - log1p(kc cpu) - log1p(km mem)`` and the sum
+    of absolute deviations from them; rows are sorted by group, group ``g`` is
+    ``starts[g]:starts[g + 1]``. Compiled: the grid search calls it thousands of times."""
+    med = np.empty(len(starts) - 1)
+    loss = 0.0
+    for g in range(len(starts) - 1):
+        a, b = starts[g], starts[g + 1]
+        r = np.empty(b - a)
+        for i in range(a, b):
+            r[i - a] = y[i] - math.log1p(kc * cpu[i]) - math.log1p(km * mem[i])
+        m = np.median(r)
+        med[g] = m
+        for v in r:
+            loss += abs(v - m)
+    return med, loss
+
+
 class _LocalFit:
     """Least-absolute-deviation fit of one processor's units (module docstring)."""
 
     def __init__(self, y: np.ndarray, cpu: np.ndarray, mem: np.ndarray, group: np.ndarray,
                  fit_cpu: bool, fit_mem: bool, kc0: float, km0: float):
-        self.y, self.cpu, self.mem, self.group = y, cpu, mem, group
         self.fit_cpu, self.fit_mem, self.kc0, self.km0 = fit_cpu, fit_mem, kc0, km0
         order = np.argsort(group, kind="stable")
-        self.order = order
-        self.bounds = np.flatnonzero(np.diff(group[order])) + 1
+        self.y, self.cpu, self.mem = (np.ascontiguousarray(a[order], dtype=np.float64)
+                                      for a in (y, cpu, mem))
+        self.group = group[order]
+        bounds = np.flatnonzero(np.diff(self.group)) + 1
+        self.starts = np.concatenate(([0], bounds, [len(self.group)])).astype(np.int64)
         self.groups = np.unique(group)
 
     def residual_medians(self, kc: float, km: float) -> tuple[np.ndarray, float]:
-        r = self.y - np.log1p(kc * self.cpu) - np.log1p(km * self.mem)
-        parts = np.split(r[self.order], self.bounds)
-        med = np.array([np.median(p) for p in parts])
-        loss = float(sum(np.abs(p - m).sum() for p, m in zip(parts, med)))
-        return med, loss
+        return _segment_lad(self.y, self.cpu, self.mem, self.starts, float(kc), float(km))
 
-    def fit(self) -> tuple[float, float, np.ndarray]:
-        """(kc, km, per-group log base latency)."""
+    def fit(self, start: tuple[float, float] | None = None) -> tuple[float, float, np.ndarray]:
+        """(kc, km, per-group log base latency): a coarse grid over [0, 10] finds the basin,
+        then the step is halved six times on a 5x5 grid around the best point.
+
+        With ``start`` (a bootstrap replicate, whose optimum lies near the point fit's), the
+        coarse grid is searched only within :data:`REPLICATE_WINDOW` cells of ``start``,
+        widened to the whole grid when the best cell is on the window's edge: the same search
+        as the point fit's wherever the replicate's basin is near, at a tenth of the cost."""
         kcs = np.linspace(0.0, MAX_INTERFERENCE, 41) if self.fit_cpu else np.array([self.kc0])
         kms = np.linspace(0.0, MAX_INTERFERENCE, 21) if self.fit_mem else np.array([self.km0])
+        step_c = (kcs[1] - kcs[0]) if len(kcs) > 1 else 0.0
+        step_m = (kms[1] - kms[0]) if len(kms) > 1 else 0.0
         coarse = self
         if len(self.y) > MAX_COARSE_ROWS:  # the grid only finds the basin: every k-th row will do
             k = math.ceil(len(self.y) / MAX_COARSE_ROWS)
             coarse = _LocalFit(self.y[::k], self.cpu[::k], self.mem[::k], self.group[::k],
                                self.fit_cpu, self.fit_mem, self.kc0, self.km0)
-        _, kc, km = min((coarse.residual_medians(a, b)[1], a, b) for a in kcs for b in kms)
+        window_c, window_m = kcs, kms
+        if start is not None:
+            window_c, window_m = _window(kcs, start[0]), _window(kms, start[1])
+        _, kc, km = min((coarse.residual_medians(a, b)[1], a, b)
+                        for a in window_c for b in window_m)
+        if _on_edge(window_c, kcs, kc) or _on_edge(window_m, kms, km):
+            _, kc, km = min((coarse.residual_medians(a, b)[1], a, b) for a in kcs for b in kms)
         best = (self.residual_medians(kc, km)[1], kc, km)
-        step_c = (kcs[1] - kcs[0]) if len(kcs) > 1 else 0.0
-        step_m = (kms[1] - kms[0]) if len(kms) > 1 else 0.0
         for _ in range(6):  # refine on a 5x5 grid around the best point, halving the step
             cands = [(self.residual_medians(a, b)[1], a, b)
                      for a in _around(kc, step_c) for b in _around(km, step_m)]
@@ -393,6 +427,18 @@ class _LocalFit:
             step_c, step_m = step_c / 2, step_m / 2
         med, _ = self.residual_medians(kc, km)
         return float(kc), float(km), med
+
+
+def _window(grid: np.ndarray, x: float) -> np.ndarray:
+    """The grid's points within :data:`REPLICATE_WINDOW` cells of the one nearest ``x``."""
+    i = int(np.argmin(np.abs(grid - x)))
+    return grid[max(0, i - REPLICATE_WINDOW): i + REPLICATE_WINDOW + 1]
+
+
+def _on_edge(window: np.ndarray, grid: np.ndarray, x: float) -> bool:
+    """Whether ``x`` is on an edge of ``window`` that is not also an edge of the whole grid."""
+    return ((x == window[0] and window[0] != grid[0])
+            or (x == window[-1] and window[-1] != grid[-1]))
 
 
 def _around(x: float, step: float) -> np.ndarray:
@@ -415,17 +461,18 @@ def _ci(samples: Sequence[float], point: float = math.nan,
     return float(lo), float(hi)
 
 
-def _link_ms(link: config.LinkModel, rssi: np.ndarray, kbit: np.ndarray,
-             goodput_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """(transfer ms of ``kbit`` at ``goodput_scale`` x the model's goodput, RTT ms), NaN where
-    the link is disconnected."""
+def _link_ms(link: config.LinkModel, rssi: np.ndarray,
+             kbit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(transfer ms of ``kbit`` at the model's goodput, RTT ms) per request, NaN where the link
+    is disconnected; at ``s`` x the goodput the transfer takes ``transfer / s``."""
     params = radio.link_params(link)
     rssi = np.asarray(rssi, dtype=np.float64)
-    rate = np.array([radio.goodput_mbps(params, x) for x in rssi.ravel().tolist()]
-                    ).reshape(rssi.shape) * goodput_scale
-    rtt = np.array([radio.rtt_ms(params, x) for x in rssi.ravel().tolist()]).reshape(rssi.shape)
+    # a trace's RSSI readings take few distinct values: evaluate the model once per value
+    levels, inverse = np.unique(rssi, return_inverse=True)
+    rate = np.array([radio.goodput_mbps(params, x) for x in levels.tolist()])[inverse]
+    rtt = np.array([radio.rtt_ms(params, x) for x in levels.tolist()])[inverse]
     transfer = np.where(rate > 0, kbit / np.where(rate > 0, rate, 1.0), np.nan)
-    return transfer, rtt
+    return transfer.reshape(rssi.shape), rtt.reshape(rssi.shape)
 
 
 def calibrate(traces: Sequence[str | os.PathLike], *, base: str = "mi8pro", name: str = "fitted",
@@ -620,7 +667,7 @@ def _fit_local(cal: Calibration, data: _Data, targets: list[Target],
                                        for j, _ in cols])
         by_busy = bool(np.isfinite(log_stretch).mean() > 0.9 and (data.cpu > 0).mean() > 0.5)
 
-        def fit(rows: np.ndarray):
+        def fit(rows: np.ndarray, start: tuple[float, float] | None = None):
             y, c, m, g = stacked(rows)
             kc_fixed = base_proc.cpu_interference
             if by_busy:
@@ -628,7 +675,7 @@ def _fit_local(cal: Calibration, data: _Data, targets: list[Target],
                                         np.repeat(data.cpu[rows], len(cols)))
             f = _LocalFit(y, c, m, g, free["cpu_interference"], free["mem_interference"],
                           kc_fixed, base_proc.mem_interference)
-            kc, km, med = f.fit()
+            kc, km, med = f.fit(start)
             base_ms = dict.fromkeys(range(len(keys)), math.nan)
             centre = np.full(len(keys), math.nan)
             centre[f.groups] = med
@@ -647,7 +694,7 @@ def _fit_local(cal: Calibration, data: _Data, targets: list[Target],
             boot = []
             for rows in tqdm(samples, desc=f"bootstrap {proc}", disable=not progress,
                              unit="fit"):
-                kc_b, km_b, base_b, sigma_b, _ = fit(rows)
+                kc_b, km_b, base_b, sigma_b, _ = fit(rows, start=(kc, km))
                 boot.append((kc_b, km_b, base_b, sigma_b))
             # A factor whose interval spans more than 1 or reaches the search bound is not an
             # estimate (other unmeasured load moves with it): keep the base value and refit.
@@ -759,6 +806,8 @@ def _fit_remote(cal: Calibration, data: _Data, targets: list[Target],
     kbit = np.array([(catalog[n].input_bytes + catalog[n].output_bytes) * 8e-3
                      for n in data.network.tolist()])
     networks = sorted(set(data.network.tolist()))
+    code = {net: i for i, net in enumerate(networks)}
+    net_code = np.array([code[x] for x in data.network.tolist()], dtype=np.int64)
     for j, t in enumerate(targets):
         if t.is_local:
             continue
@@ -767,23 +816,29 @@ def _fit_remote(cal: Calibration, data: _Data, targets: list[Target],
         lat = data.latency[:, j]
         connected = rssi >= link.disconnect_rssi_dbm
 
-        def server(rows: np.ndarray, scale: float = 1.0) -> dict[str, float]:
-            transfer, rtt = _link_ms(link, rssi[rows], kbit[rows], scale)
-            rest = lat[rows] - transfer - rtt
+        transfer, rtt = _link_ms(link, rssi, kbit)
+
+        def server_medians(rows: np.ndarray, scale: float = 1.0):
+            """Per network code, the median of latency minus the link at ``scale`` x its
+            goodput (NaN for a network without a connected request); and the rest per row."""
+            rest = lat[rows] - transfer[rows] / scale - rtt[rows]
             ok = connected[rows] & np.isfinite(rest)
-            nets = data.network[rows]
-            return {net: float(np.median(rest[ok & (nets == net)]))
-                    for net in networks if (ok & (nets == net)).any()}
+            codes = net_code[rows]
+            med = np.full(len(networks), math.nan)
+            for i in range(len(networks)):
+                sel = ok & (codes == i)
+                if sel.any():
+                    med[i] = np.median(rest[sel])
+            return med, rest[ok] - med[codes[ok]]
+
+        def server(rows: np.ndarray) -> dict[str, float]:
+            med, _ = server_medians(rows)
+            return {net: float(med[i]) for i, net in enumerate(networks) if math.isfinite(med[i])}
 
         def scale_fit(rows: np.ndarray) -> float:
             """Goodput scale minimising the absolute residuals, server latency re-fitted."""
             def loss(s: float) -> float:
-                med = server(rows, s)
-                transfer, rtt = _link_ms(link, rssi[rows], kbit[rows], s)
-                pred = np.array([med.get(net, math.nan) for net in data.network[rows].tolist()])
-                r = lat[rows] - transfer - rtt - pred
-                r = r[connected[rows] & np.isfinite(r)]
-                return float(np.abs(r).sum())
+                return float(np.abs(server_medians(rows, s)[1]).sum())
             grid = np.exp(np.linspace(np.log(0.25), np.log(4.0), 25))
             best = min(grid, key=loss)
             step = grid[1] / grid[0]

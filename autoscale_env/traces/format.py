@@ -37,7 +37,8 @@ import math
 import os
 import warnings
 import zlib
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -411,6 +412,8 @@ def _max_trace_bytes() -> int:
             raise TraceFormatError(f"AUTOSCALE_MAX_TRACE_MB={raw!r} is not a number") from None
     return MAX_TRACE_BYTES
 _CHUNK = 1 << 20
+#: CSV rows parsed into column arrays at a time (bounds the per-row lists held at once).
+_PARSE_CHUNK_ROWS = 1 << 16
 
 
 def _read_bytes(trace: str | os.PathLike) -> tuple[str, bytes]:
@@ -478,7 +481,9 @@ def load_trace(trace: str | os.PathLike, *, workloads: dict[str, Workload] | Non
         return _assemble(path, header, columns, where, catalog)
     if data[:2] == b"\x1f\x8b":
         data = _gunzip(data, path)
-    header, columns, where = _csv_columns(data, path)
+    text = _csv_text(data, path)
+    del data  # the text holds it all now: not both at once
+    header, columns, where = _csv_columns(text, path)
     return _assemble(path, header, columns, where, catalog)
 
 
@@ -519,7 +524,8 @@ def _gunzip(data: bytes, path: str) -> bytes:
     return b"".join(out)
 
 
-def _csv_columns(raw: bytes, path: str):
+def _csv_text(raw: bytes, path: str) -> str:
+    """The complete lines of a CSV trace as text (a torn last line dropped with a warning)."""
     # Every complete line ends with "\n", so the bytes after the last one are a torn line (cut
     # before decoding: a cut may also split a multi-byte character).
     end = raw.rfind(b"\n") + 1
@@ -534,23 +540,49 @@ def _csv_columns(raw: bytes, path: str):
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         _fail(f"{path}, line {line}: not UTF-8 text ({e.reason} at byte {e.start})", path=path)
-    lines = text.split("\n")
-    lines.pop()  # the "" after the last end-of-line
-    if not lines or not lines[0].startswith(HEADER_PREFIX.rstrip()):
+    return text
+
+
+def _csv_columns(text: str, path: str):
+    lines = _lines(text)
+    first = next(lines, None)
+    if first is None or not first.startswith(HEADER_PREFIX.rstrip()):
         _fail(f"{path}, line 1: the first line must be the header '{HEADER_PREFIX}{{...json...}}' "
-              f"(see traces/README.md), got {lines[0][:60] if lines else ''!r}", path=path, row=0)
+              f"(see traces/README.md), got {(first or '')[:60]!r}", path=path, row=0)
     where_header = f"{path}, line 1 (header)"
     try:
-        data = json.loads(lines[0][len(HEADER_PREFIX.rstrip()):])
+        data = json.loads(first[len(HEADER_PREFIX.rstrip()):])
     except (json.JSONDecodeError, RecursionError) as e:
         _fail(f"{where_header}: not valid JSON: {e}", path=path, row=0)
     header = TraceHeader.from_dict(data, where_header)
 
     names: list[str] | None = None
     names_line = 0
-    cells: list[list[str]] = []
-    line_of: list[int] = []
-    for number, line in enumerate(lines[1:], start=2):
+    # Rows are converted to column arrays in chunks: a list of fields per row costs ~1 kB, so
+    # holding every row's fields at once would take gigabytes for a long trace.
+    pending: list[list[str]] = []
+    parts: dict[str, list[np.ndarray]] = {}
+    line_of = array("q")
+    interned: dict[str, str] = {}  # names repeat on every row: one string object each
+
+    def where(i: int) -> tuple[str, int]:
+        return f"{path}, row {i + 1} (line {line_of[i]})", i + 1
+
+    def flush() -> None:
+        offset = len(line_of) - len(pending)
+        by_column = list(zip(*pending, strict=True))
+        for name in COLUMN_NAMES:
+            values = by_column[names.index(name)]
+            if _BY_NAME[name].kind == "str":
+                part = np.array([interned.setdefault(v, v) for v in map(str.strip, values)],
+                                dtype=object)
+            else:
+                part = _convert(values, _BY_NAME[name].kind, name,
+                                lambda i: where(offset + i), path)
+            parts.setdefault(name, []).append(part)
+        pending.clear()
+
+    for number, line in enumerate(lines, start=2):
         line = line.rstrip("\r")
         if not line.strip() or line.startswith("#"):
             continue
@@ -560,9 +592,18 @@ def _csv_columns(raw: bytes, path: str):
             _fail(f"{path}, line {number}: not a CSV line ({e})", path=path)
         if names is None:
             names, names_line = [f.strip() for f in fields], number
+            duplicate = next((n for n in names if names.count(n) > 1), None)
+            if duplicate is not None:
+                _fail(f"{path}, line {names_line} (column header): column '{duplicate}' appears "
+                      f"twice", path=path, row=0, column=duplicate)
+            for required in COLUMN_NAMES:
+                if required not in names:
+                    _fail(f"{path}, line {names_line} (column header): column '{required}' is "
+                          f"missing (required: {', '.join(COLUMN_NAMES)})", path=path, row=0,
+                          column=required)
             continue
         if len(fields) != len(names):
-            row = len(cells) + 1
+            row = len(line_of) + 1
             column = names[len(fields)] if len(fields) < len(names) else None
             detail = (f"column '{column}' is missing (the row has {len(fields)} fields, the column "
                       f"header on line {names_line} has {len(names)})" if column else
@@ -570,33 +611,34 @@ def _csv_columns(raw: bytes, path: str):
                       f"{len(names)}")
             _fail(f"{path}, row {row} (line {number}): {detail}", path=path, row=row,
                   column=column)
-        cells.append(fields)
+        pending.append(fields)
         line_of.append(number)
+        if len(pending) == _PARSE_CHUNK_ROWS:
+            flush()
     if names is None:
         _fail(f"{path}: no column header line after the header (expected "
               f"'{','.join(COLUMN_NAMES)}')", path=path, row=0)
-    duplicate = next((n for n in names if names.count(n) > 1), None)
-    if duplicate is not None:
-        _fail(f"{path}, line {names_line} (column header): column '{duplicate}' appears twice",
-              path=path, row=0, column=duplicate)
-    for required in COLUMN_NAMES:
-        if required not in names:
-            _fail(f"{path}, line {names_line} (column header): column '{required}' is missing "
-                  f"(required: {', '.join(COLUMN_NAMES)})", path=path, row=0, column=required)
-
-    def where(i: int) -> tuple[str, int]:
-        return f"{path}, row {i + 1} (line {line_of[i]})", i + 1
-
-    by_column = list(zip(*cells, strict=True)) if cells else [()] * len(names)
+    if pending:
+        flush()
     columns: dict[str, Any] = {}
     for name in COLUMN_NAMES:
-        values = by_column[names.index(name)]
         kind = _BY_NAME[name].kind
-        if kind == "str":
-            columns[name] = np.array([v.strip() for v in values], dtype=object)
-        else:
-            columns[name] = _convert(values, kind, name, where, path)
+        empty = np.empty(0, dtype=object if kind == "str" else
+                         np.int64 if kind == "int" else np.float64)
+        columns[name] = np.concatenate(parts[name]) if name in parts else empty
     return header, columns, where
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` (each ended by "\n"), one at a time: a list of them all would
+    double the memory a long trace takes."""
+    start, end = 0, len(text)
+    while start < end:
+        stop = text.find("\n", start)
+        if stop < 0:
+            stop = end
+        yield text[start:stop]
+        start = stop + 1
 
 
 def _convert(values: Sequence[str], kind: str, name: str, where, path: str) -> np.ndarray:

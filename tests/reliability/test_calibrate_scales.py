@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 
 from autoscale_env.backends.sim import SimBackend
@@ -62,3 +64,31 @@ def test_a_short_trace_keeps_the_plain_bootstrap(trace, monkeypatch):
     sizes = spy_replicates(monkeypatch)
     fitted = cal_mod.calibrate([trace], base="moto_x_force", bootstrap=2)
     assert sizes == [400] * 2 and fitted.bootstrap_requests == 0
+
+
+def _local_fit(seed: int, n: int = 600) -> cal_mod._LocalFit:
+    """Log latencies of two groups under known interference (kc 1.5, km 0.3) and noise."""
+    rng = np.random.default_rng(seed)
+    cpu, mem = rng.uniform(0, 1, n), rng.uniform(0, 1, n)
+    group = rng.integers(0, 2, n)
+    y = (np.log([20.0, 50.0])[group] + np.log1p(1.5 * cpu) + np.log1p(0.3 * mem)
+         + rng.normal(0, 0.05, n))
+    return cal_mod._LocalFit(y, cpu, mem, group, True, True, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_replicates_windowed_search_equals_the_full_search(seed):
+    """A bootstrap replicate searches the coarse grid only near the point fit's optimum; where
+    its basin is there, the result is the full search's, to the last bit."""
+    f = _local_fit(seed)
+    full = f.fit()
+    near = f.fit(start=(1.4, 0.35))
+    assert near[:2] == full[:2] and near[2].tobytes() == full[2].tobytes()
+    assert abs(full[0] - 1.5) < 0.15 and abs(full[1] - 0.3) < 0.15  # noise 0.05: well identified
+
+
+def test_a_replicate_far_from_its_start_widens_to_the_whole_grid():
+    """Started at the grid's far corner, the window's best cell lies on its inner edge: the
+    search widens to the whole grid and still finds the full search's optimum."""
+    f = _local_fit(0)
+    assert f.fit(start=(10.0, 10.0))[:2] == f.fit()[:2]
