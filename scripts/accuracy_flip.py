@@ -37,7 +37,7 @@ def main():
                 continue
             for phone in config.device_names("phone"):
                 sim = SimBackend(phone, scenario.name, "static")
-                for label, rssi in (("regular", -55.0), ("weak", -82.0)):
+                for label, rssi in (("regular", -57.0), ("weak", -81.0)):  # settings.toml static levels
                     c = dict(rssi_wifi_dbm=rssi, rssi_p2p_dbm=rssi)
                     a = best(sim, scenario, name, scenario.accuracy_tolerance, **c)
                     b = best(sim, scenario, name, scenario.accuracy_tolerance - 1e-4, **c)

@@ -57,10 +57,10 @@ def test_a_latency_parameter_moves_exactly_its_numbers():
 
 
 def test_the_weak_static_signal_level_moves():
-    e = param("settings.toml", "static", "rssi_wifi_dbm", 1)
+    e = param("settings.toml", "static", "rssi_p2p_dbm", 1)
     _, static, _ = config.load_settings()
     world = load_world({e.name: e.high}, ("mi8pro",))
-    assert world.settings[1].rssi_wifi_dbm[1] > static.rssi_wifi_dbm[1]
+    assert world.settings[1].rssi_p2p_dbm[1] > static.rssi_p2p_dbm[1]
 
 
 def test_a_loss_parameter_scales_the_loss_against_fp32(monkeypatch):

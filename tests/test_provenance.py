@@ -91,13 +91,14 @@ def test_the_bundled_host_profile_fails_its_gap_check_and_counts_as_not_sourced(
 
 def test_report_ranks_estimates_by_a_sensitivity_file(tmp_path):
     csv = tmp_path / "sensitivity.csv"
-    csv.write_text("parameter,metric,mu_star\nlinks.toml:wifi.rtt_ms,ppw_vs_cloud,0.1\n"
-                   "settings.toml:static.rssi_wifi_dbm,ppw_vs_cloud,3.0\n")
+    csv.write_text("parameter,metric,mu_star\n"
+                   "settings.toml:dynamic.rssi_segment_mean_requests,ppw_vs_cloud,0.1\n"
+                   "settings.toml:static.rssi_p2p_dbm,ppw_vs_cloud,3.0\n")
     text = provenance.report(provenance.collect(), top=2, ranking=str(csv))
     listed = text.split("ranked by")[1].splitlines()
     rows = [line for line in listed if line.startswith("| ") and ".toml:" in line]
-    assert rows[0].startswith("| settings.toml:static.rssi_wifi_dbm")
-    assert rows[1].startswith("| links.toml:wifi.rtt_ms")
+    assert rows[0].startswith("| settings.toml:static.rssi_p2p_dbm")
+    assert rows[1].startswith("| settings.toml:dynamic.rssi_segment_mean_requests")
 
 
 def test_cli_prints_the_sourced_share(capsys):
@@ -154,3 +155,37 @@ def test_cli_json_marks_fitted_numbers_and_a_passing_gap_report_counts_them(tmp_
     assert main(["provenance", "--json", "--gap-report", str(gap)]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert all(r["counts_as_sourced"] == (not r["estimate"]) for r in rows)
+
+
+def test_the_signal_numbers_citing_ujiindoorloc_are_the_bundled_summarys():
+    import csv
+    path = config.DATA_DIR / "signal" / "ujiindoorloc_rssi.csv"
+    lines = [ln for ln in path.read_text().splitlines() if not ln.startswith("#")]
+    summary = {(r["quantity"], r["set"], r["definition"]): float(r["value"])
+               for r in csv.DictReader(lines)}
+
+    def stat(quantity, s, starts):
+        return next(v for (q, st, d), v in summary.items()
+                    if q == quantity and st == s and d.startswith(starts))
+
+    by_name = {e.name: e for e in provenance.collect()}
+    static = by_name["settings.toml:static.rssi_wifi_dbm"]
+    assert static.value == (stat("strongest_ap_dbm", "pooled", "median of the scans in the regular"),
+                            stat("strongest_ap_dbm", "pooled", "median of the scans in the weak"))
+    dynamic = by_name["settings.toml:dynamic.rssi_wifi_range_dbm"]
+    assert dynamic.value == (stat("place_median_dbm", "training", "percentile 2.5 "),
+                             stat("place_median_dbm", "training", "percentile 97.5 "))
+    drop = "a drop: >= 10 dB"
+    assert by_name["settings.toml:dynamic.rssi_drop_probability"].value == pytest.approx(
+        stat("drop_start_rate", "training", drop), abs=5e-4)
+    assert by_name["settings.toml:dynamic.rssi_drop_depth_db"].value == pytest.approx(
+        stat("drop_depth_db", "training", drop), abs=0.05)
+    assert by_name["settings.toml:dynamic.rssi_drop_mean_requests"].value == pytest.approx(
+        stat("drop_mean_scans", "training", drop), abs=0.05)
+    assert by_name["settings.toml:dynamic.rssi_fading_sigma_db"].value == pytest.approx(
+        stat("fading_db", "training", "standard deviation of the serving AP"), abs=0.05)
+    for name in ("static.rssi_wifi_dbm", "dynamic.rssi_wifi_range_dbm", "dynamic.rssi_fading_sigma_db",
+                 "dynamic.rssi_drop_probability", "dynamic.rssi_drop_depth_db",
+                 "dynamic.rssi_drop_mean_requests"):
+        e = by_name[f"settings.toml:{name}"]
+        assert not e.estimate and e.source.startswith("UJI-RSSI"), name
