@@ -45,6 +45,11 @@ class StepCallback(Protocol):
     def on_step(self, action: int, reward: float, info: dict[str, Any]) -> bool:
         """After each step, with the executed action, its reward and ``info``; False stops."""
 
+    # Optional: ``on_steps(executed) -> bool``, the same accounting for a batch of steps
+    # (``executed``: :class:`autoscale_env.env.ExecutedArrays`). A callback that has it lets
+    # :meth:`OnlineAgent.learn` run compiled over blocks of requests; one without it keeps the
+    # per-step loop. Returning False stops after that batch.
+
 
 class Agent(abc.ABC):
     """What the harness needs from an agent, and what it may know about it.
@@ -215,6 +220,15 @@ class OnlineAgent(Agent):
     def _after_learn(self) -> None:
         """Called at the end of every :meth:`learn`."""
 
+    #: Optional hook, ``_learn_block(states, rewards) -> actions``: decide and learn ``k`` steps
+    #: at once over requests whose outcomes do not depend on the actions (``states``: the ``k +
+    #: 1`` flat state indices, the last one after the last step; ``rewards``: ``(k, n_targets)``),
+    #: exactly as ``k`` rounds of ``_act(explore=True)`` / ``_update`` would, advancing
+    #: ``num_timesteps``-keyed draws itself. With it, :meth:`learn` runs over blocks of requests
+    #: when the env allows (:func:`batched_env`); the Q-learner implements it with the same
+    #: compiled functions as its per-step hooks.
+    _learn_block: ClassVar[Any] = None
+
     # -- the interface --------------------------------------------------------------------------
 
     def predict(self, observation, state=None, episode_start=None, deterministic: bool = True):
@@ -227,36 +241,89 @@ class OnlineAgent(Agent):
 
         ``callback`` (optional) gets ``on_reset(info)`` after each reset and
         ``on_step(action, reward, info)`` after each step; ``on_step`` returning False stops early.
+
+        When the agent has ``_learn_block``, the env allows batches (:func:`batched_env`) and the
+        callback, if any, has ``on_steps``, the steps run a block of requests at a time (up to
+        the episode's end) in the agent's compiled loop, with the same result bit for bit; the
+        callback then gets ``on_steps(executed)`` per batch and the progress bar moves per batch.
         """
         from tqdm.auto import tqdm
 
-        env = self.env
-        key_of, act, update = self._key, self._act, self._update
-        obs = self._obs
         bar = tqdm(total=total_timesteps, disable=not progress_bar, desc=self.name, unit="step",
                    mininterval=0.5)
+        batched = None
+        if self._learn_block is not None and (callback is None or hasattr(callback, "on_steps")):
+            batched = batched_env(self.env)
+        if batched is None:
+            self._learn_steps(total_timesteps, callback, bar)
+        else:
+            self._learn_batched(total_timesteps, callback, bar, *batched)
+        bar.close()
+        self._after_learn()
+        return self
+
+    def _reset_if_needed(self, callback: StepCallback | None) -> None:
+        # Reset lazily, at the start of the next step: between learn() calls the env then rests
+        # on an episode boundary, where its whole state is its generator (checkpoints).
+        if self._obs is None or self._needs_reset:
+            self._obs, info = self.env.reset(
+                seed=self.seed if self._obs is None and self.num_timesteps == 0 else None)
+            self._needs_reset = False
+            if callback is not None:
+                callback.on_reset(info)
+
+    def _learn_steps(self, total_timesteps: int, callback: StepCallback | None, bar,
+                     limit: int | None = None) -> bool:
+        """The per-step loop (the reference); returns False if the callback stopped it."""
+        env = self.env
+        key_of, act, update = self._key, self._act, self._update
         for _ in range(total_timesteps):
-            # Reset lazily, at the start of the next step: between learn() calls the env then
-            # rests on an episode boundary, where its whole state is its generator (checkpoints).
-            if obs is None or self._needs_reset:
-                obs, info = env.reset(seed=self.seed if obs is None and self.num_timesteps == 0
-                                      else None)
-                self._needs_reset = False
-                if callback is not None:
-                    callback.on_reset(info)
-            key = key_of(obs)
+            self._reset_if_needed(callback)
+            key = key_of(self._obs)
             a = act(key, True)
             obs, reward, terminated, truncated, info = env.step(a)
             update(key, a, float(reward), info, obs, terminated)
+            self._obs = obs
             self.num_timesteps += 1
             self._needs_reset = terminated or truncated
             bar.update(1)
             if callback is not None and callback.on_step(a, reward, info) is False:
-                break
-        bar.close()
-        self._obs = obs
-        self._after_learn()
-        return self
+                return False
+        return True
+
+    def _learn_batched(self, total_timesteps: int, callback: StepCallback | None, bar,
+                       u: Any, time_limit: Any) -> None:
+        """The online loop over blocks: one ``_learn_block`` and one ``advance`` per episode
+        (or block), the TimeLimit wrapper's count advanced as its ``step`` would."""
+        done = 0
+        while done < total_timesteps:
+            self._reset_if_needed(callback)
+            block = u.pending_block()
+            k = total_timesteps - done
+            if block is not None:
+                # the last request of a block has no next state inside it: a step of its own
+                k = min(k, len(block.state) - 1)
+            if time_limit is not None:
+                k = min(k, time_limit._max_episode_steps - time_limit._elapsed_steps)
+            if block is None:  # outcomes unknown or actions observed: the per-step loop
+                self._learn_steps(total_timesteps - done, callback, bar)
+                return
+            if k < 1:  # an episode longer than the block: its last request, one step
+                if not self._learn_steps(1, callback, bar):
+                    return
+                done += 1
+                continue
+            actions = self._learn_block(block.state[:k + 1], block.reward[:k])
+            executed = u.advance(actions)
+            self.num_timesteps += k
+            done += k
+            self._obs = u.observation()
+            if time_limit is not None:
+                time_limit._elapsed_steps += k
+                self._needs_reset = time_limit._elapsed_steps >= time_limit._max_episode_steps
+            bar.update(k)
+            if callback is not None and callback.on_steps(executed) is False:
+                return
 
     @property
     def at_episode_boundary(self) -> bool:
@@ -288,6 +355,38 @@ class OnlineAgent(Agent):
 
     def _extra_metadata(self) -> dict[str, Any]:
         return {}
+
+
+#: Wrappers :func:`batched_env` can see through: ``gym.make``'s own. TimeLimit's step count is
+#: advanced by the batched loops; OrderEnforcing only needs the reset, which goes through it; the
+#: passive checker only inspects the first step. Any other wrapper may change what a step does.
+_TRANSPARENT_WRAPPERS = ("TimeLimit", "OrderEnforcing", "PassiveEnvChecker")
+
+
+def batched_env(env: gym.Env) -> tuple[Any, Any] | None:
+    """``(unwrapped, time_limit_wrapper_or_None)`` when ``env`` can run batches of requests
+    (``AutoScaleEnv.pending_block`` / ``advance``) with the effects of one ``step`` each: an
+    AutoScale-v0 env under ``gym.make``'s wrappers only, its pending block known in advance.
+    None otherwise (the caller keeps the per-step loop)."""
+    time_limit = None
+    e = env
+    while isinstance(e, gym.Wrapper):
+        name = type(e).__name__
+        if type(e).__module__.split(".")[0] != "gymnasium" or name not in _TRANSPARENT_WRAPPERS:
+            return None
+        if name == "TimeLimit":
+            if time_limit is not None:
+                return None
+            time_limit = e
+        e = e.env
+    if not hasattr(e, "pending_block") or not hasattr(e, "advance"):
+        return None
+    try:
+        if e.pending_block() is None:
+            return None
+    except gym.error.ResetNeeded:  # not reset yet: the loops reset it (through the wrappers)
+        pass
+    return e, time_limit
 
 
 def checkpoint_path(prefix: str | os.PathLike, suffix: str) -> Path:

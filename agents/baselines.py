@@ -55,6 +55,10 @@ class FixedTargetAgent(FixedPolicyAgent):
         """Always the fixed target's action."""
         return self.action, None
 
+    def predict_block(self, block: Any) -> np.ndarray:
+        """:meth:`predict` for every request of ``env.unwrapped.pending_block()``."""
+        return np.full(len(block.state), self.action, dtype=np.int64)
+
     @property
     def hparams(self) -> dict[str, Any]:
         return {"target": self.target}
@@ -92,3 +96,12 @@ class OracleAgent(FixedPolicyAgent):
                 "the oracle needs every target's outcome in advance; this backend "
                 f"({type(self.env.unwrapped.backend).__name__}) cannot provide it")
         return action, None
+
+    def predict_block(self, block: Any) -> np.ndarray:
+        """:meth:`predict` for every request of a ``pending_block()`` of this agent's env (the
+        harness checks that the block is its env's)."""
+        return block.oracle_action
+
+    #: ``predict_block`` is only valid on blocks of :attr:`env` (see
+    #: :func:`agents.experiments.evaluation.evaluate`).
+    predicts_own_env = True

@@ -13,6 +13,7 @@ from numba import njit
 
 import autoscale_env
 from agents.base import OnlineAgent, checkpoint_path
+from autoscale_env.backends.sim import choice, random_word, uniform
 from autoscale_env.world.errors import ModelFileError
 from autoscale_env.world.files import atomic_write, load_npz, parse_json
 
@@ -40,6 +41,68 @@ def q_update(q: np.ndarray, s: int, a: int, reward: float, s_next: int, terminat
         target += gamma * np.float64(q[s_next, greedy_action(q, s_next)])
     q[s, a] = q[s, a] + np.float32(alpha * (target - np.float64(q[s, a])))
     return greedy_action(q, s_next)
+
+
+# The exploration stream is counter-based (the sim world's SplitMix64 words,
+# :mod:`autoscale_env.backends.sim`): the draws of decision ``t`` are a pure function of (seed, t),
+# ``t`` being the agent's ``num_timesteps``. So the per-step path (``_act``) and the compiled
+# loop (:func:`learn_steps`) draw the same numbers through the same functions, a checkpoint needs
+# no generator state, and a resumed run is the uninterrupted one.
+
+#: Draw slots of a decision: the explore-or-not uniform and the random action's uniform.
+EXPLORE, RANDOM_ACTION = 0, 1
+
+
+def exploration_key(seed: int) -> np.uint64:
+    """The 64-bit stream key of an agent seeded ``seed`` (a hash of it, so nearby seeds' streams
+    look unrelated)."""
+    # np.uint64 again: a compiled function returns a Python int, which numba would type int64
+    return np.uint64(random_word(np.uint64(int(seed) % 2 ** 64), 0, 63))
+
+
+@njit(cache=True)
+def epsilon_greedy(q: np.ndarray, s: int, key: np.uint64, t: int, epsilon: float) -> int:
+    """Decision ``t`` in state ``s``: a uniformly random action with probability ``epsilon``
+    (draws ``(key, t, 0)`` and ``(key, t, 1)``), else :func:`greedy_action`."""
+    if uniform(key, t, EXPLORE) < epsilon:
+        return choice(uniform(key, t, RANDOM_ACTION), q.shape[1])
+    return greedy_action(q, s)
+
+
+@njit(cache=True)
+def decay_epsilon(epsilon: float, decay: float, floor: float) -> float:
+    """Epsilon after one step: ``max(floor, epsilon * decay)`` (unchanged when ``decay`` is 1)."""
+    if decay == 1.0:
+        return epsilon
+    return max(floor, epsilon * decay)
+
+
+@njit(cache=True)
+def learn_steps(q: np.ndarray, states: np.ndarray, rewards: np.ndarray, key: np.uint64, t0: int,
+                epsilon: float, decay: float, floor: float, alpha: float, gamma: float,
+                actions: np.ndarray) -> float:
+    """``len(actions)`` steps of the online loop over a block of requests whose outcomes do not
+    depend on the actions: decision ``t0 + j`` in ``states[j]`` (:func:`epsilon_greedy`), the
+    update from ``rewards[j, a]`` towards ``states[j + 1]`` (:func:`q_update`; never
+    terminated: the env only truncates), the epsilon decay. Writes the actions taken into
+    ``actions`` and returns the epsilon after the last step. The same functions as
+    ``QLearningAgent._act`` / ``_update``, so it is the per-step loop, compiled."""
+    for j in range(len(actions)):
+        s = states[j]
+        a = epsilon_greedy(q, s, key, t0 + j, epsilon)
+        actions[j] = a
+        q_update(q, s, a, rewards[j, a], states[j + 1], False, alpha, gamma)
+        epsilon = decay_epsilon(epsilon, decay, floor)
+    return epsilon
+
+
+@njit(cache=True)
+def greedy_actions(q: np.ndarray, states: np.ndarray) -> np.ndarray:
+    """:func:`greedy_action` of each state in ``states``."""
+    out = np.empty(len(states), dtype=np.int64)
+    for j in range(len(states)):
+        out[j] = greedy_action(q, states[j])
+    return out
 
 
 @dataclass(frozen=True)
@@ -94,6 +157,7 @@ class QLearningAgent(OnlineAgent):
         super().__init__(env, seed, **hyperparameters)
         self.q = np.zeros((self.encoder.n_states, self.n_actions), dtype=np.float32)
         self.epsilon = self.config.epsilon
+        self._explore_key = exploration_key(self.seed)
 
     def _check_observation_space(self, space: gym.Space) -> None:
         if not isinstance(space, gym.spaces.MultiDiscrete):
@@ -108,16 +172,32 @@ class QLearningAgent(OnlineAgent):
             return self.state_index(observation)
 
     def _act(self, s: int, explore: bool) -> int:
-        if explore and self._rng.random() < self.epsilon:
-            return self._rng.randrange(self.n_actions)
+        # the decision's counter is num_timesteps: predict(deterministic=False) between learn()
+        # calls repeats the next training decision's draw, and consumes nothing
+        if explore:
+            return epsilon_greedy(self.q, s, self._explore_key, self.num_timesteps, self.epsilon)
         return greedy_action(self.q, s)
 
     def _update(self, s: int, a: int, reward: float, info: dict[str, Any],
                 next_observation: Any = None, terminated: bool = False) -> None:
         self.update(s, a, reward, self._index[next_observation.tobytes()], terminated)
         cfg = self.config
-        if cfg.epsilon_decay != 1.0:
-            self.epsilon = max(cfg.epsilon_min, self.epsilon * cfg.epsilon_decay)
+        self.epsilon = decay_epsilon(self.epsilon, cfg.epsilon_decay, cfg.epsilon_min)
+
+    def _learn_block(self, states: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+        """The compiled loop (:func:`learn_steps`) over ``len(rewards)`` requests: ``states``
+        has one more row (the state after the last step). Returns the actions taken."""
+        cfg = self.config
+        actions = np.empty(len(rewards), dtype=np.int64)
+        self.epsilon = float(learn_steps(self.q, states, rewards, self._explore_key,
+                                         self.num_timesteps, self.epsilon, cfg.epsilon_decay,
+                                         cfg.epsilon_min, cfg.alpha, cfg.gamma, actions))
+        return actions
+
+    def predict_block(self, block: Any) -> np.ndarray:
+        """Greedy actions for every request of ``env.unwrapped.pending_block()`` (``predict``'s
+        deterministic decision, one compiled call for the block)."""
+        return greedy_actions(self.q, block.state)
 
     def update(self, s: int, a: int, reward: float, s_next: int, terminated: bool = False) -> None:
         """One Q-learning update; bootstraps unless the episode really terminated."""
@@ -127,15 +207,13 @@ class QLearningAgent(OnlineAgent):
     # -- checkpoints ----------------------------------------------------------------------------
 
     def checkpoint_state(self) -> dict[str, Any]:
-        """Everything besides ``q`` needed to continue bit for bit (JSON-able)."""
-        version, internal, gauss = self._rng.getstate()
-        return {"rng": [version, list(internal), gauss], "epsilon": self.epsilon,
-                "num_timesteps": self.num_timesteps, "started": self._obs is not None}
+        """Everything besides ``q`` needed to continue bit for bit (JSON-able): the exploration
+        stream's position is ``num_timesteps`` itself."""
+        return {"epsilon": self.epsilon, "num_timesteps": self.num_timesteps,
+                "started": self._obs is not None}
 
     def restore_state(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`checkpoint_state` (the env's generator is restored by the caller)."""
-        version, internal, gauss = state["rng"]
-        self._rng.setstate((version, tuple(internal), gauss))
         self.epsilon = float(state["epsilon"])
         self.num_timesteps = int(state["num_timesteps"])
         if state["started"]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
 
 from autoscale_env.world import config
 from autoscale_env.backends import make_backend
+from autoscale_env.backends.sim import SimBackend, SimState
 from autoscale_env.world.types import Backend, RequestBlock, Target
 from autoscale_env.world.actions import check_action, check_open, check_reset_options
 from autoscale_env.world.errors import UnknownNameError
@@ -112,6 +113,23 @@ class AutoScaleEnv(gym.Env):
     | `backend_options` | dict | `None`            | extra keyword arguments for the backend |
     | `render_mode` | str      | `None`            | `"ansi"`: `render()` returns a line on the last request |
 
+    ## Batches of requests (for compiled agents)
+
+    On a backend that knows every target's outcome in advance and does not observe actions (sim,
+    full replay traces), the pending request and the rest of the current block are available as
+    arrays: :meth:`pending_block` returns them (read-only), and :meth:`advance` executes ``k``
+    actions at once with exactly the effects of ``k`` calls of ``step`` on the unwrapped env
+    (``tests/test_env_blocks.py`` proves it bit for bit). A compiled agent can then decide and
+    learn a whole episode in one call (``agents.base.OnlineAgent.learn``,
+    ``agents.experiments.evaluation.evaluate``). ``step`` stays the reference. Truncation is the
+    ``TimeLimit`` wrapper's business: a caller that bypasses ``step`` advances the wrapper's count.
+
+    On the sim backend ``reset`` also computes the first block of several coming episodes in one
+    compiled call (episode keys peeked from the env's generator; a block is used only when the
+    generator is exactly where that key is drawn, so the trajectory is the same as one episode at
+    a time), since a whole episode fits in one block by default and per-episode Python overheads
+    would otherwise outweigh a compiled agent's steps.
+
     ## References
 
     Y. G. Kim and C.-J. Wu, "AutoScale: Energy Efficiency Optimization for Stochastic Edge Inference
@@ -176,11 +194,19 @@ class AutoScaleEnv(gym.Env):
                              b.reference_energy_mj)
         self._workload_raw = np.array([[w.conv, w.fc, w.rc] for w in self.workloads], dtype=float)
         self._block: RequestBlock | None = None
+        self._obs: list | None = None
         self._i = 0
         # Optional backend hook: ``observe_action(block, index, action)`` is called after each step
         # with the request just executed, for worlds where an action affects later requests (the
         # drift backend's thermal model). Backends without it cost one ``is None`` test per step.
         self._observe_action = getattr(b, "observe_action", None)
+        # Episode prefetch (see "Batches of requests"): only for the plain sim backend, whose
+        # batched interface (reset_worlds / generate) is what next_block runs with one episode.
+        self._prefetch_ok = (type(b).next_block is SimBackend.next_block
+                             and type(b).reset is SimBackend.reset
+                             and self._observe_action is None)
+        self._queue: _Prefetched | None = None
+        self._backend_behind = False  # the backend was reset but has not generated this block
 
     # -----------------------------------------------------------------------------------------
     # Gymnasium API
@@ -197,9 +223,12 @@ class AutoScaleEnv(gym.Env):
         check_reset_options(options, self.RESET_OPTIONS)
         check_open(getattr(self, "_closed", False), "reset()")
         super().reset(seed=seed)
-        self.backend.reset(self.np_random)
-        self._load_block()
-        return self._obs[0], {
+        if self._prefetch_ok:
+            self._reset_prefetched()
+        else:
+            self.backend.reset(self.np_random)
+            self._load_block()
+        return self._observation(0), {
             "network": self._net[0], "co_cpu_pct": self._cpu[0], "co_mem_pct": self._mem[0],
             "rssi_wifi_dbm": self._wifi[0], "rssi_p2p_dbm": self._p2p[0],
             "oracle_action": self._oracle[0]}
@@ -210,9 +239,11 @@ class AutoScaleEnv(gym.Env):
         # look-ups remain here (scripts/bench.py measures it against CartPole).
         a = check_action(action, self._n_actions, self._target_names)  # shared with the fleet
         i = self._i
-        if self._block is None:
-            check_open(getattr(self, "_closed", False), "step()")
-            raise gym.error.ResetNeeded("call reset() before step()")
+        if self._obs is None:  # block arrays not yet turned into lists (or no block at all)
+            if self._block is None:
+                check_open(getattr(self, "_closed", False), "step()")
+                raise gym.error.ResetNeeded("call reset() before step()")
+            self._materialize()
         if self._known:
             k = i * self._n_actions + a
             latency = self._lat[k]
@@ -237,6 +268,7 @@ class AutoScaleEnv(gym.Env):
         i += 1
         if i == self._n:
             self._load_block()
+            self._materialize()
             i = 0
         else:
             self._i = i
@@ -278,6 +310,8 @@ class AutoScaleEnv(gym.Env):
         self.backend.close()
         self._closed = True
         self._block = None  # step() checks it anyway, so a closed env costs the hot path nothing
+        self._obs = None
+        self._queue = None
 
     # -----------------------------------------------------------------------------------------
     # Structure exposed to agents and tools
@@ -299,10 +333,10 @@ class AutoScaleEnv(gym.Env):
         self._require_reset("counterfactuals()")
         if not self._known:
             return None
-        i, T = self._i, self._n_actions
-        latency, energy, accuracy, reward = (np.array(f[i * T:(i + 1) * T], dtype=np.float64)
-                                             for f in (self._lat, self._energy, self._acc,
-                                                       self._reward))
+        i = self._i
+        latency, energy, accuracy, reward = (np.array(f[i], dtype=np.float64)
+                                             for f in (self._a_lat, self._a_energy, self._a_acc,
+                                                       self._a_reward))
         return {"latency_ms": latency, "energy_mj": energy, "accuracy": accuracy, "reward": reward}
 
     @property
@@ -318,25 +352,124 @@ class AutoScaleEnv(gym.Env):
             raise gym.error.ResetNeeded(f"call reset() before {what}")
 
     # -----------------------------------------------------------------------------------------
+    # Batches of requests (class docstring): the pending block as arrays, k steps at once
+
+    def pending_block(self) -> BlockArrays | None:
+        """The pending request and the rest of the current block, as read-only arrays.
+
+        Row 0 is the pending request (the one the last returned observation shows). None when the
+        requests cannot be executed in a batch: outcomes unknown until executed (live, partial
+        traces), a backend that observes actions (``observe_action``), or ``render_mode`` set
+        (rendering remembers each step). See :class:`BlockArrays` for the fields.
+        """
+        self._require_reset("pending_block()")
+        if not self._batchable():
+            return None
+        v = self._view
+        if v is None:
+            obs = self._a_obs
+            v = self._view = _read_only(BlockArrays(
+                state=np.asarray(self.encoder.flat_index(obs), dtype=np.int64).reshape(-1),
+                observation=obs, reward=self._a_reward, latency_ms=self._a_lat,
+                energy_mj=self._a_energy, accuracy=self._a_acc, qos_met=self._a_qos,
+                accuracy_met=self._a_accmet, oracle_action=self._a_oracle,
+                network=self._a_net, co_cpu_pct=self._block.co_cpu_pct,
+                co_mem_pct=self._block.co_mem_pct, rssi_wifi_dbm=self._block.rssi_wifi_dbm,
+                rssi_p2p_dbm=self._block.rssi_p2p_dbm))
+        i = self._i
+        return v if i == 0 else BlockArrays(*(a[i:] for a in v))
+
+    def advance(self, actions) -> ExecutedArrays:
+        """Execute ``actions`` (1-D ints, at most ``len(pending_block().state)``) on the pending
+        requests, with exactly the effects of one ``step`` per action on the unwrapped env: the
+        next block is loaded when this one ends, and the env's generator is touched only as
+        ``step`` would touch it. Returns what the ``step`` calls would have returned, per step
+        (:class:`ExecutedArrays`); the new pending observation is :meth:`observation`.
+
+        Raises ``ValueError`` when :meth:`pending_block` is None (use ``step``), for an action out
+        of range, or for more actions than the block has requests.
+        """
+        self._require_reset("advance()")
+        if not self._batchable():
+            raise ValueError("advance() needs a block of known outcomes and no observe_action "
+                             "backend hook (pending_block() is None here): use step()")
+        a = np.asarray(actions)
+        if a.ndim != 1 or a.dtype.kind not in "iu":
+            raise ValueError(f"advance() takes a 1-D integer array of actions, got {a.dtype} "
+                             f"{a.shape}")
+        a = a.astype(np.int64)
+        i, k = self._i, len(a)
+        if k > self._n - i:
+            raise ValueError(f"advance(): {k} actions, but only {self._n - i} requests remain "
+                             "in the block")
+        if k and (a.min() < 0 or a.max() >= self._n_actions):
+            raise ValueError(f"advance(): actions must lie in [0, {self._n_actions})")
+        rows = np.arange(i, i + k)
+        b = self._block
+        next_oracle = self._a_oracle[i + 1:i + k + 1]
+        ex = ExecutedArrays(
+            action=a, reward=self._a_reward[rows, a], latency_ms=self._a_lat[rows, a],
+            energy_mj=self._a_energy[rows, a], accuracy=self._a_acc[rows, a],
+            qos_met=self._a_qos[rows, a], accuracy_met=self._a_accmet[rows, a],
+            network=self._a_net[i:i + k], co_cpu_pct=b.co_cpu_pct[i:i + k],
+            co_mem_pct=b.co_mem_pct[i:i + k], rssi_wifi_dbm=b.rssi_wifi_dbm[i:i + k],
+            rssi_p2p_dbm=b.rssi_p2p_dbm[i:i + k], oracle_action=next_oracle)
+        if i + k == self._n:  # as step: the block ends, the next one is loaded
+            self._load_block()
+            ex = ex._replace(oracle_action=np.append(next_oracle, self._a_oracle[0]))
+        else:
+            self._i = i + k
+        return ex
+
+    def observation(self) -> Any:
+        """The pending request's observation (what the last ``step``/``reset`` returned, or what
+        ``step`` would have returned after :meth:`advance`)."""
+        self._require_reset("observation()")
+        return self._observation(self._i)
+
+    def _observation(self, i: int) -> Any:
+        if self._obs is not None:
+            return self._obs[i]
+        if self.obs_mode == "paper":
+            return self._a_obs[i]
+        return {"state": self._a_obs[i], "raw": self._a_raw[i]}
+
+    def _batchable(self) -> bool:
+        if self._nan_outcomes is None:
+            self._nan_outcomes = (not self._known) or bool(np.isnan(self._a_lat).any())
+        return (not self._nan_outcomes and self._observe_action is None
+                and self.render_mode is None)
+
+    # -----------------------------------------------------------------------------------------
     # Block handling: everything per request that does not depend on the action is done here, by
-    # the compiled rules, so that step() only indexes Python lists (flat, request-major: the
-    # entry of action a for request i is at i * n_targets + a).
+    # the compiled rules, as arrays; step() turns them into flat Python lists on first use
+    # (:meth:`_materialize`), request-major: the entry of action a for request i is at
+    # i * n_targets + a. The batch API reads the arrays and never pays for the lists.
 
     def _load_block(self) -> None:
+        if self._backend_behind:  # the block shown was prefetched: let the backend catch up
+            self._backend_behind = False
+            self.backend.next_block()
         b = self.backend.next_block()
-        n = len(b)
-        if n == 0:
+        if len(b) == 0:
             raise RuntimeError(f"{type(self.backend).__name__}.next_block() returned no requests")
+        obs = self.encoder.encode_block(b)
+        if b.latency_ms is not None:
+            scores = self.scorer.score_all(b.network, b.latency_ms, b.energy_mj, b.accuracy)
+        else:
+            scores = None
+        self._install(b, obs, scores)
+
+    def _install(self, b: RequestBlock, obs: np.ndarray, scores: tuple | None) -> None:
+        n = len(b)
         self._block, self._n, self._i = b, n, 0
         net = b.network
-        obs = self.encoder.encode_block(b)
-        if self.obs_mode == "paper":
-            self._obs = list(obs)  # one view per request: a distinct array object per step
-        else:
+        self._a_net = net
+        self._a_obs = obs
+        if self.obs_mode != "paper":
             raw = np.column_stack([self._workload_raw[net], b.co_cpu_pct, b.co_mem_pct,
                                    b.rssi_wifi_dbm, b.rssi_p2p_dbm]).astype(np.float32)
-            raw = np.clip(raw, RAW_LOW, RAW_HIGH)
-            self._obs = [{"state": o, "raw": r} for o, r in zip(obs, raw)]
+            self._a_raw = np.clip(raw, RAW_LOW, RAW_HIGH)
         names = self._network_names
         self._net = [names[k] for k in net.tolist()]
         self._cpu = b.co_cpu_pct.tolist()
@@ -345,14 +478,78 @@ class AutoScaleEnv(gym.Env):
         self._p2p = b.rssi_p2p_dbm.tolist()
         self._source = b.energy_source
         self._known = b.latency_ms is not None
+        self._obs = None  # the lists, made by _materialize on the first step
+        self._view = None
+        self._nan_outcomes = None
         if self._known:
-            r, qos, acc, oracle = self.scorer.score_all(net, b.latency_ms, b.energy_mj, b.accuracy)
-            self._lat, self._energy, self._acc, self._reward, self._qos, self._accmet = (
-                np.asarray(m).reshape(-1).tolist()
-                for m in (b.latency_ms, b.energy_mj, b.accuracy, r, qos, acc))
+            r, qos, acc, oracle = scores
+            T = self._n_actions
+            self._a_lat, self._a_energy, self._a_acc = (
+                np.asarray(m, dtype=np.float64).reshape(n, T)
+                for m in (b.latency_ms, b.energy_mj, b.accuracy))
+            self._a_reward, self._a_qos, self._a_accmet = r, qos, acc
+            self._a_oracle = oracle
             self._oracle = oracle.tolist()
         else:
+            self._a_oracle = np.full(n, -1, dtype=np.int64)
             self._oracle = [-1] * n
+
+    def _materialize(self) -> None:
+        """The block's observations and outcomes as the Python lists ``step`` indexes."""
+        if self.obs_mode == "paper":
+            self._obs = list(self._a_obs)  # one view per request: a distinct array object per step
+        else:
+            self._obs = [{"state": o, "raw": r} for o, r in zip(self._a_obs, self._a_raw)]
+        if self._known:
+            self._lat, self._energy, self._acc, self._reward, self._qos, self._accmet = (
+                m.reshape(-1).tolist() for m in (self._a_lat, self._a_energy, self._a_acc,
+                                                  self._a_reward, self._a_qos, self._a_accmet))
+
+    def _reset_prefetched(self) -> None:
+        """``backend.reset`` + ``_load_block``, from a block computed ahead when the env's
+        generator is exactly where that block's episode key is drawn; else compute ahead now.
+
+        The batch grows (1, 2, 4, ... :data:`PREFETCH_EPISODES`) while every prefetched episode
+        is used, and falls back to 1 on a miss (a seeded reset, a replaced generator), so envs
+        reset with a seed per episode waste at most one episode's block.
+        """
+        rng = self.np_random
+        state = rng.bit_generator.state
+        q = self._queue
+        if q is None or q.next >= len(q.keys) or state != q.expected:
+            size = 1
+            if q is not None and q.next >= len(q.keys) and state == q.expected:
+                size = min(2 * len(q.keys), PREFETCH_EPISODES)
+            q = self._queue = self._prefetch(rng, size)
+        j = q.next
+        self.backend.reset(rng)  # draws the same word the prefetch peeked: the backend's key
+        q.next += 1
+        q.expected = rng.bit_generator.state
+        self._backend_behind = True  # its first block is ours; _load_block catches it up
+        r = q.requests
+        b = RequestBlock(network=r.network[j], co_cpu_pct=r.co_cpu_pct[j],
+                         co_mem_pct=r.co_mem_pct[j], rssi_wifi_dbm=r.rssi_wifi_dbm[j],
+                         rssi_p2p_dbm=r.rssi_p2p_dbm[j], latency_ms=r.latency_ms[j],
+                         energy_mj=r.energy_mj[j],
+                         accuracy=self.backend.accuracy_table[r.network[j]],
+                         energy_source=self.backend.energy_source)
+        self._install(b, q.obs[j], tuple(x[j] for x in q.scores))
+
+    def _prefetch(self, rng: np.random.Generator, size: int) -> _Prefetched:
+        """The first block of the next ``size`` episodes, keyed from a copy of ``rng``."""
+        peek = np.random.Generator(type(rng.bit_generator)())
+        expected = rng.bit_generator.state
+        peek.bit_generator.state = expected
+        backend: SimBackend = self.backend  # type: ignore[assignment]
+        worlds = np.arange(size)
+        sim = SimState(size)
+        backend.reset_worlds([peek] * size, sim, worlds)  # one word each, in order: as resets
+        r = backend.generate(sim, worlds)
+        obs = self.encoder.encode(r.network, co_cpu_pct=r.co_cpu_pct, co_mem_pct=r.co_mem_pct,
+                                  rssi_wifi_dbm=r.rssi_wifi_dbm, rssi_p2p_dbm=r.rssi_p2p_dbm)
+        scores = self.scorer.score_all(r.network, r.latency_ms, r.energy_mj,
+                                       backend.accuracy_table[r.network])
+        return _Prefetched(keys=sim.keys, requests=r, obs=obs, scores=scores, expected=expected)
 
     def _execute(self, i: int, a: int):
         outcome = self.backend.execute(self._block, i, a)
@@ -366,3 +563,73 @@ class AutoScaleEnv(gym.Env):
                 self.scorer.reference_energy_mj[net[0]])
         return (float(outcome.latency_ms), float(outcome.energy_mj), float(outcome.accuracy),
                 r, qos, bool(acc[0, 0]), outcome.energy_source, outcome.error)
+
+
+#: Most episodes whose first block ``reset`` computes ahead in one call (sim backend).
+PREFETCH_EPISODES = 64
+
+
+class BlockArrays(NamedTuple):
+    """The pending request (row 0) and the rest of the block (:meth:`AutoScaleEnv.pending_block`).
+
+    Per request: ``state`` (flat index of its paper state, :meth:`StateEncoder.flat_index`),
+    ``observation`` (its state features), ``oracle_action``, ``network`` (index into
+    ``env.workloads``) and its raw context; per (request, target): ``reward``, ``latency_ms``,
+    ``energy_mj``, ``accuracy``, ``qos_met``, ``accuracy_met``. Read-only.
+    """
+
+    state: np.ndarray
+    observation: np.ndarray
+    reward: np.ndarray
+    latency_ms: np.ndarray
+    energy_mj: np.ndarray
+    accuracy: np.ndarray
+    qos_met: np.ndarray
+    accuracy_met: np.ndarray
+    oracle_action: np.ndarray
+    network: np.ndarray
+    co_cpu_pct: np.ndarray
+    co_mem_pct: np.ndarray
+    rssi_wifi_dbm: np.ndarray
+    rssi_p2p_dbm: np.ndarray
+
+
+class ExecutedArrays(NamedTuple):
+    """What ``k`` calls of ``step`` returned, one entry per step (:meth:`AutoScaleEnv.advance`):
+    the ``info`` fields of the executed requests as arrays (``network`` as an index into
+    ``env.workloads``; ``oracle_action`` of the request each step's observation shows) and each
+    step's ``reward``. ``terminated`` and ``truncated`` are always False on the unwrapped env."""
+
+    action: np.ndarray
+    reward: np.ndarray
+    latency_ms: np.ndarray
+    energy_mj: np.ndarray
+    accuracy: np.ndarray
+    qos_met: np.ndarray
+    accuracy_met: np.ndarray
+    network: np.ndarray
+    co_cpu_pct: np.ndarray
+    co_mem_pct: np.ndarray
+    rssi_wifi_dbm: np.ndarray
+    rssi_p2p_dbm: np.ndarray
+    oracle_action: np.ndarray
+
+
+class _Prefetched:
+    """First blocks of coming episodes, computed in one call (``AutoScaleEnv._prefetch``)."""
+
+    __slots__ = ("expected", "keys", "next", "obs", "requests", "scores")
+
+    def __init__(self, keys, requests, obs, scores, expected):
+        self.keys, self.requests, self.obs, self.scores = keys, requests, obs, scores
+        self.expected = expected  # the env generator's state from which entry `next` is keyed
+        self.next = 0
+
+
+def _read_only(view: BlockArrays) -> BlockArrays:
+    out = []
+    for a in view:
+        a = a.view()
+        a.flags.writeable = False
+        out.append(a)
+    return BlockArrays(*out)

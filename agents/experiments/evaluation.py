@@ -10,6 +10,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from agents.base import batched_env
 from agents.experiments.tracking import ScalarWriter
 
 
@@ -50,6 +51,33 @@ class TrainingMonitor:
             self.flush()
         return True
 
+    def on_steps(self, executed: Any) -> bool:
+        """:meth:`on_step` for a batch of steps (``AutoScaleEnv.advance``'s arrays): the same
+        windows, sums added in the same order (so the same logged values at the same steps)."""
+        k = len(executed.action)
+        acted = np.empty(k, dtype=np.int64)  # the oracle of the request each action was taken on
+        if k:
+            acted[0] = self._pending_oracle
+            acted[1:] = executed.oracle_action[:-1]
+        match = executed.action == acted
+        j = 0
+        while j < k:
+            m = min(k - j, self.log_interval - self.step % self.log_interval)
+            part = slice(j, j + m)
+            self._n += m
+            self._reward = _sequential_sum(self._reward, executed.reward[part])
+            self._energy = _sequential_sum(self._energy, executed.energy_mj[part])
+            self._match += int(np.count_nonzero(match[part]))
+            self._qos_miss += m - int(np.count_nonzero(executed.qos_met[part]))
+            self._acc_miss += m - int(np.count_nonzero(executed.accuracy_met[part]))
+            self.step += m
+            j += m
+            if self.step % self.log_interval == 0:
+                self.flush()
+        if k:
+            self._pending_oracle = int(executed.oracle_action[-1])
+        return True
+
     def flush(self) -> None:
         """Write the current window (if any) and start a new one."""
         if not self._n:
@@ -64,10 +92,17 @@ class TrainingMonitor:
         }
         self.curve.append(point)
         if self.writer is not None:
-            for tag, value in point.items():
-                if tag != "step":
-                    self.writer.scalar(tag, value, self.step)
+            self.writer.scalar_group({tag: value for tag, value in point.items()
+                                      if tag != "step"}, self.step)
         self._reset_window()
+
+
+def _sequential_sum(start: float, values: np.ndarray) -> float:
+    """``start + values[0] + values[1] + ...`` left to right, as a Python loop of ``+=`` adds
+    (``np.add.accumulate`` is sequential; ``np.sum`` pairs terms and rounds differently)."""
+    if len(values) == 0:
+        return start
+    return float(np.add.accumulate(np.concatenate(([start], values)))[-1])
 
 
 @dataclass
@@ -145,6 +180,14 @@ def evaluate(agent: Any, env: gym.Env, n_requests: int, seed: int,
     """
     if int(n_requests) < 1:
         raise ValueError(f"evaluation needs n_requests >= 1 (--eval-steps), got {n_requests}")
+    if hasattr(agent, "predict_block"):
+        batched = batched_env(env)
+        if batched is not None and getattr(agent, "predicts_own_env", False) \
+                and agent.env.unwrapped is not batched[0]:
+            batched = None  # the oracle reads its own env, which is not this one
+        if batched is not None:
+            return _evaluate_blocks(agent, env, *batched, int(n_requests), seed, cpu_target,
+                                    cloud_target)
     u = env.unwrapped
     cpu, cloud = u.target_index(cpu_target), u.target_index(cloud_target)
     res = EvalResult()
@@ -189,3 +232,74 @@ def evaluate(agent: Any, env: gym.Env, n_requests: int, seed: int,
             obs, info = env.reset()
     res.ceiling_matches = sum(c.most_common(1)[0][1] for c in per_state.values())
     return res
+
+
+def _evaluate_blocks(agent: Any, env: gym.Env, u: Any, time_limit: Any, n_requests: int,
+                     seed: int, cpu_target: str, cloud_target: str) -> EvalResult:
+    """:func:`evaluate` over blocks of requests, for agents whose greedy decision is a pure
+    function of the pending request (``agent.predict_block(block) -> actions``): the same
+    :class:`EvalResult`, sums added in the same order (``tests/agents/test_evaluation.py``
+    compares the two loops). ``decision_seconds`` is then the batched decisions' time."""
+    cpu, cloud = u.target_index(cpu_target), u.target_index(cloud_target)
+    res = EvalResult()
+    counts = np.zeros((u.encoder.n_states, len(u.targets)), dtype=np.int64)
+    names = [w.name for w in u.workloads]
+    env.reset(seed=seed)
+    done = 0
+    while done < n_requests:
+        block = u.pending_block()
+        if block is None:
+            raise ValueError("evaluate() needs a backend that knows every target's outcome")
+        k = min(n_requests - done, len(block.state))
+        if time_limit is not None:
+            k = min(k, time_limit._max_episode_steps - time_limit._elapsed_steps)
+        t0 = time.perf_counter()
+        actions = np.asarray(agent.predict_block(block), dtype=np.int64)[:k]
+        res.decision_seconds += time.perf_counter() - t0
+        rows = np.arange(k)
+        oracle = block.oracle_action[:k]
+        energy = block.energy_mj[:k]
+        e = energy[rows, actions]
+        oracle_mj = energy[rows, oracle]
+        cpu_mj, cloud_mj = energy[:, cpu], energy[:, cloud]
+        qos, acc = block.qos_met[rows, actions], block.accuracy_met[rows, actions]
+        np.add.at(counts, (block.state[:k], oracle), 1)
+        res.near_optimal += int(np.count_nonzero(
+            qos & acc & (e <= oracle_mj * (1.0 + NEAR_OPTIMAL_SLACK))))
+        weak = block.rssi_wifi_dbm[:k] <= WEAK_WIFI_DBM
+        for band, mask in _first_seen((("weak", weak), ("regular", ~weak))):
+            row = res.by_signal.setdefault(band, [0.0, 0.0, 0.0, 0])
+            row[0] = _sequential_sum(row[0], e[mask])
+            row[1] = _sequential_sum(row[1], cpu_mj[mask])
+            row[2] = _sequential_sum(row[2], cloud_mj[mask])
+            row[3] += int(np.count_nonzero(mask))
+        res.requests += k
+        res.energy_mj = _sequential_sum(res.energy_mj, e)
+        res.cpu_energy_mj = _sequential_sum(res.cpu_energy_mj, cpu_mj)
+        res.cloud_energy_mj = _sequential_sum(res.cloud_energy_mj, cloud_mj)
+        res.oracle_energy_mj = _sequential_sum(res.oracle_energy_mj, oracle_mj)
+        res.qos_violations += k - int(np.count_nonzero(qos))
+        res.accuracy_violations += k - int(np.count_nonzero(acc))
+        res.oracle_matches += int(np.count_nonzero(actions == oracle))
+        net = block.network[:k]
+        present, first = np.unique(net, return_index=True)
+        for w in present[np.argsort(first)].tolist():  # dict order: first seen, as per step
+            mask = net == w
+            row = res.per_network.setdefault(names[w], [0.0, 0.0, 0])
+            row[0] = _sequential_sum(row[0], e[mask])
+            row[1] = _sequential_sum(row[1], cpu_mj[mask])
+            row[2] += int(np.count_nonzero(mask))
+        u.advance(actions)
+        done += k
+        if time_limit is not None:
+            time_limit._elapsed_steps += k
+            if time_limit._elapsed_steps >= time_limit._max_episode_steps:
+                env.reset()
+    res.ceiling_matches = int(counts.max(axis=1).sum())
+    return res
+
+
+def _first_seen(bands):
+    """The bands present, in the order of their first request (the per-step dict order)."""
+    firsts = [(int(np.argmax(mask)), band, mask) for band, mask in bands if mask.any()]
+    return [(band, mask) for _, band, mask in sorted(firsts)]

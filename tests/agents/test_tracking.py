@@ -75,3 +75,24 @@ def test_a_metric_added_to_the_results_row_flows_into_eval(tmp_path):
     assert sorted(tags) == ["eval/energy_mj", "eval/near_optimal_rate"]
     ea = _load(tmp_path / "run")
     assert [(e.step, e.value) for e in ea.Scalars("eval/near_optimal_rate")] == [(100, 0.75)]
+
+
+def test_writer_imports_tensorboardx_without_torch_and_events_read_back(tmp_path):
+    """The writer keeps torch out of a process that has not imported it (seconds per sweep
+    worker), leaves ``import torch`` working afterwards, and its grouped scalars read back."""
+    import subprocess
+    import sys
+    code = (
+        "import sys\n"
+        "from agents.experiments.tracking import ScalarWriter\n"
+        f"w = ScalarWriter({str(tmp_path)!r})\n"
+        "w.scalars('eval', {'a': 1.5, 'b': 2}, 7)\n"
+        "w.close()\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "import importlib.util\n"
+        "assert importlib.util.find_spec('torch') is None or __import__('torch')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    ea = _load(tmp_path)
+    assert [(e.step, e.value) for e in ea.Scalars("eval/a")] == [(7, 1.5)]
+    assert [(e.step, e.value) for e in ea.Scalars("eval/b")] == [(7, 2.0)]
