@@ -18,6 +18,7 @@ from numba import njit
 
 from autoscale_env.backends.sim import SimBackend, SimState, run_split, simulate_request
 from autoscale_env.env import RAW_HIGH, RAW_LOW, AutoScaleEnv
+from autoscale_env.world.compiled import batch_loop
 from autoscale_env.world.errors import InvalidActionError
 from autoscale_env.world.observation import encode_request
 from autoscale_env.world.reward import request_reward
@@ -45,8 +46,9 @@ class AutoScaleVectorEnv(VectorEnv):
     documents; the rules that turn draws into requests, outcomes, rewards, oracle actions and
     observations are the single env's compiled per-request functions, run by one loop per
     sub-env (sub-envs split across threads). Blocks of ``block_size`` requests (one default
-    episode; ``backend_options={"block_size": n}``) are prepared per sub-env; a step then only
-    gathers one entry per sub-env.
+    episode; ``backend_options={"block_size": n}``) are prepared per sub-env, stored request-step
+    first (``(block_size, num_envs, ...)``: sub-envs that step together read one contiguous row);
+    a step is then one compiled call that gathers one entry per sub-env.
 
     ``infos`` follow gymnasium's dict-of-arrays convention (``infos["_key"]`` marks the sub-envs
     that have ``key``): after a step, ``latency_ms``, ``energy_mj``, ``accuracy``, ``qos_met`` and
@@ -109,15 +111,19 @@ class AutoScaleVectorEnv(VectorEnv):
         self._workload_raw = np.array([[w.conv, w.fc, w.rc] for w in sim.workloads], dtype=float)
 
         # Per sub-env: generator, episode state, current block, position in it, episode length.
+        # Blocks are stored position first, (B, N, ...): sub-envs at the same position (all of
+        # them, unless some were reset on their own) read one contiguous row per step; the
+        # sub-env-first layout costs a cache miss per sub-env and array at every step.
         self._rngs: list[np.random.Generator | None] = [None] * N
         self._state = SimState(N)
-        self._network = np.zeros((N, B), dtype=np.int64)
+        self._network = np.zeros((B, N), dtype=np.int64)
         #: co_cpu_pct, co_mem_pct, rssi_wifi_dbm, rssi_p2p_dbm of each sub-env's block
-        self._context = np.zeros((4, N, B))
-        self._latency, self._energy, self._reward = np.zeros((3, N, B, T))
-        self._oracle = np.zeros((N, B), dtype=np.int64)
-        self._obs = np.zeros((N, B, F), dtype=np.int64)
-        self._raw = np.zeros((N, B, len(RAW_LOW)), dtype=np.float32) if obs_mode != "paper" else None
+        self._context = np.zeros((4, B, N))
+        self._latency, self._energy, self._reward = np.zeros((3, B, N, T))
+        self._oracle = np.zeros((B, N), dtype=np.int64)
+        self._obs = np.zeros((B, N, F), dtype=np.int64)
+        self._raw = np.zeros((B, N, len(RAW_LOW)), dtype=np.float32) if obs_mode != "paper" else None
+        self._max_steps = -1 if self.max_episode_steps is None else self.max_episode_steps
         self._pos = np.zeros(N, dtype=np.int64)
         self._steps = np.zeros(N, dtype=np.int64)
         self._autoreset = np.zeros(N, dtype=bool)
@@ -157,7 +163,7 @@ class AutoScaleVectorEnv(VectorEnv):
         self._start_episodes(envs)
         self._started = True
         obs, oracle = self._pending()
-        infos = self._context_infos(self._context[:, np.arange(N), self._pos])
+        infos = self._context_infos(self._context[:, self._pos, np.arange(N)])
         infos["oracle_action"] = oracle
         infos["_oracle_action"] = np.ones(N, dtype=bool)
         if mask is not None:
@@ -171,39 +177,38 @@ class AutoScaleVectorEnv(VectorEnv):
             raise gym.error.ResetNeeded("call reset() before step()")
         a = self._check_actions(actions)
         N = self.num_envs
-        resetting = self._autoreset.copy()
-        any_reset = bool(resetting.any())
-        if any_reset:
+        resetting = self._autoreset
+        if resetting.any():
+            stepped = ~resetting
             self._start_episodes(np.flatnonzero(resetting))
-        stepped = ~resetting if any_reset else self._all
-        rewards, latency, energy, accuracy = np.empty((4, N))
-        qos, acc_met = np.empty((2, N), dtype=bool)
+        else:
+            stepped = self._all
+        out = np.empty((4, N))  # reward, latency, energy, accuracy
+        rewards, latency, energy, accuracy = out[0], out[1], out[2], out[3]
+        flags = np.empty((4, N), dtype=bool)  # qos_met, accuracy_met, truncated, terminated
+        qos, acc_met, truncations, terminations = flags[0], flags[1], flags[2], flags[3]
         context = np.empty((4, N))
-        _executed(self.scorer.tables, self.sim.accuracy_table, a, self._pos, stepped,
-                  self._network, self._context, self._latency, self._energy, self._reward,
-                  rewards, latency, energy, accuracy, qos, acc_met, context)
-        self._pos += stepped
-        self._steps += stepped
-        exhausted = self._pos == self._B
-        if exhausted.any():
-            envs = np.flatnonzero(exhausted)
+        obs = np.empty((N, self._obs.shape[-1]), dtype=np.int64)
+        oracle = np.empty(N, dtype=np.int64)
+        exhausted = _step_loop(
+            self.scorer.tables, self.sim.accuracy_table, a, stepped, self._pos, self._steps,
+            self._max_steps, self._network, self._context, self._latency, self._energy,
+            self._reward, self._oracle, self._obs, rewards, latency, energy, accuracy, qos,
+            acc_met, truncations, terminations, context, obs, oracle)
+        if exhausted:  # new blocks for the sub-envs that used theirs up, then their pending rows
+            envs = np.flatnonzero(self._pos == self._B)
             self._generate(envs)
             self._pos[envs] = 0
-        terminations = np.zeros(N, dtype=bool)
-        if self.max_episode_steps is None:
-            truncations = np.zeros(N, dtype=bool)
-        else:
-            truncations = self._steps >= self.max_episode_steps
-            if any_reset:
-                truncations &= stepped
-        self._autoreset = terminations | truncations
+            _pending(self._pos, self._obs, self._oracle, obs, oracle)
+        self._autoreset = truncations  # terminations never happen (requests keep coming)
         infos = self._context_infos(context)
         for key, value in zip(STEP_KEYS, (latency, energy, accuracy, qos, acc_met)):
             infos[key] = value
             infos[f"_{key}"] = stepped  # masks are shared between keys, never modified
-        obs, oracle = self._pending()
         infos["oracle_action"] = oracle
         infos["_oracle_action"] = self._all
+        if self._raw is not None:
+            obs = {"state": obs, "raw": self._raw[self._pos, np.arange(N)]}
         return obs, rewards, terminations, truncations, infos
 
     def close_extras(self, **kwargs: Any) -> None:
@@ -235,6 +240,8 @@ class AutoScaleVectorEnv(VectorEnv):
         self._generate(envs)
         self._pos[envs] = 0
         self._steps[envs] = 0
+        # a new array: the old one was returned as a step's truncations
+        self._autoreset = self._autoreset.copy()
         self._autoreset[envs] = False
 
     def _generate(self, envs: np.ndarray) -> None:
@@ -247,9 +254,9 @@ class AutoScaleVectorEnv(VectorEnv):
                   envs, envs, (self._network, *self._context, self._latency, self._energy,
                                self._reward, self._oracle, self._obs), self._B, self.threads)
         if self._raw is not None:
-            raw = np.concatenate([self._workload_raw[self._network[envs]],
-                                  np.moveaxis(self._context[:, envs], 0, -1)], axis=-1)
-            self._raw[envs] = np.clip(raw, RAW_LOW, RAW_HIGH).astype(np.float32)
+            raw = np.concatenate([self._workload_raw[self._network[:, envs]],
+                                  np.moveaxis(self._context[:, :, envs], 0, -1)], axis=-1)
+            self._raw[:, envs] = np.clip(raw, RAW_LOW, RAW_HIGH).astype(np.float32)
 
     def _pending(self):
         """Observations and oracle actions of every sub-env's pending request."""
@@ -258,7 +265,7 @@ class AutoScaleVectorEnv(VectorEnv):
         oracle = np.empty(N, dtype=np.int64)
         _pending(self._pos, self._obs, self._oracle, obs, oracle)
         if self._raw is not None:
-            obs = {"state": obs, "raw": self._raw[np.arange(N), self._pos]}
+            obs = {"state": obs, "raw": self._raw[self._pos, np.arange(N)]}
         return obs, oracle
 
     def _context_infos(self, context: np.ndarray) -> dict[str, np.ndarray]:
@@ -274,64 +281,95 @@ class AutoScaleVectorEnv(VectorEnv):
 
 
 @njit(cache=True, nogil=True)
-def _block_loop(proc, world, scoring, enc, keys, position, app, mean_dbm, drop_left, worlds, rows,
+def _block_loop(proc, world, scoring, enc, keys, position, app, mean_dbm, drop_left, worlds, cols,
                 network, co_cpu_pct, co_mem_pct, rssi_wifi_dbm, rssi_p2p_dbm, latency_ms,
                 energy_mj, reward, oracle, obs) -> None:
-    """The next block of each sub-env ``worlds[k]`` (into row ``rows[k]``): per request, the
-    sim's :func:`~autoscale_env.backends.sim.simulate_request`, the rules'
-    :func:`~autoscale_env.world.rules.score_request` and the observation's
+    """The next block of each sub-env ``worlds[k]`` (into column ``cols[k]`` of the (B, N, ...)
+    outputs): per request, the sim's :func:`~autoscale_env.backends.sim.simulate_request`, the
+    rules' :func:`~autoscale_env.world.rules.score_request` and the observation's
     :func:`~autoscale_env.world.observation.encode_request`."""
-    n, T = network.shape[1], latency_ms.shape[2]
-    noise = np.empty(len(proc.noise_sigma))
-    qos_met = np.empty(T, dtype=np.bool_)
-    accuracy_met = np.empty(T, dtype=np.bool_)
-    for k in range(len(worlds)):
-        e, row = worlds[k], rows[k]
-        episode_app, episode_mean, episode_drop = app[e:e + 1], mean_dbm[e], drop_left[e]
-        for r in range(n):
+    T = latency_ms.shape[2]
+    _block_rows(proc, world, scoring, enc, keys, position, app, mean_dbm, drop_left, worlds, cols,
+                network, co_cpu_pct, co_mem_pct, rssi_wifi_dbm, rssi_p2p_dbm, latency_ms,
+                energy_mj, reward, oracle, obs, np.empty(len(proc.noise_sigma)),
+                np.empty(T, dtype=np.bool_), np.empty(T, dtype=np.bool_))
+
+
+@batch_loop(nogil=True)
+def _block_rows(proc, world, scoring, enc, keys, position, app, mean_dbm, drop_left, worlds, cols,
+                network, co_cpu_pct, co_mem_pct, rssi_wifi_dbm, rssi_p2p_dbm, latency_ms,
+                energy_mj, reward, oracle, obs, noise, qos_met, accuracy_met) -> None:
+    """:func:`_block_loop`'s loop (``noise``, ``qos_met``, ``accuracy_met``: work space),
+    compiled without reference counting (:mod:`autoscale_env.world.compiled`)."""
+    n = network.shape[0]
+    # request by request, each sub-env in turn: the writes of one request of consecutive
+    # sub-envs are contiguous (sub-env by sub-env, each request's row would be a cache miss)
+    for r in range(n):
+        for k in range(len(worlds)):
+            e, col = worlds[k], cols[k]
             net, cpu, mem, wifi, p2p = simulate_request(
-                proc, world, keys[e], position[e] + r, episode_app, episode_mean, episode_drop,
-                noise, latency_ms[row, r], energy_mj[row, r])
-            network[row, r] = net
-            co_cpu_pct[row, r], co_mem_pct[row, r] = cpu, mem
-            rssi_wifi_dbm[row, r], rssi_p2p_dbm[row, r] = wifi, p2p
-            oracle[row, r] = score_request(scoring, net, latency_ms[row, r], energy_mj[row, r],
-                                           world.accuracy[net], reward[row, r], qos_met,
+                proc, world, keys[e], position[e] + r, app[e:e + 1], mean_dbm[e], drop_left[e],
+                noise, latency_ms[r, col], energy_mj[r, col])
+            network[r, col] = net
+            co_cpu_pct[r, col], co_mem_pct[r, col] = cpu, mem
+            rssi_wifi_dbm[r, col], rssi_p2p_dbm[r, col] = wifi, p2p
+            oracle[r, col] = score_request(scoring, net, latency_ms[r, col], energy_mj[r, col],
+                                           world.accuracy[net], reward[r, col], qos_met,
                                            accuracy_met)
-            encode_request(enc, net, cpu, mem, wifi, p2p, obs[row, r])
-        position[e] += n
+            encode_request(enc, net, cpu, mem, wifi, p2p, obs[r, col])
+    for k in range(len(worlds)):
+        position[worlds[k]] += n
 
 
-@njit(cache=True)
-def _executed(scoring, accuracy_table, actions, pos, stepped, network, context, latency_ms,
-              energy_mj, reward, out_reward, out_latency, out_energy, out_accuracy, out_qos,
-              out_accuracy_met, out_context) -> None:
-    """Per sub-env, the executed request's reward, outcome and context (zeros and False for a
-    sub-env that was reset instead; its context is then the new pending request's)."""
+@batch_loop()
+def _step_loop(scoring, accuracy_table, actions, stepped, pos, steps, max_steps, network, context,
+               latency_ms, energy_mj, reward, oracle, obs, out_reward, out_latency, out_energy,
+               out_accuracy, out_qos, out_accuracy_met, out_truncated, out_terminated,
+               out_context, out_obs, out_oracle) -> int:
+    """One step of every sub-env, in one pass: the executed request's reward, outcome and
+    context (zeros and False for a sub-env that was reset instead; its context is then the new
+    pending request's), the advance of its position and episode length, truncation
+    (``max_steps`` < 0: never), and the pending request's observation and oracle action.
+    Returns how many sub-envs used their block up: their position is then ``B`` and their
+    pending rows are left for the caller to fill once their next block is made."""
     c, w_lat, w_acc = scoring.weights
     reference, accuracy_target = scoring.reference_energy_mj, scoring.accuracy_target
+    B, F = network.shape[0], obs.shape[2]
+    exhausted = 0
     for e in range(len(actions)):
         p = pos[e]
         for k in range(4):
-            out_context[k, e] = context[k, e, p]
+            out_context[k, e] = context[k, p, e]
+        out_terminated[e] = False
         if not stepped[e]:
             out_reward[e] = out_latency[e] = out_energy[e] = out_accuracy[e] = 0.0
-            out_qos[e] = out_accuracy_met[e] = False
+            out_qos[e] = out_accuracy_met[e] = out_truncated[e] = False
+        else:
+            a, net = actions[e], network[p, e]
+            out_reward[e] = reward[p, e, a]
+            out_latency[e] = latency_ms[p, e, a]
+            out_energy[e] = energy_mj[p, e, a]
+            out_accuracy[e] = accuracy_table[net, a]
+            _, out_qos[e], out_accuracy_met[e] = request_reward(
+                out_latency[e], out_energy[e], out_accuracy[e], reference[net],
+                accuracy_target[net], scoring.qos_ms, c, w_lat, w_acc)
+            p += 1
+            pos[e] = p
+            steps[e] += 1
+            out_truncated[e] = max_steps >= 0 and steps[e] >= max_steps
+        if p == B:
+            exhausted += 1
             continue
-        a, net = actions[e], network[e, p]
-        out_reward[e] = reward[e, p, a]
-        out_latency[e] = latency_ms[e, p, a]
-        out_energy[e] = energy_mj[e, p, a]
-        out_accuracy[e] = accuracy_table[net, a]
-        _, out_qos[e], out_accuracy_met[e] = request_reward(
-            out_latency[e], out_energy[e], out_accuracy[e], reference[net],
-            accuracy_target[net], scoring.qos_ms, c, w_lat, w_acc)
+        for f in range(F):  # element by element: a row view costs a reference count
+            out_obs[e, f] = obs[p, e, f]
+        out_oracle[e] = oracle[p, e]
+    return exhausted
 
 
-@njit(cache=True)
+@batch_loop()
 def _pending(pos, obs, oracle, out_obs, out_oracle) -> None:
     for e in range(len(pos)):
         p = pos[e]
         for f in range(obs.shape[2]):  # element by element: a row view costs a reference count
-            out_obs[e, f] = obs[e, p, f]
-        out_oracle[e] = oracle[e, p]
+            out_obs[e, f] = obs[p, e, f]
+        out_oracle[e] = oracle[p, e]

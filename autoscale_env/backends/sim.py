@@ -71,6 +71,7 @@ from numba import config as numba_config
 from numba import get_num_threads, njit
 
 from autoscale_env.world import config
+from autoscale_env.world.compiled import batch_loop
 from autoscale_env.world.rules import OutcomeModel, PhoneWorld, reference_energy_mj, request_outcomes
 from autoscale_env.world.types import MAX_EPISODE_STEPS, RequestBlock, Target, Workload
 
@@ -173,15 +174,18 @@ def lognormal_table(sigma: float) -> np.ndarray:
 
 
 @njit(cache=True, inline="always")
-def lognormal(key: np.uint64, request: int, draw: int, sigma: float, table: np.ndarray) -> float:
+def lognormal(key: np.uint64, request: int, draw: int, sigma: float, tables: np.ndarray,
+              row: int) -> float:
     """``exp(sigma * z)`` for the standard normal ``z`` of the draw, median 1: linear
-    interpolation in ``table`` (:func:`lognormal_table` of ``sigma``) between the
-    ``NOISE_QUANTILES`` quantiles, the exact formula in the tails (``NOISE_EXACT_TAIL``)."""
+    interpolation in row ``row`` of ``tables`` (that row: :func:`lognormal_table` of ``sigma``)
+    between the ``NOISE_QUANTILES`` quantiles, the exact formula in the tails
+    (``NOISE_EXACT_TAIL``). The table is read in two dimensions: a row view would cost a
+    reference count per draw."""
     p = _open_uniform(key, request, draw)
     if NOISE_EXACT_TAIL <= p <= 1.0 - NOISE_EXACT_TAIL:
         x = p * NOISE_QUANTILES
         m = int(x)
-        return table[m] + (x - m) * (table[m + 1] - table[m])
+        return tables[row, m] + (x - m) * (tables[row, m + 1] - tables[row, m])
     return math.exp(sigma * inverse_normal_cdf(p))
 
 
@@ -275,7 +279,7 @@ def simulate_request(proc: Processes, world: PhoneWorld, key, i: int, app, mean_
         p2p = _signal(proc, key, i, 1, mean_dbm, drop_left)
     tables = proc.noise_table
     for j in range(len(noise)):
-        noise[j] = lognormal(key, i, NOISE + j, proc.noise_sigma[j], tables[proc.noise_class[j]])
+        noise[j] = lognormal(key, i, NOISE + j, proc.noise_sigma[j], tables, proc.noise_class[j])
     request_outcomes(world, network, cpu, mem, wifi, p2p, noise, latency_ms, energy_mj)
     return network, cpu, mem, wifi, p2p
 
@@ -288,8 +292,18 @@ def generate_loop(proc: Processes, world: PhoneWorld, keys, position, app, mean_
     arrays, written to row ``rows[k]`` of the outputs ((rows, n) contexts, (rows, n, n_targets)
     outcomes); advances the episodes' positions and dynamic state. Episodes are independent:
     :func:`run_split` runs slices of them on threads."""
+    _generate_rows(proc, world, keys, position, app, mean_dbm, drop_left, worlds, rows, network,
+                   co_cpu_pct, co_mem_pct, rssi_wifi_dbm, rssi_p2p_dbm, latency_ms, energy_mj,
+                   np.empty(len(proc.noise_sigma)))
+
+
+@batch_loop(nogil=True)
+def _generate_rows(proc, world, keys, position, app, mean_dbm, drop_left, worlds, rows, network,
+                   co_cpu_pct, co_mem_pct, rssi_wifi_dbm, rssi_p2p_dbm, latency_ms, energy_mj,
+                   noise) -> None:
+    """:func:`generate_loop`'s loop (``noise``: work space), compiled without reference
+    counting (:mod:`autoscale_env.world.compiled`)."""
     n = network.shape[1]
-    noise = np.empty(len(proc.noise_sigma))
     for k in range(len(worlds)):
         e, row = worlds[k], rows[k]
         episode_app, episode_mean, episode_drop = app[e:e + 1], mean_dbm[e], drop_left[e]

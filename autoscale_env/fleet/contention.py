@@ -396,8 +396,9 @@ class Contention:
         flat = np.asarray(flat, dtype=np.int64)
         shape, N = flat.shape, self.n_phones
         rows = np.ascontiguousarray(flat).reshape(-1, N)
-        service = np.ascontiguousarray(np.broadcast_to(service_ms, shape),
-                                       dtype=np.float64).reshape(-1, N)
+        if np.shape(service_ms) != shape:
+            service_ms = np.broadcast_to(service_ms, shape)
+        service = np.ascontiguousarray(service_ms, dtype=np.float64).reshape(-1, N)
         out = np.empty((4,) + rows.shape)
         link = np.empty(rows.shape, dtype=np.int64)
         conn = np.empty(rows.shape, dtype=np.bool_)

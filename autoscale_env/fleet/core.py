@@ -15,7 +15,7 @@ from autoscale_env.fleet.config import FleetConfig, load_fleet_config
 from autoscale_env.fleet.contention import Contention, PhoneTables
 from autoscale_env.fleet.worlds import FleetWorlds
 from autoscale_env.world.observation import StateEncoder
-from autoscale_env.world.reward import reward
+from autoscale_env.world.reward import reward, reward_loop, weights
 from autoscale_env.world.rules import oracle_actions
 
 #: Shared resources of the optional load signal, in observation order after the paper state.
@@ -59,6 +59,7 @@ class FleetCore:
                  threads: int | None = None):
         self.fleet = fleet or load_fleet_config()
         self.reward_preset = config.get_reward_preset(reward)
+        self._weights = weights(self.reward_preset)
         self.worlds = FleetWorlds(phones, backend, backend_options, batched=batched,
                                   threads=threads)
         w = self.worlds
@@ -140,9 +141,15 @@ class FleetCore:
                                    self._tx_w[i], self._connected[i])
         lat += c["extra_latency_ms"]
         energy += c["extra_energy_mj"]
-        r, qos, acc_met = reward(self.reward_preset, latency_ms=lat, energy_mj=energy,
-                                 accuracy=acc, reference_energy_mj=self._ref[i],
-                                 qos_ms=self.qos_ms, accuracy_target=self._acc_target[i])
+        if lat.ndim == 1:  # one joint action (a step): the compiled loop, no broadcasting
+            r = np.empty(len(lat))
+            qos, acc_met = np.empty((2, len(lat)), dtype=bool)
+            reward_loop(lat, energy, acc, self._ref[i], self._acc_target[i], self.qos_ms,
+                        self._weights, r, qos, acc_met)
+        else:
+            r, qos, acc_met = reward(self.reward_preset, latency_ms=lat, energy_mj=energy,
+                                     accuracy=acc, reference_energy_mj=self._ref[i],
+                                     qos_ms=self.qos_ms, accuracy_target=self._acc_target[i])
         return {"latency_ms": lat, "energy_mj": energy, "accuracy": acc, "reward": r,
                 "qos_met": qos, "accuracy_met": acc_met, **c}
 

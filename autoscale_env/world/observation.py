@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from autoscale_env.world.compiled import batch_loop
 from autoscale_env.world.config import WORKLOAD_FIELDS, FeatureSpec
 from autoscale_env.world.errors import ConfigError
 from autoscale_env.world.types import CONTEXT_FIELDS, RequestBlock, Workload
@@ -23,13 +24,14 @@ def bin_values(spec: FeatureSpec, values) -> np.ndarray:
     edges = np.asarray(spec.edges, dtype=np.float64)
     flat = np.ascontiguousarray(values).reshape(-1)
     out = np.empty(flat.size, dtype=np.int64)
-    _bin_loop(edges, bool(spec.descending), flat, out)
+    _bin_loop(edges.reshape(1, -1), bool(spec.descending), flat, out)
     return out.reshape(values.shape)
 
 
 @njit(cache=True, inline="always")
-def bin_index(edges: np.ndarray, n_edges: int, x: float, descending: bool) -> int:
-    """Bin of value ``x`` given the first ``n_edges`` sorted ``edges``: the count of edges at or
+def bin_index(edges: np.ndarray, row: int, n_edges: int, x: float, descending: bool) -> int:
+    """Bin of value ``x`` given the first ``n_edges`` sorted edges of row ``row`` of ``edges``
+    (2-D: a row view would cost a reference count per call): the count of edges at or
     below ``x`` (a value on an edge belongs to the bin above it), or, for a ``descending``
     feature (bin 0 = the highest values, e.g. a strong signal), ``n_edges`` minus the count of
     edges strictly below ``x``. NaN counts as above every edge."""
@@ -37,15 +39,15 @@ def bin_index(edges: np.ndarray, n_edges: int, x: float, descending: bool) -> in
         return 0 if descending else n_edges
     count = 0
     for k in range(n_edges):
-        if edges[k] < x or (not descending and edges[k] == x):
+        if edges[row, k] < x or (not descending and edges[row, k] == x):
             count += 1
     return n_edges - count if descending else count
 
 
-@njit(cache=True)
+@batch_loop()
 def _bin_loop(edges, descending, values, out):
     for k in range(len(values)):
-        out[k] = bin_index(edges, len(edges), values[k], descending)
+        out[k] = bin_index(edges, 0, edges.shape[1], values[k], descending)
 
 
 class Encoding(NamedTuple):
@@ -63,16 +65,18 @@ class Encoding(NamedTuple):
 def encode_request(enc: Encoding, network: int, co_cpu_pct: float, co_mem_pct: float,
                    rssi_wifi_dbm: float, rssi_p2p_dbm: float, out: np.ndarray) -> None:
     """Observation of one request into ``out`` (n_features,)."""
-    out[:] = enc.workload_bins[network]
-    context = (co_cpu_pct, co_mem_pct, rssi_wifi_dbm, rssi_p2p_dbm)
     # each table read once (a record's array costs a reference count per read)
-    column, field, edges, n_edges, descending = (enc.context_column, enc.context_field,
-                                                 enc.edges, enc.n_edges, enc.descending)
+    workload_bins, column, field, edges, n_edges, descending = (
+        enc.workload_bins, enc.context_column, enc.context_field, enc.edges, enc.n_edges,
+        enc.descending)
+    for f in range(len(out)):  # element by element: a slice assignment allocates a copy
+        out[f] = workload_bins[network, f]
+    context = (co_cpu_pct, co_mem_pct, rssi_wifi_dbm, rssi_p2p_dbm)
     for k in range(len(column)):
-        out[column[k]] = bin_index(edges[k], n_edges[k], context[field[k]], descending[k])
+        out[column[k]] = bin_index(edges, k, n_edges[k], context[field[k]], descending[k])
 
 
-@njit(cache=True)
+@batch_loop()
 def encode_loop(enc: Encoding, network, co_cpu_pct, co_mem_pct, rssi_wifi_dbm, rssi_p2p_dbm,
                 out) -> None:
     """:func:`encode_request` of every request: 1-D inputs (n,), ``out`` (n, n_features)."""

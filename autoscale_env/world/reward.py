@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from autoscale_env.world.compiled import batch_loop
 from autoscale_env.world.config import RewardPreset
 
 #: Slack of the accuracy comparison (accuracies are fractions read from decimal text).
@@ -43,9 +44,11 @@ def request_reward(latency_ms: float, energy_mj: float, accuracy: float,
     return -missed, qos_met, accuracy_met
 
 
-@njit(cache=True)
-def _reward_loop(latency_ms, energy_mj, accuracy, reference_energy_mj, accuracy_target, qos_ms,
-                 weights, reward, qos_met, accuracy_met):
+@batch_loop()
+def reward_loop(latency_ms, energy_mj, accuracy, reference_energy_mj, accuracy_target, qos_ms,
+                weights, reward, qos_met, accuracy_met):
+    """:func:`request_reward` of every request: 1-D inputs and outputs of one length, ``weights``
+    as :func:`weights` gives them (:func:`reward` is the broadcasting form)."""
     c, w_lat, w_acc = weights
     for k in range(len(reward)):
         reward[k], qos_met[k], accuracy_met[k] = request_reward(
@@ -69,5 +72,5 @@ def reward(preset: RewardPreset, *, latency_ms, energy_mj, accuracy, reference_e
     flat = [np.ascontiguousarray(a).reshape(-1) for a in args]
     r = np.empty(flat[0].size)
     qos, acc = np.empty(r.size, dtype=np.bool_), np.empty(r.size, dtype=np.bool_)
-    _reward_loop(*flat, weights(preset), r, qos, acc)
+    reward_loop(*flat, weights(preset), r, qos, acc)
     return r.reshape(shape), qos.reshape(shape), acc.reshape(shape)

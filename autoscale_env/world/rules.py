@@ -36,6 +36,7 @@ import numpy as np
 from numba import njit
 
 from autoscale_env.world import config
+from autoscale_env.world.compiled import batch_loop
 from autoscale_env.world.power import local_run
 from autoscale_env.world.radio import link_params, link_state, offload, tail_energy_mj
 from autoscale_env.world.reward import request_reward, weights
@@ -106,27 +107,29 @@ def request_outcomes(world: PhoneWorld, network: int, co_cpu_pct: float, co_mem_
     # index into a tuple of records would copy it)
     wifi = link_state(world.links[0], world.wifi_active_w, rssi_wifi_dbm, noise[T])
     p2p = link_state(world.links[1], world.wifi_active_w, rssi_p2p_dbm, noise[T + 1])
-    # the network's row of each table (array fields read once per request, not per target)
-    base_ms, noise_row = world.base_ms[network], world.noise_row[network]
-    kc, km = world.cpu_interference[network], world.mem_interference[network]
-    busy_w, idle_w = world.busy_power_w[network], world.idle_power_w[network]
+    # each table read once per request, and indexed in two dimensions ([network, j]): a row
+    # view would cost a reference count (an atomic operation) per request and table
+    base_ms, noise_row = world.base_ms, world.noise_row
+    kc, km = world.cpu_interference, world.mem_interference
+    busy_w, idle_w = world.busy_power_w, world.idle_power_w
     up_kbit, down_kbit = world.up_kbit[network], world.down_kbit[network]
+    w = network
     for j in range(T):
-        runtime_noise = noise[noise_row[j]]
+        runtime_noise = noise[noise_row[w, j]]
         k = link_of[j]
         if k == LOCAL:  # compute on the phone
             latency_ms[j], energy_mj[j] = local_run(
-                base_ms[j], runtime_noise, cpu_frac, mem_frac, kc[j], km[j], busy_w[j],
-                idle_w[j], world.base_power_w)
+                base_ms[w, j], runtime_noise, cpu_frac, mem_frac, kc[w, j], km[w, j],
+                busy_w[w, j], idle_w[w, j], world.base_power_w)
         else:  # transfer, compute on the server, transfer back
             goodput, rtt, tx_w, rx_w = wifi if k == 0 else p2p
             latency_ms[j], energy_mj[j] = offload(
                 goodput, rtt, tx_w, rx_w, world.links[0].timeout_ms if k == 0 else
-                world.links[1].timeout_ms, up_kbit, down_kbit, base_ms[j] * runtime_noise,
+                world.links[1].timeout_ms, up_kbit, down_kbit, base_ms[w, j] * runtime_noise,
                 world.base_power_w, world.tail_mj[k])
 
 
-@njit(cache=True)
+@batch_loop()
 def outcomes_loop(world: PhoneWorld, network, co_cpu_pct, co_mem_pct, rssi_wifi_dbm,
                   rssi_p2p_dbm, noise, latency_ms, energy_mj) -> None:
     """:func:`request_outcomes` of every request: inputs (n,), ``noise`` (n, n_noise), outputs
@@ -307,7 +310,7 @@ def score_request(scoring: Scoring, network: int, latency_ms: np.ndarray, energy
     return best_target(reward)
 
 
-@njit(cache=True)
+@batch_loop()
 def score_loop(scoring: Scoring, network, latency_ms, energy_mj, accuracy, reward, qos_met,
                accuracy_met, oracle) -> None:
     """:func:`score_request` of every request: ``network`` (n,), the rest (n, n_targets),
@@ -317,7 +320,7 @@ def score_loop(scoring: Scoring, network, latency_ms, energy_mj, accuracy, rewar
                                   reward[i], qos_met[i], accuracy_met[i])
 
 
-@njit(cache=True)
+@batch_loop()
 def _oracle_loop(rewards, out) -> None:
     for i in range(len(out)):
         out[i] = best_target(rewards[i])

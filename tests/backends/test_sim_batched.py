@@ -192,7 +192,7 @@ def test_lognormal_table_reads_the_exact_quantile_function():
     for i in range(3000):
         p = (int(random_word(key, i, 20)) >> 11) * 2.0 ** -53 + 2.0 ** -54
         exact = np.exp(sigma * sim_module.inverse_normal_cdf(p))
-        got = sim_module.lognormal(key, i, 20, sigma, table)
+        got = sim_module.lognormal(key, i, 20, sigma, table[None], 0)
         if 0.01 <= p <= 0.99:
             assert got == pytest.approx(exact, rel=1e-5)
         else:
@@ -206,8 +206,9 @@ def test_noise_is_lognormal_with_the_settings_sigmas():
     sim = SimBackend("mi8pro", "non_streaming", "static")
     sigma = np.array(sim.processes.noise_sigma)
     key = np.uint64(77)
-    tables = sim.processes.noise_table[list(sim.processes.noise_class)]
-    log_noise = np.log([[sim_module.lognormal(key, i, sim_module.NOISE + j, sigma[j], tables[j])
+    tables, rows = sim.processes.noise_table, sim.processes.noise_class
+    log_noise = np.log([[sim_module.lognormal(key, i, sim_module.NOISE + j, sigma[j], tables,
+                                              rows[j])
                          for j in range(len(sigma))] for i in range(3000)])
     assert np.allclose(log_noise.std(axis=0), sigma, rtol=0.06)
     assert np.all(np.abs(np.median(np.exp(log_noise), axis=0) - 1) < 0.02)
