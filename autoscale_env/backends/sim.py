@@ -59,6 +59,7 @@ in parallel across episodes.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import threading
@@ -165,12 +166,16 @@ NOISE_QUANTILES = 4096
 NOISE_EXACT_TAIL = 0.01
 
 
+@functools.lru_cache(maxsize=256)
 def lognormal_table(sigma: float) -> np.ndarray:
     """``exp(sigma * z(m / NOISE_QUANTILES))`` for ``m = 0 .. NOISE_QUANTILES`` (the end points,
-    never read, hold the neighbouring values)."""
+    never read, hold the neighbouring values). Read-only and cached per ``sigma``: every env of a
+    sweep would otherwise rebuild the same few tables (tens of ms per env)."""
     m = np.arange(NOISE_QUANTILES + 1) / NOISE_QUANTILES
     m[0], m[-1] = m[1], m[-2]
-    return np.exp(sigma * np.array([inverse_normal_cdf(float(p)) for p in m]))
+    table = np.exp(sigma * np.array([inverse_normal_cdf(float(p)) for p in m]))
+    table.flags.writeable = False
+    return table
 
 
 @njit(cache=True, inline="always")
