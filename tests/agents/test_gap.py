@@ -44,7 +44,8 @@ def test_oracle_agreement_of_the_true_profile_is_high(sim_trace):
     latency, energy, sim = gap.sim_outcomes("mi8pro", trace)
     o = gap.oracle_agreement(trace, latency, energy, sim.reference_energy_mj)
     assert o["agreement"] > 0.9
-    assert o["sim_oracle_energy_on_trace_mj"] >= o["oracle_energy_mj"]  # the oracle is optimal
+    # the trace's oracle is optimal in reward (its energy may be beaten by a QoS-missing choice)
+    assert o["sim_oracle_reward_on_trace"] <= o["oracle_reward"]
 
 
 def test_profile_without_a_trace_target_is_refused(sim_trace):

@@ -35,7 +35,7 @@ BUSY = param("devices/mi8pro.toml", "processors", "cpu", "busy_power_w")
 # the cloud server has a row for every network on both its units: its fallback never happens
 NO_EFFECT = param("devices/cloud_server.toml", "fallback_slowdown")
 PARAMS = (BUSY, NO_EFFECT, param("links.toml", "wifi", "rtt_ms"),
-          param("settings.toml", "static", "rssi_wifi_dbm", 1))
+          param("settings.toml", "static", "rssi_p2p_dbm", 1))
 
 
 def small_config(**kw):
