@@ -1,6 +1,6 @@
 """Mutation testing of the world's rules: do the tests notice when a rule changes?
 
-    python scripts/mutants.py                    # every module below, 2 workers (~15 min)
+    python scripts/mutants.py                    # every module below, 2 workers (7-14 min)
     python scripts/mutants.py --module reward --module radio --out mutants.md
     python scripts/mutants.py --dry-run          # count the mutants, run nothing
 
@@ -11,8 +11,8 @@ How it works
 ------------
 
 The mutants are `cosmic-ray <https://cosmic-ray.readthedocs.io>`_'s: ``cosmic-ray init``'s own
-code lists every mutation of each file into a cosmic-ray work database (``--session FILE`` keeps
-it for ``cr-report``), and cosmic-ray's mutation visitor applies each one. The script runs them
+code lists every mutation of each file into a cosmic-ray work database (``--work-db FILE``
+keeps it for ``cr-report``), and cosmic-ray's mutation visitor applies each one. The script runs them
 itself rather than with ``cosmic-ray exec``, which writes each mutant over the source file and
 starts a fresh interpreter and test run per mutant, one at a time with its default distributor
 (4 to 6 s per mutant here: over an hour for the thousand mutants). Instead it
@@ -51,7 +51,7 @@ Every cosmic-ray core operator, less:
   (ISSRE 2012) (``<`` -> ``<=``, ``!=``; ``==`` -> ``<=``, ``>=``; ...); ``+ - * /`` each of the
   other three (not ``// % **``); a bitwise or shift operator the others of its family; an
   arithmetic operator never a bitwise one (on floats a ``TypeError`` at once) nor a comparison
-  ``is``/``in``. The full set is about three times as many mutants for little more information.
+  ``is``/``in``. The full set is more than twice as many mutants for little more information.
 
 Scope: ``world/rules.py`` (less the oracle), the oracle (``best_target``, ``_oracle_loop``,
 ``oracle_actions`` of ``rules.py``), ``world/reward.py``, ``world/observation.py``,
@@ -69,7 +69,7 @@ mutated code                             why it cannot be told apart
 =======================================  =================================================
 ``x.reshape(-2)`` for ``reshape(-1)``    numpy infers a dimension given as any negative
                                          size (rules, oracle, reward, observation)
-``k <= LOCAL``, ``k <= 0`` for ``==``    links are -1, 0, 1; the remote branch sees 0, 1
+``k <= LOCAL``, ``k <= 0`` for ``==``    links are -1, 0, 1; a remote target's is 0 or 1
 ``kind < "phone"`` for ``!=``            kinds are phone, edge, cloud; both others sort first
 ``location >= "edge"`` for ``==``        remote locations are edge and cloud; "cloud" < "edge"
 ``tail_mj=(1.0, 0.0)`` etc.              a placeholder the next statement replaces
@@ -175,7 +175,7 @@ EQUIVALENT: tuple[tuple[tuple[str, ...], tuple[str, ...], str, str], ...] = (
      "a target's link is LOCAL (-1), 0 (Wi-Fi) or 1 (Wi-Fi Direct): k <= -1 only for -1"),
     (("rules",), ("ReplaceComparisonOperator_Eq_LtE",),
      r"goodput, rtt, tx_w, rx_w.* if k <= 0 else.*",
-     "on the remote branch the link is 0 or 1: k <= 0 only for 0"),
+     "for a remote target the link is 0 or 1: k <= 0 only for 0"),
     (("rules",), ("ReplaceComparisonOperator_NotEq_Lt",), r'if self\.phone\.kind < "phone":',
      "the device kinds are phone, edge and cloud (schemas.DEVICE_KINDS): the other two sort "
      "before 'phone'"),
@@ -196,9 +196,9 @@ EQUIVALENT: tuple[tuple[tuple[str, ...], tuple[str, ...], str, str], ...] = (
      "an observation has at least one dimension; a 0-d array has no features to index"),
     (("random",), ("ReplaceComparisonOperator_LtE_Lt",),
      r"if (0\.02425|NOISE_EXACT_TAIL) <=? p <=? 1\.0 - \1:",
-     "no draw lands on a branch boundary: every p is an odd multiple of 2**-54 and every table "
-     "node a multiple of 2**-12, which 0.02425, 0.97575, 0.01 and 0.99 are not "
-     "(tests/backends/test_sim_random.py::test_no_draw_lands_on_a_branch_boundary)"),
+     "no draw lands on a boundary between the formulas: every p is an odd multiple of 2**-54 "
+     "and every table node a multiple of 2**-12, which 0.02425, 0.97575, 0.01 and 0.99 are not "
+     "(tests/backends/test_sim_random.py::test_no_draw_lands_on_a_boundary_between_formulas)"),
     (("random",), ("ReplaceComparisonOperator_Lt_LtE",), r"return tail if p <= 0\.5 else -tail",
      "the tail formula runs only for p < 0.02425 or p > 0.97575, never at p = 0.5"),
 )
@@ -321,7 +321,7 @@ class Plan:
 
 def make_plan(modules, work_db, copy_root: Path, everything: bool = False) -> Plan:
     """Every mutant of ``modules`` (cosmic-ray's ``init`` into ``work_db``, run in the copy at
-    ``copy_root``), less those left out (recorded in the session as skipped, with the reason)."""
+    ``copy_root``), less those left out (recorded in the database as skipped, with the reason)."""
     from cosmic_ray.commands.init import init
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
@@ -696,8 +696,8 @@ def main(argv=None) -> int:
                              "least 30)")
     parser.add_argument("--out", type=Path, action="append", default=[],
                         help="write the report here: .json or .md (repeatable)")
-    parser.add_argument("--session", type=Path, default=None,
-                        help="keep cosmic-ray's session database here (for cr-report)")
+    parser.add_argument("--work-db", type=Path, default=None,
+                        help="keep cosmic-ray's work database here (for cr-report)")
     parser.add_argument("--all-operators", action="store_true",
                         help="every replacement cosmic-ray makes, not only the selected set")
     parser.add_argument("--dry-run", action="store_true", help="count the mutants, run nothing")
@@ -730,10 +730,10 @@ def main(argv=None) -> int:
         slots = [tmp / f"worker{k}" for k in range(max(1, args.jobs))]
         for slot in slots:
             prepare_copy(slot)
-        session = args.session or tmp / "session.sqlite"
-        if session.exists():
-            session.unlink()
-        with use_db(str(session)) as work_db:
+        db_path = args.work_db or tmp / "work.sqlite"
+        if db_path.exists():
+            db_path.unlink()
+        with use_db(str(db_path)) as work_db:
             plan = make_plan(modules, work_db, slots[0], args.all_operators)
             for m in modules:
                 left = ", ".join(f"{n} {why}" for why, n in plan.dropped[m.name].items())

@@ -104,9 +104,9 @@ def test_normals_are_the_quantile_of_the_open_uniform():
             assert sim.normal(np.uint64(key), request, draw) == sim.inverse_normal_cdf(p)
 
 
-def test_no_draw_lands_on_a_branch_boundary():
-    """Every probability a draw can give is an odd multiple of 2**-54 (``(k + 0.5) * 2**-53``)
-    and every table node a multiple of 2**-12. The boundaries of Acklam's regions (0.02425,
+def test_no_draw_lands_on_a_boundary_between_formulas():
+    """Every probability a draw can give is ``(k + 0.5) * 2**-53``, an odd multiple of 2**-54
+    (but for the largest k, which rounds to 1.0), and every table node a multiple of 2**-12. The boundaries of Acklam's regions (0.02425,
     0.97575) and of the exact tails (0.01, 0.99) are neither, so on which side of a boundary the
     boundary itself falls cannot change any draw: the mutants ``<=`` -> ``<`` there are
     equivalent (see scripts/mutants.py)."""
