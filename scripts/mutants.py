@@ -1,6 +1,6 @@
 """Mutation testing of the world's rules: do the tests notice when a rule changes?
 
-    python scripts/mutants.py                    # every module below, 2 workers (7-14 min)
+    python scripts/mutants.py                    # every module below, 2 workers (6-14 min)
     python scripts/mutants.py --module reward --module radio --out mutants.md
     python scripts/mutants.py --dry-run          # count the mutants, run nothing
 
