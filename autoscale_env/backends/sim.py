@@ -134,8 +134,11 @@ def normal(key: np.uint64, request: int, draw: int) -> float:
 
 @njit(cache=True, inline="always")
 def _open_uniform(key: np.uint64, request: int, draw: int) -> float:
-    """A uniform in (0, 1): ``((w >> 11) + 0.5) * 2**-53``."""
-    return (float(random_word(key, request, draw) >> np.uint64(11)) + 0.5) * 2.0 ** -53
+    """A uniform in (0, 1): ``((w >> 11) + 0.5) * 2**-53``, except that the largest word, whose
+    value rounds to exactly 1.0 (and would make the normal quantile NaN), gives the largest
+    double below 1."""
+    return min((float(random_word(key, request, draw) >> np.uint64(11)) + 0.5) * 2.0 ** -53,
+               1.0 - 2.0 ** -53)
 
 
 @njit(cache=True, inline="always")

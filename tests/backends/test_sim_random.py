@@ -16,6 +16,7 @@ standard library (``statistics.NormalDist`` for the normal quantile), not with t
 from __future__ import annotations
 
 import math
+from unittest import mock
 from fractions import Fraction
 from statistics import NormalDist
 
@@ -144,7 +145,7 @@ def test_lognormal_interpolates_the_table_inside_and_is_exact_in_the_tails():
     inside = tails = 0
     for request in range(400):
         p = ((splitmix64(99, request * STRIDE + 20) >> 11) + 0.5) / 2**53
-        got = sim.lognormal(np.uint64(99), request, 20, SIGMA, table)
+        got = sim.lognormal(np.uint64(99), request, 20, SIGMA, table[None, :], 0)
         assert got == lognormal_by_hand(99, request, 20, table), request
         if 0.01 <= p <= 0.99:
             inside += 1
@@ -154,3 +155,14 @@ def test_lognormal_interpolates_the_table_inside_and_is_exact_in_the_tails():
             tails += 1
     assert inside > 350 and tails > 0  # both branches were exercised
 
+
+
+def test_the_largest_word_stays_below_one():
+    """``((2**53 - 1) + 0.5) * 2**-53`` rounds to 1.0, where the normal quantile is infinite (NaN
+    compiled): the open uniform keeps it at the largest double below 1."""
+    top = (float((2**64 - 1) >> 11) + 0.5) * 2.0 ** -53
+    assert top == 1.0  # the rounding this guards against
+    p = sim._open_uniform.py_func if hasattr(sim._open_uniform, "py_func") else sim._open_uniform
+    with mock.patch.object(sim, "random_word", lambda *a: np.uint64(2**64 - 1)):
+        value = p(np.uint64(0), 0, 0)
+    assert value == 1.0 - 2.0 ** -53 and math.isfinite(sim.inverse_normal_cdf(value))

@@ -25,6 +25,12 @@ WORKLOADS = tuple(config.load_workloads().values())
 NAN = math.nan
 
 
+def bin_of(edges: np.ndarray, n_edges: int, x: float, descending: bool) -> int:
+    """:func:`bin_index` on one feature's edges (it takes a table's row: here the only row)."""
+    return bin_index(np.atleast_2d(np.asarray(edges, dtype=np.float64)), 0, n_edges, x,
+                     descending)
+
+
 def up(x: float) -> float:
     return float(np.nextafter(x, math.inf))
 
@@ -45,7 +51,7 @@ DESCENDING = np.array([-82.0, -80.0, -70.0])
     (NAN, 3),                                   # NaN: above every edge, the last bin
 ])
 def test_ascending_value_on_an_edge_goes_to_the_bin_above(x, want):
-    assert bin_index(ASCENDING, 3, x, False) == want
+    assert bin_of(ASCENDING, 3, x, False) == want
 
 
 @pytest.mark.parametrize("x, want", [
@@ -56,17 +62,17 @@ def test_ascending_value_on_an_edge_goes_to_the_bin_above(x, want):
     (NAN, 0),                                   # NaN: above every edge, the strongest bin
 ])
 def test_descending_value_on_an_edge_goes_to_the_weaker_bin(x, want):
-    assert bin_index(DESCENDING, 3, x, True) == want
+    assert bin_of(DESCENDING, 3, x, True) == want
 
 
 def test_only_the_first_n_edges_count():
     """The encoder pads shorter edge lists with +inf; ``n_edges`` says how many are real."""
     padded = np.array([-80.0, math.inf, math.inf])
     for x, want in ((-79.0, 0), (-80.0, 1), (-81.0, 1), (math.inf, 0)):
-        assert bin_index(padded, 1, x, True) == want
-    assert bin_index(np.array([10.0, 5.0]), 1, 7.0, False) == 0  # the second edge is ignored
-    assert bin_index(np.array([10.0]), 0, 7.0, False) == 0      # no edges: one bin
-    assert bin_index(np.array([10.0]), 0, 7.0, True) == 0
+        assert bin_of(padded, 1, x, True) == want
+    assert bin_of(np.array([10.0, 5.0]), 1, 7.0, False) == 0  # the second edge is ignored
+    assert bin_of(np.array([10.0]), 0, 7.0, False) == 0      # no edges: one bin
+    assert bin_of(np.array([10.0]), 0, 7.0, True) == 0
 
 
 def test_bin_values_keeps_the_shape_and_reads_the_spec():
