@@ -94,6 +94,8 @@ def test_invalid_levels_are_refused():
 
 # A parent that starts loads, prints the workers' pids, then either exits without calling stop
 # (atexit must clean up) or waits to be SIGKILLed (the workers must notice the closed pipe).
+# Before exiting it waits for its stdin to close, so the test sees the workers alive first
+# (otherwise a slow test process may read the pids after atexit already stopped them).
 PARENT = textwrap.dedent("""
     import sys, time
     from autoscale_env.backends.live.load import CpuLoad, MemoryLoad
@@ -102,6 +104,8 @@ PARENT = textwrap.dedent("""
     print(" ".join(map(str, cpu.pids + mem.pids)), flush=True)
     if sys.argv[1] == "wait":
         time.sleep(60)
+    else:
+        sys.stdin.readline()
 """)
 
 
@@ -109,12 +113,14 @@ PARENT = textwrap.dedent("""
 def test_no_orphans_when_the_parent_exits_or_is_killed(ending):
     parent = subprocess.Popen([sys.executable, "-c", PARENT,
                                "exit" if ending == "exit" else "wait"],
-                              stdout=subprocess.PIPE, text=True)
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         pids = [int(p) for p in parent.stdout.readline().split()]
         assert len(pids) == 3 and all(psutil.pid_exists(p) for p in pids)
         if ending == "sigkill":
             os.kill(parent.pid, signal.SIGKILL)
+        else:
+            parent.stdin.close()  # let it exit: atexit must stop the workers
         parent.wait(10)
         # Orphans are re-parented (to init or a subreaper) and reaped there once they exit.
         assert gone(pids, timeout_s=5), [psutil.Process(p).status() for p in pids
@@ -124,3 +130,5 @@ def test_no_orphans_when_the_parent_exits_or_is_killed(ending):
             parent.kill()
             parent.wait()
         parent.stdout.close()
+        if not parent.stdin.closed:
+            parent.stdin.close()
