@@ -168,7 +168,7 @@ MODULES = (
 #: ``core/``; the mutated line (stripped of indentation) is a regular expression matched whole.
 EQUIVALENT: tuple[tuple[tuple[str, ...], tuple[str, ...], str, str], ...] = (
     (("rules", "oracle", "reward", "observation"),
-     ("NumberReplacer", "ReplaceUnaryOperator_USub_Invert"), r".*\.reshape\((- 2|~1)[,)].*",
+     ("NumberReplacer", "ReplaceUnaryOperator_USub_Invert"), r".*\.reshape\((1, )?(- 2|~1)[,)].*",
      "reshape(-2) is reshape(-1): numpy infers the size of a dimension given as any negative "
      "number"),
     (("rules",), ("ReplaceComparisonOperator_Eq_LtE",), r"if k <= LOCAL:.*",
@@ -187,8 +187,13 @@ EQUIVALENT: tuple[tuple[tuple[str, ...], tuple[str, ...], str, str], ...] = (
      r"shape = args\[ -?1\]\.shape|r = np\.empty\(flat\[ -?1\]\.size\)",
      "np.broadcast_arrays gave every argument the same shape"),
     (("observation",), ("ReplaceComparisonOperator_Eq_LtE",),
-     r"if edges\[k\] < x or \(not descending and edges\[k\] <= x\):",
+     r"if edges\[(row, )?k\] < x or \(not descending and edges\[(row, )?k\] <= x\):",
      "'a < x or a <= x' is 'a <= x', which is what 'a < x or a == x' says"),
+    (("observation",), ("NumberReplacer",),
+     r"out\[k\] = bin_index\(edges, -1, edges\.shape\[1\], values\[k\], descending\)",
+     "the edges were reshaped to one row just before: row -1 is row 0"),
+    (("random",), ("NumberReplacer",), r"@functools\.lru_cache\(maxsize= 25[57]\)",
+     "the size of a cache of a pure function's results: any size returns the same tables"),
     (("observation",), ("NumberReplacer",), r"most = max\(.*, default= 1\)",
      "without context features the edge table has no rows, and its width is never read"),
     (("observation",), ("ReplaceComparisonOperator_Eq_LtE",),

@@ -166,3 +166,11 @@ def test_the_largest_word_stays_below_one():
     with mock.patch.object(sim, "random_word", lambda *a: np.uint64(2**64 - 1)):
         value = p(np.uint64(0), 0, 0)
     assert value == 1.0 - 2.0 ** -53 and math.isfinite(sim.inverse_normal_cdf(value))
+
+
+def test_noise_tables_are_shared_read_only():
+    """The cached quantile table is shared by every env of a process: writing to it must fail."""
+    table = sim.lognormal_table(SIGMA)
+    assert sim.lognormal_table(SIGMA) is table
+    with pytest.raises(ValueError, match="read-only"):
+        table[1] = 0.0
