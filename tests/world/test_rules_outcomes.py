@@ -61,29 +61,34 @@ def column(model: OutcomeModel, target: str) -> int:
     return [str(t) for t in model.targets].index(target)
 
 
-def test_edge_target_runs_over_wifi_direct_on_the_tablet_with_its_noise(mi8pro):
-    """mnv1 to the Galaxy Tab S6's GPU over Wi-Fi Direct at -64 dBm (MCS 5), with 0.8 x the
-    link's goodput and 1.1 x the tablet's runtime; Wi-Fi is at another RSSI and noise, unused."""
-    phone, tablet = toml("devices/mi8pro.toml"), toml("devices/galaxy_tab_s6.toml")
-    links, gap = toml("links.toml"), toml("scenarios.toml")["non_streaming"]["request_gap_ms"]
-    j = column(mi8pro, "edge/gpu/fp32")
-    T = len(mi8pro.targets)
-    noise = np.ones((1, mi8pro.n_noise))
-    noise[0, j], noise[0, T], noise[0, T + 1] = 1.1, 1.7, 0.8
-    lat, en = mi8pro.outcomes([0], [60.0], [60.0], [-50.0], [-64.0], noise)
-    want = offload_by_hand(phone, tablet, "gpu/fp32", links["p2p"], "mnv1", -64.0, 0.8, 1.1, gap)
-    assert (lat[0, j], en[0, j]) == pytest.approx(want, rel=REL)
+# (target, host profile, link, Wi-Fi dBm, Wi-Fi Direct dBm, runtime noise, goodput noise used,
+#  goodput noise of the other link, co-running CPU and memory %)
+REMOTE = {
+    # mnv1 to the Galaxy Tab S6's GPU over Wi-Fi Direct at -64 dBm (MCS 5), with 0.8 x the link's
+    # goodput and 1.1 x the tablet's runtime; Wi-Fi is at another RSSI and noise, unused.
+    "edge over Wi-Fi Direct": ("edge/gpu/fp32", "devices/galaxy_tab_s6.toml", "p2p", -50.0, -64.0,
+                               1.1, 0.8, 1.7, 60.0),
+    # mnv1 to the cloud's CPU over Wi-Fi at -72 dBm with the Wi-Fi goodput noise.
+    "cloud over Wi-Fi": ("cloud/cpu/fp32", "devices/cloud_server.toml", "wifi", -72.0, -45.0,
+                         0.9, 1.3, 0.5, 0.0),
+}
 
 
-def test_cloud_target_runs_over_wifi_with_the_wifi_goodput_noise(mi8pro):
-    phone, cloud = toml("devices/mi8pro.toml"), toml("devices/cloud_server.toml")
+@pytest.mark.parametrize("case", list(REMOTE))
+def test_remote_target_runs_over_its_link_with_that_links_noise(mi8pro, case):
+    target, host_file, link, wifi_dbm, p2p_dbm, runtime, goodput, other, load = REMOTE[case]
+    phone, host = toml("devices/mi8pro.toml"), toml(host_file)
     links, gap = toml("links.toml"), toml("scenarios.toml")["non_streaming"]["request_gap_ms"]
-    j = column(mi8pro, "cloud/cpu/fp32")
+    j = column(mi8pro, target)
     T = len(mi8pro.targets)
     noise = np.ones((1, mi8pro.n_noise))
-    noise[0, j], noise[0, T], noise[0, T + 1] = 0.9, 1.3, 0.5
-    lat, en = mi8pro.outcomes([0], [0.0], [0.0], [-72.0], [-45.0], noise)
-    want = offload_by_hand(phone, cloud, "cpu/fp32", links["wifi"], "mnv1", -72.0, 1.3, 0.9, gap)
+    # noise entries T and T + 1 are the Wi-Fi and the Wi-Fi Direct goodput
+    wifi_noise, p2p_noise = (goodput, other) if link == "wifi" else (other, goodput)
+    noise[0, j], noise[0, T], noise[0, T + 1] = runtime, wifi_noise, p2p_noise
+    lat, en = mi8pro.outcomes([0], [load], [load], [wifi_dbm], [p2p_dbm], noise)
+    rssi = wifi_dbm if link == "wifi" else p2p_dbm
+    want = offload_by_hand(phone, host, target.split("/", 1)[1], links[link], "mnv1", rssi,
+                           goodput, runtime, gap)
     assert (lat[0, j], en[0, j]) == pytest.approx(want, rel=REL)
 
 
