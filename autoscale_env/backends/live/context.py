@@ -99,11 +99,15 @@ class SystemMonitor:
         self._last = now
         cpu = 100.0 * (d_busy - d_own) / d_total if d_total > 0 else 0.0
         mem = psutil.virtual_memory()
-        own_rss = 0
+        # Only our private resident pages: RSS also counts file-backed shared pages (torch's
+        # libraries, once per server process), which the kernel files under cache, not under
+        # ``total - available``; subtracting them drove the share to 0 on a lightly used host.
+        own_private = 0
         for p in self._processes():
             try:
-                own_rss += p.memory_info().rss
+                info = p.memory_info()
+                own_private += info.rss - getattr(info, "shared", 0)
             except psutil.Error:
                 continue
-        mem_pct = 100.0 * (mem.total - mem.available - own_rss) / mem.total
+        mem_pct = 100.0 * (mem.total - mem.available - own_private) / mem.total
         return min(100.0, max(0.0, cpu)), min(100.0, max(0.0, mem_pct))
