@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--runs must be >= 1 and --burners >= 0, got {args.runs} and {args.burners}")
     cmd = [sys.executable, "-m", "pytest", *SUITE_ARGS, *(FAST_TIER if args.fast else ()),
            *args.pytest_args]
-    print(f"$ {' '.join(cmd[1:])}  (beside {args.burners} burner(s), {os.cpu_count()} cores)",
+    print(f"$ python {shlex.join(cmd[1:])}  (beside {args.burners} burner(s), {os.cpu_count()} cores)",
           flush=True)
     burners = [mp.Process(target=_burn, daemon=True) for _ in range(args.burners)]
     for b in burners:
