@@ -146,3 +146,24 @@ def test_phone_tables_decompose_the_rules_outcomes(device):
         transfer_ms = (tables.up_kbit[net] + down_kbit) * ms_per_kbit[:, 0, kind]
         np.testing.assert_allclose(link[:, j] - base[:, j], transfer_ms, rtol=1e-9)
     assert tables.base_w[0] == model.phone.base_power_w
+
+
+@pytest.mark.parametrize("rule", ["equal_throughput", "equal_airtime", "fifo", "ps"])
+def test_an_inactive_entry_changes_nobody_else(rule):
+    """Inactive entries (phones that stay local, or use the other channel or processor) give 0
+    and leave the active ones' results exactly as if they were not there at all."""
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        n = int(rng.integers(1, 12))
+        x, y = rng.random(n) * 100, rng.random(n) * 10
+        x[rng.random(n) < 0.3] = x[0]  # ties
+        active = rng.random(n) < 0.6
+        active[rng.integers(n)] = True
+        slowdown = collision_slowdown(n, DCF)
+        run = {"equal_throughput": lambda x, y, a: shared_transfer_ms(x, y, a, slowdown),
+               "equal_airtime": lambda x, y, a: shared_transfer_ms(x, 1.0, a, slowdown),
+               "fifo": fifo_wait_ms, "ps": ps_wait_ms}[rule]
+        every = run(x, y, active)
+        only = run(x[active], y[active], np.ones(active.sum(), bool))
+        assert np.array_equal(every[active], only)
+        assert (every[~active] == 0.0).all()

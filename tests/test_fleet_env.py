@@ -184,3 +184,96 @@ def test_threaded_generation_equals_one_thread():
         xb, rb, ib = b.step(act)
         assert np.array_equal(xa, xb) and np.array_equal(ra, rb)
     a.close()
+
+
+MIXED = ["mi8pro", "moto_x_force", "galaxy_s10e", "moto_x_force", "mi8pro"]  # 9, 8, 9, 8, 9 targets
+
+
+def _joint(core, rng, k=None):
+    """Random valid joint actions of ``core``'s phones: (N,), or (k, N)."""
+    shape = (core.n_phones,) if k is None else (k, core.n_phones)
+    return (rng.random(shape) * core.n_targets).astype(np.int64)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"num_phones": 16},
+    {"num_phones": 5, "device": MIXED},
+    {"num_phones": 12, "discipline": "processor_sharing", "sharing": "equal_airtime",
+     "p2p_shares_ap_channel": True},
+])
+def test_a_step_is_the_batch_evaluation_of_its_joint_action_bit_for_bit(kwargs):
+    """A step (and ``evaluate`` of one joint action) runs the round in one compiled pass; a batch
+    of joint actions goes through the array forms of the same rules. Both give the same
+    outcomes, contention terms and rewards, bit for bit, across block boundaries."""
+    core = make_core(**kwargs)
+    core.reset(3)
+    rng = np.random.default_rng(1)
+    for _ in range(130):
+        batch = _joint(core, rng, 4)
+        together = core.evaluate(batch)
+        for k, joint in enumerate(batch):
+            alone = core.evaluate(joint)
+            assert alone.keys() == together.keys()
+            for key, value in alone.items():
+                assert value.dtype == together[key].dtype, key
+                assert np.array_equal(value, together[key][k]), key
+        _, r, info = core.step(batch[0])
+        assert np.array_equal(r, together["reward"][0])
+        for key in ("latency_ms", "energy_mj", "upload_extra_ms", "edge_wait_ms", "link"):
+            assert np.array_equal(info[key], together[key][0]), key
+
+
+def test_step_results_are_fresh_arrays_the_next_step_leaves_alone():
+    core = make_core(8)
+    obs, _ = core.reset(0)
+    rng = np.random.default_rng(0)
+    kept = []
+    for _ in range(220):  # across two block boundaries: the core refills its block arrays
+        obs, r, info = core.step(_joint(core, rng))
+        result = (obs, r, info, core.context(), core.counterfactual_rewards())
+        kept.append((result, [obs.copy(), r.copy(), {k: v.copy() for k, v in info.items()},
+                              {k: v.copy() for k, v in result[3].items()}, result[4].copy()]))
+    for (obs, r, info, ctx, alone), (obs0, r0, info0, ctx0, alone0) in kept:
+        assert np.array_equal(obs, obs0) and np.array_equal(r, r0)
+        assert all(np.array_equal(info[k], info0[k]) for k in info0)
+        assert all(np.array_equal(ctx[k], ctx0[k]) for k in ctx0)
+        assert np.array_equal(alone, alone0)
+
+
+def test_the_core_refuses_an_action_out_of_range_and_does_not_advance():
+    core, fresh = make_core(3, device=["mi8pro", "moto_x_force", "mi8pro"]), make_core(
+        3, device=["mi8pro", "moto_x_force", "mi8pro"])
+    core.reset(1)
+    fresh.reset(1)
+    with pytest.raises(InvalidActionError, match=r"^phone 1: action 8 outside Discrete\(8\); "
+                       r"valid actions are 0\.\.7 \(local/cpu/fp32, .*cloud/gpu/fp32\)$"):
+        core.step(np.array([0, 8, 0]))
+    with pytest.raises(InvalidActionError, match=r"^phone 0: action -1 outside Discrete\(9\)"):
+        core.step(np.array([-1, 9, 0]))  # the first phone out of range is named
+    with pytest.raises(InvalidActionError, match=r"^actions must be 3 integers \(one per phone\), "
+                       r"got shape \(3,\) dtype float64$"):
+        core.step(np.zeros(3))
+    obs, r, info = core.step(np.array([1, 7, 2]))
+    obs1, r1, info1 = fresh.step(np.array([1, 7, 2]))
+    assert np.array_equal(obs, obs1) and np.array_equal(r, r1)
+    assert all(np.array_equal(info[k], info1[k]) for k in info1)
+
+
+def test_batched_worlds_of_phones_with_different_targets_equal_one_backend_per_phone():
+    """The sim writes each group's blocks straight into the fleet's arrays, a phone with fewer
+    targets into the first of its row (the rest stay NaN, their rewards alone -inf)."""
+    a = make_core(5, device=MIXED, batched=True)
+    b = make_core(5, device=MIXED, batched=False)
+    assert a.worlds.batched and not b.worlds.batched
+    a.reset(4)
+    b.reset(4)
+    rng = np.random.default_rng(3)
+    for _ in range(120):
+        ra, rb = a.counterfactual_rewards(), b.counterfactual_rewards()
+        assert np.array_equal(ra, rb)
+        assert (ra[~a.valid_actions] == -np.inf).all()
+        act = _joint(a, rng)
+        xa, ra, ia = a.step(act)
+        xb, rb, ib = b.step(act)
+        assert np.array_equal(xa, xb) and np.array_equal(ra, rb)
+        assert all(np.array_equal(ia[k], ib[k]) for k in ib)

@@ -555,11 +555,13 @@ class SimBackend:
         state.drop_left[worlds] = 0
 
     def generate(self, state: SimState, worlds: np.ndarray, n: int | None = None,
-                 out: Requests | None = None, threads: int | None = None) -> Requests:
+                 out: Requests | None = None, threads: int | None = None,
+                 rows: np.ndarray | None = None) -> Requests:
         """The next ``n`` (default ``block_size``) requests of the episodes in rows ``worlds``
         of ``state`` (advancing them), as :class:`Requests` of ``E = len(worlds)`` rows, or
-        written into row ``worlds[k]`` of ``out`` (arrays with a row per state row and ``n``
-        columns). ``threads``: see :func:`run_split` (default :func:`default_threads`)."""
+        written into row ``rows[k]`` (default ``worlds[k]``) of ``out`` (arrays with ``n``
+        columns; any strides, e.g. transposed views of a caller's request-major arrays).
+        ``threads``: see :func:`run_split` (default :func:`default_threads`)."""
         worlds = np.ascontiguousarray(worlds, dtype=np.int64)
         n = self.block_size if n is None else int(n)
         if out is None:
@@ -567,8 +569,10 @@ class SimBackend:
             out = Requests(np.empty((E, n), dtype=np.int64), *(np.empty((E, n)) for _ in range(4)),
                            np.empty((E, n, T)), np.empty((E, n, T)))
             rows = np.arange(E, dtype=np.int64)
-        else:
+        elif rows is None:
             rows = worlds
+        else:
+            rows = np.ascontiguousarray(rows, dtype=np.int64)
         run_split(generate_loop, (self.processes, self.model.tables, *state.arrays()), worlds, rows,
                   tuple(out), out.network.shape[1], threads)
         return out

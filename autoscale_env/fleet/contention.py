@@ -95,27 +95,36 @@ def collision_slowdown(max_stations: int, dcf: DcfTiming) -> np.ndarray:
 @njit(cache=True)
 def shared_transfer_row(size, weight, active, slowdown, out) -> None:
     """:func:`shared_transfer_ms` of one row (1-D arrays), into ``out``."""
-    n = len(size)
-    x = np.empty(n)
-    for k in range(n):
-        x[k] = size[k] if active[k] else 0.0
-    order = np.argsort(x, kind="mergesort")  # stable: ties keep the lower index first
-    # the weight and the number of stations still sending when the k-th shortest finishes
-    rate, count = np.empty(n), np.empty(n, dtype=np.int64)
-    total, stations = 0.0, 0
-    for k in range(n - 1, -1, -1):
-        j = order[k]
-        if active[j]:
-            total += weight[j]
-            stations += 1
-        rate[k], count[k] = total, stations
+    # Only the active stations are sorted: an inactive one moves nothing (it would sort first,
+    # at size 0, and add exactly 0 to the clock), so leaving it out changes no result.
+    stations = _active(active, out)
+    m = len(stations)
+    order = np.argsort(size[stations], kind="mergesort")  # stable: ties keep the lower index first
+    # the weight of the stations still sending when the k-th shortest finishes (m - k of them)
+    rate, total = np.empty(m), 0.0
+    for k in range(m - 1, -1, -1):
+        total += weight[stations[order[k]]]
+        rate[k] = total
     t, previous = 0.0, 0.0
     last = len(slowdown) - 1
-    for k in range(n):
-        j = order[k]
-        t += (x[j] - previous) * rate[k] * slowdown[min(count[k], last)]
-        previous = x[j]
-        out[j] = t if active[j] else 0.0
+    for k in range(m):
+        j = stations[order[k]]
+        t += (size[j] - previous) * rate[k] * slowdown[min(m - k, last)]
+        previous = size[j]
+        out[j] = t
+
+
+@njit(cache=True, inline="always")
+def _active(active, out):
+    """Indices of the ``active`` entries (ascending); zeroes ``out``, the result of the others."""
+    stations = np.empty(len(active), dtype=np.int64)
+    m = 0
+    for k in range(len(active)):
+        out[k] = 0.0
+        if active[k]:
+            stations[m] = k
+            m += 1
+    return stations[:m]
 
 
 def shared_transfer_ms(size: np.ndarray, weight: np.ndarray, active: np.ndarray,
@@ -156,18 +165,13 @@ def _rows(size, weight, active):
 @njit(cache=True)
 def fifo_wait_row(arrival_ms, service_ms, active, out) -> None:
     """:func:`fifo_wait_ms` of one row, into ``out``."""
-    n = len(arrival_ms)
-    a = np.empty(n)
-    for k in range(n):
-        a[k] = arrival_ms[k] if active[k] else np.inf
-    order = np.argsort(a, kind="mergesort")  # ties: lower index first
+    jobs = _active(active, out)  # only they are queued (the others wait 0)
+    order = np.argsort(arrival_ms[jobs], kind="mergesort")  # ties: lower index first
     free_at = -np.inf  # when the server finishes the jobs so far
-    for j in order:
-        if not active[j]:
-            out[j] = 0.0
-            continue
-        out[j] = max(0.0, free_at - a[j])
-        free_at = max(free_at, a[j]) + service_ms[j]
+    for k in order:
+        j = jobs[k]
+        out[j] = max(0.0, free_at - arrival_ms[j])
+        free_at = max(free_at, arrival_ms[j]) + service_ms[j]
 
 
 def fifo_wait_ms(arrival_ms: np.ndarray, service_ms: np.ndarray, active: np.ndarray) -> np.ndarray:
@@ -336,14 +340,22 @@ class PhoneTables:
 @njit(cache=True)
 def _link_state(links, wifi_active_w, rssi_dbm, ms_per_kbit, tx_w) -> None:
     """(rows, N, 2) per phone and link: 1 / goodput (0 when disconnected) and transmit power."""
-    # The two links are indexed by constants: their MCS tables differ in length (2.4 GHz 11n vs
-    # 5 GHz 11ac), so they are records of different types and a runtime index cannot pick one.
     for r in range(rssi_dbm.shape[0]):
         for n in range(rssi_dbm.shape[1]):
-            _one_link(links[0], wifi_active_w[n], rssi_dbm[r, n, 0], ms_per_kbit[r, n], tx_w[r, n],
-                      0)
-            _one_link(links[1], wifi_active_w[n], rssi_dbm[r, n, 1], ms_per_kbit[r, n], tx_w[r, n],
-                      1)
+            phone_link_state(links, wifi_active_w[n], rssi_dbm[r, n, 0], rssi_dbm[r, n, 1],
+                             ms_per_kbit[r, n], tx_w[r, n], 0)
+
+
+@njit(cache=True, inline="always")
+def phone_link_state(links, wifi_active_w, rssi_wifi_dbm, rssi_p2p_dbm, ms_per_kbit, tx_w,
+                     col) -> None:
+    """One request's two links (:meth:`PhoneTables.link_state`), into ``ms_per_kbit[col]`` and
+    ``tx_w[col]`` (Wi-Fi) and ``[col + 1]`` (Wi-Fi Direct): 1 / goodput, 0 when disconnected,
+    and the transmit power. ``links``: :attr:`PhoneTables.links`."""
+    # The two links are indexed by constants: their MCS tables differ in length (2.4 GHz 11n vs
+    # 5 GHz 11ac), so they are records of different types and a runtime index cannot pick one.
+    _one_link(links[0], wifi_active_w, rssi_wifi_dbm, ms_per_kbit, tx_w, col)
+    _one_link(links[1], wifi_active_w, rssi_p2p_dbm, ms_per_kbit, tx_w, col + 1)
 
 
 @njit(cache=True, inline="always")
@@ -376,6 +388,13 @@ class Contention:
         self._n_queues = len(tables.queues)
         self._processor_sharing = fleet.discipline == "processor_sharing"
         self._equal_airtime = fleet.sharing == "equal_airtime"
+        self._base_w = np.ascontiguousarray(tables.base_w, dtype=np.float64)
+        #: :func:`contend`'s arguments that are the same every round, in its order around the
+        #: round's inputs: ``(link, domain, queue)`` and ``(base_w, slowdown, n_domains,
+        #: n_queues, equal_airtime, processor_sharing)`` (for callers that compile a round).
+        self.rules = ((self._link, self._domain, self._queue),
+                      (self._base_w, self.slowdown, self.n_domains, self._n_queues,
+                       self._equal_airtime, self._processor_sharing))
 
     def adjust(self, flat: np.ndarray, service_ms: np.ndarray, up_kbit: np.ndarray,
                ms_per_kbit: np.ndarray, tx_w: np.ndarray, connected: np.ndarray) -> dict:
@@ -402,12 +421,11 @@ class Contention:
         out = np.empty((4,) + rows.shape)
         link = np.empty(rows.shape, dtype=np.int64)
         conn = np.empty(rows.shape, dtype=np.bool_)
-        _contend(self._link, self._domain, self._queue, rows, service,
-                 np.asarray(up_kbit, dtype=np.float64), np.asarray(ms_per_kbit, dtype=np.float64),
-                 np.asarray(tx_w, dtype=np.float64), np.asarray(connected, dtype=np.bool_),
-                 np.asarray(self.tables.base_w, dtype=np.float64), self.slowdown,
-                 self.n_domains, self._n_queues, self._equal_airtime, self._processor_sharing,
-                 out[0], out[1], out[2], out[3], link, conn)
+        before, after = self.rules
+        _contend(*before, rows, service, np.asarray(up_kbit, dtype=np.float64),
+                 np.asarray(ms_per_kbit, dtype=np.float64), np.asarray(tx_w, dtype=np.float64),
+                 np.asarray(connected, dtype=np.bool_), *after, out[0], out[1], out[2], out[3],
+                 link, conn)
         return {"extra_latency_ms": out[0].reshape(shape), "extra_energy_mj": out[1].reshape(shape),
                 "upload_extra_ms": out[2].reshape(shape), "edge_wait_ms": out[3].reshape(shape),
                 "link": link.reshape(shape), "connected": conn.reshape(shape)}

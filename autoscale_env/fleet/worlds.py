@@ -23,9 +23,13 @@ from typing import Any
 import numpy as np
 
 from autoscale_env.backends import make_backend
+from autoscale_env.backends.sim import Requests
 from autoscale_env.world.types import Backend, RequestBlock, Target, Workload
 
 _BATCHED = ("reset_worlds", "block_size", "generate", "accuracy_table")
+#: :class:`FleetBlock`'s request contexts, (B, N), and outcomes, (B, N, T), in the generator's order.
+_CONTEXT = ("network", "co_cpu_pct", "co_mem_pct", "rssi_wifi_dbm", "rssi_p2p_dbm")
+_OUTCOMES = ("latency_ms", "energy_mj", "accuracy")
 
 
 @dataclass
@@ -44,6 +48,14 @@ class FleetBlock:
 
     def __len__(self) -> int:
         return self.network.shape[0]
+
+    @classmethod
+    def empty(cls, B: int, N: int, T: int) -> FleetBlock:
+        """Uninitialised arrays for ``B`` requests of ``N`` phones with up to ``T`` targets."""
+        return cls(network=np.empty((B, N), np.int64), co_cpu_pct=np.empty((B, N)),
+                   co_mem_pct=np.empty((B, N)), rssi_wifi_dbm=np.empty((B, N)),
+                   rssi_p2p_dbm=np.empty((B, N)), latency_ms=np.empty((B, N, T)),
+                   energy_mj=np.empty((B, N, T)), accuracy=np.empty((B, N, T)))
 
 
 class FleetWorlds:
@@ -118,50 +130,59 @@ class FleetWorlds:
                 b.reset_worlds([self._rngs[k] for k in members.tolist()], state,
                                np.arange(len(members)))
 
-    def next_block(self) -> FleetBlock:
-        """Every phone's next block, stacked."""
-        parts = []
+    def next_block(self, out: FleetBlock | None = None) -> FleetBlock:
+        """Every phone's next block, stacked: sim groups write it in place, others are copied.
+
+        ``out``: a block this method returned before, to fill again instead of allocating one
+        (when its length still fits): a fleet's blocks are megabytes, and fresh ones cost a page
+        fault per 4 KiB on every block. A phone's missing targets are never written, so they
+        keep the NaN they got when the block was allocated.
+        """
+        drawn = []  # protocol blocks, drawn first: their length must match before sim groups advance
         for b, members, state in self._groups:
             if state is None:
                 blk: RequestBlock = b.next_block()
                 if blk.latency_ms is None:
                     raise ValueError(f"{type(b).__name__} blocks carry no outcomes (a live backend?); "
                                      f"a fleet needs every target's outcome in advance")
-                parts.append((members, blk.network[:, None], blk.co_cpu_pct[:, None],
-                              blk.co_mem_pct[:, None], blk.rssi_wifi_dbm[:, None],
-                              blk.rssi_p2p_dbm[:, None], np.asarray(blk.latency_ms)[:, None],
-                              np.asarray(blk.energy_mj)[:, None], np.asarray(blk.accuracy)[:, None]))
-            else:
-                parts.append((members, *self._batched_block(b, members, state)))
-        lengths = {p[1].shape[0] for p in parts}
+                drawn.append((members, blk))
+        lengths = {len(blk.network) for _, blk in drawn}
+        lengths |= {int(b.block_size) for b, _, state in self._groups if state is not None}
         if len(lengths) != 1:
             raise ValueError(f"the phones' backends returned blocks of different lengths "
                              f"{sorted(lengths)}; give them one block_size")
         B, N, T = lengths.pop(), self.n_phones, self.T
-        out = FleetBlock(network=np.empty((B, N), np.int64), co_cpu_pct=np.empty((B, N)),
-                         co_mem_pct=np.empty((B, N)), rssi_wifi_dbm=np.empty((B, N)),
-                         rssi_p2p_dbm=np.empty((B, N)), latency_ms=np.empty((B, N, T)),
-                         energy_mj=np.empty((B, N, T)), accuracy=np.empty((B, N, T)))
-        if (self.n_targets < T).any():  # a phone's missing targets: unknown
-            for a in (out.latency_ms, out.energy_mj, out.accuracy):
-                a.fill(np.nan)
-        fields = ("network", "co_cpu_pct", "co_mem_pct", "rssi_wifi_dbm", "rssi_p2p_dbm")
-        for members, *arrays in parts:
-            if len(parts) == 1 and len(members) == N and np.array_equal(members, np.arange(N)):
-                members = slice(None)
-            for name, a in zip(fields, arrays[:5]):
-                getattr(out, name)[:, members] = a
-            t = arrays[5].shape[-1]
-            for name, a in zip(("latency_ms", "energy_mj", "accuracy"), arrays[5:]):
-                getattr(out, name)[:, members, :t] = a
+        if out is None or out.latency_ms.shape != (B, N, T):
+            out = FleetBlock.empty(B, N, T)
+            if (self.n_targets < T).any():  # a phone's missing targets: unknown
+                for a in (out.latency_ms, out.energy_mj, out.accuracy):
+                    a.fill(np.nan)
+        for members, blk in drawn:  # one phone each
+            k = members[0]
+            for name in _CONTEXT:
+                getattr(out, name)[:, k] = getattr(blk, name)
+            for name in _OUTCOMES:
+                a = np.asarray(getattr(blk, name))
+                getattr(out, name)[:, k, :a.shape[-1]] = a
+        for b, members, state in self._groups:
+            if state is not None:
+                self._batched_block(b, members, state, out)
         return out
 
-    def _batched_block(self, b, members: np.ndarray, state) -> tuple[np.ndarray, ...]:
-        """One sim group's blocks in one compiled pass (phones split across threads)."""
-        r = b.generate(state, np.arange(len(members)), threads=self.threads)
-        return (r.network.T, r.co_cpu_pct.T, r.co_mem_pct.T, r.rssi_wifi_dbm.T, r.rssi_p2p_dbm.T,
-                r.latency_ms.transpose(1, 0, 2), r.energy_mj.transpose(1, 0, 2),
-                b.accuracy_table[r.network].transpose(1, 0, 2))
+    def _batched_block(self, b, members: np.ndarray, state, out: FleetBlock) -> None:
+        """One sim group's blocks in one compiled pass (phones split across threads), written
+        straight into the group's phones of ``out``: the generator takes transposed views, so
+        phone ``members[k]`` is its row ``members[k]``, and no transposed copy is made."""
+        t = len(b.targets)
+        views = Requests(*(getattr(out, name).T for name in _CONTEXT),
+                         *(getattr(out, name)[:, :, :t].transpose(1, 0, 2)
+                           for name in _OUTCOMES[:2]))
+        b.generate(state, np.arange(len(members)), out=views, threads=self.threads, rows=members)
+        # the sim's accuracy depends only on (network, target): one gather from its table
+        if t == self.T and len(members) == self.n_phones:  # the whole fleet: no index needed
+            np.take(b.accuracy_table, out.network, axis=0, out=out.accuracy)
+        else:
+            out.accuracy[:, members, :t] = b.accuracy_table[out.network[:, members]]
 
     def close(self) -> None:
         """Close every backend."""
