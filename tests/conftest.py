@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -11,6 +13,13 @@ from hypothesis import settings
 # per-example deadline can tell from a slow example: property tests run without one.
 settings.register_profile("autoscale", deadline=None)
 settings.load_profile("autoscale")
+
+# A suite started in the background by a non-interactive shell (`(pytest &)`) inherits SIGINT
+# ignored, and so does every process its tests start: the tests that stop a recorder or a sweep
+# with Ctrl-C would wait for an interrupt their child never sees. A Python-level handler here is
+# reset to the default in the children, so they get a live SIGINT again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import autoscale_env  # noqa: F401  (registers AutoScale-v0)
 from autoscale_env.backends.sim import SimBackend
