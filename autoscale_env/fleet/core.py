@@ -116,14 +116,12 @@ class FleetCore:
         if self._block is None:
             raise RuntimeError("call reset() before step()")
         out = self._play(self._check(actions), self._load)  # also counts the round's load
-        i, b = self._i, self._block
-        # the block's arrays are filled again by the next block: callers get copies of its rows
+        i = self._i
+        # the executed request's context (copies: the next block refills the block's arrays);
+        # its oracle action is replaced by the next request's below
         info = {"latency_ms": out["latency_ms"], "energy_mj": out["energy_mj"],
                 "accuracy": out["accuracy"], "qos_met": out["qos_met"],
-                "accuracy_met": out["accuracy_met"], "network": b.network[i].copy(),
-                "co_cpu_pct": b.co_cpu_pct[i].copy(), "co_mem_pct": b.co_mem_pct[i].copy(),
-                "rssi_wifi_dbm": b.rssi_wifi_dbm[i].copy(),
-                "rssi_p2p_dbm": b.rssi_p2p_dbm[i].copy(),
+                "accuracy_met": out["accuracy_met"], **self.context(),
                 "upload_extra_ms": out["upload_extra_ms"], "edge_wait_ms": out["edge_wait_ms"],
                 "link": out["link"], "connected": out["connected"]}
         i += 1
