@@ -420,9 +420,12 @@ def profile_import(
         help="converts power_profile.xml's mA to W (the file gives no battery voltage; the "
              "nominal Li-ion cell)")] = 3.85,
     validate_as: Annotated[str | None, typer.Option(
-        metavar="DEVICE",
-        help="also run autoscale validate's rows of bundled DEVICE whose numbers the inputs "
-             "gave, with this profile in its place (exit 1 if one fails)")] = None,
+        metavar="DEVICE|SOC",
+        help="also run autoscale validate's latency and power rows of a device the measurements "
+             "name (mi8pro) or of every phone with a SoC ('Snapdragon 845') against this "
+             "profile, where the inputs gave the number under the row's own conditions (SoC, "
+             "network, precision, delegate, CPU threads); the rest are listed as not covered. "
+             "Exit 1 if a compared row fails")] = None,
     force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
 ) -> int:
     from autoscale_env.tools import profile_import as pi
@@ -441,9 +444,20 @@ def profile_import(
     for note in report.notes:
         print(f"  note: {note}")
     if validate_as:
-        rows = pi.covered_validation(out, validate_as, [i["file"] for i in report.inputs])
-        table, failing = validate.report(rows, validate.DEFAULT_MAX_LOG2_ERROR)
-        print(f"\nautoscale validate, rows of {validate_as} the inputs cover:\n{table}")
+        cov = pi.covered_validation(out, validate_as, [i["file"] for i in report.inputs])
+        print(f"\nautoscale validate, rows of {validate_as} the inputs cover like for like:")
+        if cov.compared:
+            table, failing = validate.report(cov.compared, validate.DEFAULT_MAX_LOG2_ERROR)
+            print(table)
+        else:
+            failing = []
+            print("  none: nothing was validated", file=sys.stderr)
+        print(f"not covered ({len(cov.not_covered)} rows, not compared):")
+        for m, why in cov.not_covered:
+            print(f"  {Path(m.file).name}:{m.line} {m.device} {m.network or ''} {m.unit}: {why}")
+        if cov.ratio_rows:
+            print(f"  and {cov.ratio_rows} within-framework ratio rows (an import gives absolute "
+                  f"figures)")
         if failing:
             print(validate.failures_text(failing), file=sys.stderr)
             return 1

@@ -2,7 +2,8 @@
 
     autoscale profile import --power-profile power_profile.xml \\
         --benchmark mnv1:cpu/fp32=logs/mnv1_cpu_fp32_t4.txt --benchmark ... \\
-        [--benchmark-dir logs/] --out runs/myphone/myphone.toml [--base mi8pro]
+        [--benchmark-dir logs/] --out runs/myphone/myphone.toml [--base mi8pro] \\
+        [--soc "Snapdragon 845" --validate-as "Snapdragon 845"]
 
 Two inputs a phone already publishes:
 
@@ -37,6 +38,11 @@ name come from the ``base`` profile, and their ``source`` says ``not measured: b
 the report (:class:`ImportReport`, also written as ``<stem>.import.json``) lists every one. Every
 number taken from an input names its file in its ``source``; the profile's header comment lists
 every input with its SHA-256.
+
+**Validation compares like with like** (:func:`covered_validation`): a bundled latency or power
+row is compared with the profile only where the row's phone has the profile's SoC and the inputs
+gave its number under the row's conditions (delegate, CPU threads, power items); the rest are
+reported as not covered, with the reason.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ from autoscale_env.world.types import PROCESSORS
 
 __all__ = [
     "BenchmarkRun",
+    "Coverage",
     "ProfileImportError",
     "ImportReport",
     "PowerProfile",
@@ -69,6 +76,7 @@ __all__ = [
     "import_profile",
     "parse_benchmark_log",
     "parse_power_profile",
+    "soc_key",
 ]
 
 #: Nominal Li-ion cell voltage (V): power_profile.xml gives currents, the world needs watts.
@@ -384,7 +392,8 @@ def _num(x: float) -> str:
 
 def _power(pp: PowerProfile, threads: int | None, volts: float,
            report: ImportReport) -> dict[str, tuple[float, str]]:
-    """``{field path: (W, source text)}`` of what the power profile gives."""
+    """``{field path: (W, source text)}`` of what the power profile gives; which items each
+    figure used (and, for the CPU's busy power, how many cores) goes to ``report.power``."""
     out: dict[str, tuple[float, str]] = {}
     f = Path(pp.path).name
     est_v = f"at {volts:g} V (estimate: the file gives mA and no battery voltage)"
@@ -409,6 +418,9 @@ def _power(pp: PowerProfile, threads: int | None, volts: float,
             total_ma * volts / 1000.0,
             f"{f}: {parts} = {total_ma:g} mA {est_v}: all used cores at the top clock, a "
             f"ceiling (sustained load under DVFS/thermal limits draws less)")
+        report.power["processors.cpu.busy_power_w"] = {
+            "items": [f"cpu.core_power.cluster{k}", "cpu.clusters.cores"] + [n for n, _ in extra],
+            "cores": used}
     else:
         report.missing.append(f"processors.cpu.busy_power_w: {f} has no cpu.clusters.cores with "
                               f"cpu.core_power/core_speeds arrays")
@@ -416,6 +428,7 @@ def _power(pp: PowerProfile, threads: int | None, volts: float,
     if awake:
         out["processors.cpu.idle_power_w"] = (awake * volts / 1000.0,
                                               f"{f}: cpu.awake {awake:g} mA {est_v}")
+        report.power["processors.cpu.idle_power_w"] = {"items": ["cpu.awake"]}
     else:
         report.missing.append(f"processors.cpu.idle_power_w: {f} has no cpu.awake")
     wifi = pp.item("wifi.active")
@@ -423,12 +436,16 @@ def _power(pp: PowerProfile, threads: int | None, volts: float,
     mv = pp.item("wifi.controller.voltage")
     if wifi:
         out["base.wifi_active_w"] = (wifi * volts / 1000.0, f"{f}: wifi.active {wifi:g} mA {est_v}")
+        report.power["base.wifi_active_w"] = {"items": ["wifi.active"]}
     elif rx and tx:
         v = mv / 1000.0 if mv else volts
         how = f"at wifi.controller.voltage {mv:g} mV" if mv else est_v
         out["base.wifi_active_w"] = ((rx + tx) / 2 * v / 1000.0,
                                      f"{f}: mean of wifi.controller.rx {rx:g} mA and .tx {tx:g} "
                                      f"mA {how}")
+        report.power["base.wifi_active_w"] = {
+            "items": ["wifi.controller.rx", "wifi.controller.tx"]
+            + (["wifi.controller.voltage"] if mv else [])}
     else:
         report.missing.append(f"base.wifi_active_w: {f} has neither wifi.active nor "
                               f"wifi.controller.rx/tx")
@@ -437,6 +454,7 @@ def _power(pp: PowerProfile, threads: int | None, volts: float,
     if gpu:
         out["processors.gpu.busy_power_w"] = (gpu[1] * volts / 1000.0,
                                               f"{f}: {gpu[0]} {gpu[1]:g} mA {est_v}")
+        report.power["processors.gpu.busy_power_w"] = {"items": [gpu[0]]}
     return out
 
 
@@ -527,6 +545,8 @@ def import_profile(power_profile: str | os.PathLike,
             f"{others}")
         report.latency_ms.setdefault(net, {})[unit] = {
             "ms": best.inference_ms, "file": best.path, "threads": best.threads,
+            "delegates": [d for d in best.delegates if d not in best.declined],
+            "gpu_precision_loss": best.gpu_precision_loss,
             "alternatives": [r.path for r in rs if r is not best]}
     local_units = sorted({u for _, u in runs}, key=config.UNITS.index)
     if "cpu/fp32" not in local_units:  # the fallback unit and the reward's reference
@@ -578,7 +598,7 @@ def import_profile(power_profile: str | os.PathLike,
     body.append("sources.wifi_active_w = " + _q(wifi[1] if wifi else
                                                 f"not measured: base {base_p.name} value"))
     if wifi:
-        report.power["base.wifi_active_w"] = {"w": wifi[0], "from": wifi[1]}
+        report.power["base.wifi_active_w"].update(w=wifi[0], **{"from": wifi[1]})
     body.append("")
     for proc in procs:
         bp = base_p.processors.get(proc)
@@ -588,7 +608,7 @@ def import_profile(power_profile: str | os.PathLike,
             got = power.get(f"processors.{proc}.{key}")
             if got:
                 value, srcs[key] = got
-                report.power[f"processors.{proc}.{key}"] = {"w": value, "from": got[1]}
+                report.power[f"processors.{proc}.{key}"].update(w=value, **{"from": got[1]})
             elif bp is not None:
                 value = getattr(bp, key)
                 srcs[key] = f"not measured ({fname} has no {proc} figure): base {base_p.name} value"
@@ -632,6 +652,8 @@ def import_profile(power_profile: str | os.PathLike,
         for unit, text in srcs.items():
             body.append(f"sources.{_q(unit)} = {_q(text)}")
         body.append("")
+    # a figure the XML gives for a processor the profile does not model is not in the profile
+    report.power = {k: v for k, v in report.power.items() if "w" in v}
     lines += [f"#   {m}" for m in report.missing]
     text = "\n".join(lines + body)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -649,29 +671,165 @@ def import_profile(power_profile: str | os.PathLike,
 # Validation of what the inputs cover
 
 
-def covered_validation(profile: str | os.PathLike, as_device: str,
-                       inputs: Sequence[str | os.PathLike]) -> list[validate.Comparison]:
-    """``autoscale validate``'s rows for ``as_device`` whose number in ``profile`` was taken
-    from one of ``inputs`` (its provenance names the file), with the profile in its place."""
-    comparisons, _ = validate.compare(profiles={as_device: str(profile)})
-    data = config.read_toml(Path(profile))
+#: SoC names a measurement's ``measured_on`` or a profile's ``soc`` can carry, lower case.
+_SOC = re.compile(r"\b(snapdragon|exynos|kirin|dimensity|helio|tensor)\s*(g?[0-9]{1,4}\+?)",
+                  re.IGNORECASE)
+_SDM = re.compile(r"\b(?:sdm|sm|msm)([0-9]{3,4})\b", re.IGNORECASE)
+
+
+def soc_key(text: str | None) -> str | None:
+    """``"snapdragon 845"`` for "Qualcomm Snapdragon 845", "Pixel 3 (Snapdragon 845)" or
+    "sdm845"; None when ``text`` names no SoC this reader knows."""
+    if not text:
+        return None
+    m = _SOC.search(text)
+    if m:
+        return f"{m.group(1).lower()} {m.group(2).lower()}"
+    m = _SDM.search(text)
+    return f"snapdragon {m.group(1)}" if m and len(m.group(1)) == 3 else None
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """``autoscale validate``'s rows for an imported profile, split by whether they compare
+    like with like."""
+
+    target: str
+    """What was asked for: a device the measurements name, or a SoC."""
+    compared: list[validate.Comparison]
+    """Rows whose number the inputs gave under the row's own conditions (same SoC, network,
+    precision, delegate and, on the CPU, threads), with the profile's value in ``world``."""
+    not_covered: list[tuple[validate.Measurement, str]]
+    """Every other latency / power row of the target, with the reason it is not compared."""
+    ratio_rows: int
+    """Within-framework ratio rows of the target: an import gives absolute figures, not ratios."""
+
+
+def _row_delegate(conditions: str) -> str | None:
+    """The delegate a latency row names: ``nnapi``, ``hexagon``, ``gpu``, ``cpu`` or None."""
+    c = conditions.lower()
+    for name in ("nnapi", "hexagon", "gpu", "cpu"):
+        if name in c:
+            return name
+    return None
+
+
+def _row_threads(conditions: str) -> int | None:
+    m = re.search(r"\b([0-9]+)\s*threads?\b", conditions, re.IGNORECASE)
+    return int(m.group(1)) if m else None
+
+
+def _log_delegate(entry: dict[str, Any]) -> str:
+    ran = [d for d in entry.get("delegates") or [] if d != "xnnpack"]
+    if ran:
+        return "+".join(ran)
+    return "xnnpack" if "xnnpack" in (entry.get("delegates") or []) else "cpu"
+
+
+def _why_not(m: validate.Measurement, soc: str | None, report: dict[str, Any],
+             names: set[str]) -> str | None:
+    """Why row ``m`` does not compare like with like with the import (None: it does)."""
+    row_soc = soc_key(m.measured_on)
+    if soc is None:
+        return "the profile names no SoC (pass --soc), so the row's SoC cannot be matched"
+    if row_soc != soc:
+        return f"measured on {m.measured_on}, the profile is a {soc.title()}"
+    if m.quantity == "latency_ms":
+        entry = report.get("latency_ms", {}).get(m.network, {}).get(m.unit)
+        if entry is None or Path(entry["file"]).name not in names:
+            return "no benchmark_model output for this network and unit (the profile's value is " \
+                   "the base's)"
+        log = f"{Path(entry['file']).name}"
+        want, got = _row_delegate(m.conditions), _log_delegate(entry)
+        if want is None:
+            return f"the row's conditions ({m.conditions!r}) name no delegate to match {log} with"
+        if want != got:
+            return f"delegate: the row is {want}, {log} ran {got}"
+        threads = _row_threads(m.conditions)
+        if want == "cpu" and threads is not None:
+            if entry.get("threads") is None:
+                return f"threads: the row is {threads} threads, {log} does not state its count"
+            if entry["threads"] != threads:
+                return f"threads: the row is {threads} threads, {log} ran {entry['threads']}"
+        return None
+    if m.quantity == "power_w":
+        entry = report.get("power", {}).get(m.unit)
+        if entry is None or "w" not in entry:
+            return "not given by the power_profile.xml (the profile's value is the base's)"
+        missing = [i for i in entry.get("items", []) if i not in m.conditions]
+        if missing:
+            return f"the row is not built from {', '.join(missing)}, which the import used"
+        cores = re.search(r"\bx\s*([0-9]+)\b", m.conditions)
+        if entry.get("cores") is not None and cores and int(cores.group(1)) != entry["cores"]:
+            return f"cores: the row counts {cores.group(1)}, the import {entry['cores']}"
+        return None
+    return f"quantity {m.quantity} is not something an import gives"
+
+
+def covered_validation(profile: str | os.PathLike, target: str,
+                       inputs: Sequence[str | os.PathLike] | None = None) -> Coverage:
+    """``autoscale validate``'s latency and power rows for ``target`` against the imported
+    ``profile``, compared only where like for like.
+
+    ``target`` is a device the bundled measurements name (``mi8pro``: its rows, whatever phone
+    they were measured on) or a SoC (``"Snapdragon 845"``: every row measured on a phone with
+    that SoC, whichever bundled device it validates). A row is compared when the profile's
+    ``soc`` is the row's SoC, its number came from one of ``inputs`` (default: every input in
+    ``<stem>.import.json``) and the conditions match: for latency the same network and unit,
+    the same delegate (CPU, XNNPACK, GPU, NNAPI, Hexagon: an NNAPI row is not a Hexagon log) and,
+    on the CPU, the same thread count (a log that does not state it does not match); for power
+    the same ``power_profile.xml`` items and core count. Every other row is listed in
+    ``not_covered`` with the reason.
+
+    Raises:
+        ProfileImportError: ``target`` is neither a measured device nor a SoC with rows, or the
+            import report beside ``profile`` is missing.
+    """
+    profile = Path(profile)
+    report_path = profile.with_name(profile.stem + ".import.json")
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, ValueError) as e:
+        raise ProfileImportError(f"{report_path}: cannot read the import report written beside "
+                                 f"{profile.name} ({e}); re-run autoscale profile import") from None
+    if inputs is None:
+        inputs = [i["file"] for i in report.get("inputs", [])]
     names = {Path(p).name for p in inputs}
-
-    def provenance(m: validate.Measurement) -> str:
-        if m.quantity == "latency_ms":
-            row = data.get("latency_ms", {}).get(m.network, {})
-            return str(row.get("sources", {}).get(m.unit, row.get("source", "")))
-        if m.quantity == "power_w":
-            *table, key = m.unit.split(".")
-            t = data
-            for k in table:
-                t = t.get(k, {})
-            return str(t.get("sources", {}).get(key, t.get("source", "")))
-        return ""
-
-    return [c for c in comparisons if c.m.device == as_device and c.world is not None
-            and any(provenance(c.m).startswith(n + ":") or provenance(c.m).startswith(n + " ")
-                    for n in names)]
+    rows: list[validate.Measurement] = []
+    for path in sorted(validate.MEASUREMENTS_DIR.glob("*.csv")):
+        rows += validate.read_measurements(path)[1]
+    devices = sorted({m.device for m in rows if m.device and "/" not in m.device})
+    if target in devices:
+        mine = [m for m in rows if m.device == target
+                or m.quantity == "latency_ratio" and m.device.partition("/")[0] == target]
+    else:
+        key = soc_key(target)
+        socs = sorted({k for m in rows if m.device and "/" not in m.device
+                       and (k := soc_key(m.measured_on))})
+        if key is None or key not in socs:
+            raise ProfileImportError(
+                f"--validate-as {target!r}: neither a device the measurements name "
+                f"({', '.join(devices)}) nor a SoC they were measured on "
+                f"({', '.join(s.title() for s in socs)})")
+        mine = [m for m in rows if m.device and "/" not in m.device
+                and soc_key(m.measured_on) == key]
+    ratio = [m for m in mine if m.quantity == "latency_ratio"]
+    mine = [m for m in mine if m.quantity in ("latency_ms", "power_w")]
+    soc = soc_key(str(config.read_toml(profile).get("soc", "")))
+    profiles = {m.device: str(profile) for m in mine}
+    compared, not_covered = [], []
+    for m in mine:
+        why = _why_not(m, soc, report, names)
+        if why is None:
+            world = validate.world_value(m, profiles)
+            if world is None:
+                not_covered.append((m, f"the profile has no {m.unit}"))
+            else:
+                compared.append(validate.Comparison(m, world))
+        else:
+            not_covered.append((m, why))
+    return Coverage(target=target, compared=compared, not_covered=not_covered,
+                    ratio_rows=len(ratio))
 
 
 # --------------------------------------------------------------------------------------------
