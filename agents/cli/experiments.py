@@ -344,11 +344,15 @@ def gap(
     seeds: Annotated[int, typer.Option(help="Q-learning seeds 0..N-1")] = 3,
     no_figure: Annotated[bool, typer.Option("--no-figure", help="skip the scatter figures")]
     = False,
+    sim_contexts: Annotated[str, typer.Option(
+        help="the sim-trained learner's requests: 'trace' (the profile's outcomes at the "
+             "trace's contexts) or 'settings' (the plain sim's settings.toml schedule)")]
+    = "trace",
     quiet: Quiet = False,
 ) -> int:
     from agents.experiments.gap import format_report, gap_report
     report = gap_report(trace, profile, out=out, train_steps=train_steps, seeds=range(seeds),
-                        figure=not no_figure, progress=not quiet)
+                        figure=not no_figure, progress=not quiet, sim_contexts=sim_contexts)
     print(format_report(report))
     print(f"\nwrote {Path(out) / 'gap.json'}")
     return 0

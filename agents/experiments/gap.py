@@ -18,7 +18,14 @@ median outcome the profile predicts there), and compared with what was measured:
   spends beyond the trace-trained one (the latter is evaluated on the requests it trained on, so
   it is the optimistic in-sample reference), with QoS violation rates beside it, and the share of
   the trace's requests whose state the sim showed the learner at least 20 times (a policy cannot
-  transfer to states its training world rarely produces);
+  transfer to states its training world rarely produces). The fitted world is the profile's
+  outcome model (what ``autoscale calibrate`` fits) at the *trace's* contexts: requests drawn
+  with replacement from the trace's (network, co-running CPU and memory, both RSSIs), outcomes
+  from the profile with the setting's noise (:class:`FittedAtTraceContexts`; ``--sim-contexts
+  settings`` trains in the plain sim instead, whose co-running apps and signal come from
+  ``settings.toml``'s phone schedule, not from the device: a profile fits no context process).
+  Every environment, in training and evaluation, scores with the profile's ``E_ref``, so the
+  learners optimise the reward they are judged by;
 * a figure per trace: sim against measured latency and energy, one panel per target.
 """
 
@@ -134,31 +141,114 @@ def oracle_agreement(trace: Trace, latency: np.ndarray, energy: np.ndarray,
             "sim_oracle_reward_on_trace": float(r_trace[rows, sim].mean())}
 
 
+#: Where the sim-trained learner's requests come from (``--sim-contexts``).
+SIM_CONTEXTS = ("trace", "settings")
+
+
+class FittedAtTraceContexts:
+    """The profile's world at a trace's contexts: a backend for training in the fitted world.
+
+    Each request is a row of the trace drawn with replacement (its network, co-running CPU and
+    memory, both RSSIs: the device's measured context distribution), its outcomes the profile's
+    (:class:`~autoscale_env.world.rules.OutcomeModel`, the simulator's rules) with lognormal
+    noise of the setting's sigmas (``settings.toml``, as :class:`SimBackend` draws them). Only
+    the contexts come from the trace; no measured outcome is used.
+    """
+
+    deterministic = True
+    energy_source = "model"
+
+    def __init__(self, profile: str, trace: Trace, block_size: int = 256):
+        from autoscale_env.backends.sim import SimBackend
+
+        sim = SimBackend(device=profile, scenario=trace.header.scenario,
+                         setting=trace.header.setting, workloads=tuple(trace.workloads))
+        self.model = sim.model
+        self.targets, self.workloads, self.scenario = sim.targets, sim.workloads, sim.scenario
+        self.setting, self.device_name = sim.setting, sim.device_name
+        self.reference_energy_mj = sim.reference_energy_mj
+        self._accuracy = sim.accuracy_table
+        self._sigma = np.asarray(sim.processes.noise_sigma, dtype=float)
+        self._trace = trace
+        self._block = int(block_size)
+        self._rng: np.random.Generator | None = None
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self._rng = np.random.default_rng(rng.integers(2**63))
+
+    def next_block(self):
+        from autoscale_env.world.types import RequestBlock
+
+        if self._rng is None:
+            raise RuntimeError("FittedAtTraceContexts.next_block() called before reset()")
+        t, n = self._trace, self._block
+        rows = self._rng.integers(t.n_requests, size=n)
+        net = np.asarray(t.network)[rows]
+        ctx = [np.asarray(x, dtype=float)[rows] for x in
+               (t.co_cpu_pct, t.co_mem_pct, t.rssi_wifi_dbm, t.rssi_p2p_dbm)]
+        noise = np.exp(self._sigma * self._rng.standard_normal((n, len(self._sigma))))
+        latency, energy = self.model.outcomes(net, *ctx, noise)
+        return RequestBlock(network=net, co_cpu_pct=ctx[0], co_mem_pct=ctx[1],
+                            rssi_wifi_dbm=ctx[2], rssi_p2p_dbm=ctx[3], latency_ms=latency,
+                            energy_mj=energy, accuracy=self._accuracy[net],
+                            energy_source=self.energy_source)
+
+    def execute(self, block, index: int, action: int):
+        raise NotImplementedError("blocks carry every target's outcome")
+
+    def provenance(self) -> dict[str, str]:
+        return {"model": "autoscale_env.world.rules.request_outcomes",
+                "contexts": f"drawn from {self._trace.path}"}
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
 def qlearning_regret(trace_path: str, profile: str, *, train_steps: int = 20_000,
-                     seeds: Sequence[int] = (0, 1, 2), progress: bool = False) -> dict[str, Any]:
-    """Energy a Q-learner trained in the profile's sim loses on the trace (module docstring)."""
+                     seeds: Sequence[int] = (0, 1, 2), progress: bool = False,
+                     contexts: str = "trace") -> dict[str, Any]:
+    """Energy a Q-learner trained in the profile's sim loses on the trace (module docstring).
+
+    ``contexts``: ``"trace"`` (the fitted world at the trace's contexts,
+    :class:`FittedAtTraceContexts`) or ``"settings"`` (the plain sim's context schedule).
+    """
     from agents.experiments.evaluation import evaluate
     from agents.qlearning import QLearningAgent
+    from autoscale_env.backends.sim import SimBackend
 
+    if contexts not in SIM_CONTEXTS:
+        raise ConfigError(f"--sim-contexts {contexts!r}: valid choices are "
+                          f"{', '.join(SIM_CONTEXTS)}")
     trace = load_trace(trace_path)
     h = trace.header
     names = trace.target_names
     cloud = next((t for t in names if t.startswith("cloud/")), "local/cpu/fp32")
+    # One E_ref for every env: the profile's (what the sim trains with); the replay backend's own
+    # for a device named like a bundled profile would be that bundled profile's, not this one's.
+    e_ref = SimBackend(device=profile, scenario=h.scenario, setting=h.setting,
+                       workloads=tuple(trace.workloads)).reference_energy_mj
+    present = sorted({int(k) for k in np.asarray(trace.network)})
+    replay_ref = {trace.workloads[k].name: float(e_ref[k]) for k in present}
     rows = []
     for seed in seeds:
-        sim_env = gym.make("AutoScale-v0", backend="sim", device=profile, scenario=h.scenario,
-                           setting=h.setting)
+        if contexts == "trace":
+            sim_env = gym.make("AutoScale-v0", backend=FittedAtTraceContexts(profile, trace))
+        else:
+            sim_env = gym.make("AutoScale-v0", backend="sim", device=profile,
+                               scenario=h.scenario, setting=h.setting)
         if [str(t) for t in sim_env.unwrapped.targets] != names:
             raise ConfigError(f"profile {profile}'s targets "
                               f"{[str(t) for t in sim_env.unwrapped.targets]} are not the trace's "
                               f"{names} (in order)")
         real_env = gym.make("AutoScale-v0", backend="replay", trace=trace_path,
-                            backend_options={"order": "shuffle"})
+                            backend_options={"order": "shuffle",
+                                             "reference_energy_mj": replay_ref})
         sim_agent = QLearningAgent(sim_env, seed=seed).learn(train_steps, progress_bar=progress)
         real_agent = QLearningAgent(real_env, seed=seed).learn(train_steps, progress_bar=progress)
         result = {"seed": int(seed)}
         for label, agent in (("sim_trained", sim_agent), ("trace_trained", real_agent)):
-            eval_env = gym.make("AutoScale-v0", backend="replay", trace=trace_path)
+            eval_env = gym.make("AutoScale-v0", backend="replay", trace=trace_path,
+                                backend_options={"reference_energy_mj": replay_ref})
             m = evaluate(agent, eval_env, trace.n_requests, seed=0,
                          cloud_target=cloud).metrics()
             result[label] = {k: m[k] for k in ("energy_mj", "qos_violation_rate",
@@ -166,8 +256,9 @@ def qlearning_regret(trace_path: str, profile: str, *, train_steps: int = 20_000
             eval_env.close()
         sim_env.close()
         real_env.close()
-        result["sim_state_coverage"] = _state_coverage(sim_agent, profile, trace_path, h,
-                                                       train_steps, seed)
+        result["sim_state_coverage"] = _state_coverage(
+            sim_agent, profile, trace_path, h, train_steps, seed,
+            FittedAtTraceContexts(profile, trace) if contexts == "trace" else None)
         e_sim, e_real = result["sim_trained"]["energy_mj"], result["trace_trained"]["energy_mj"]
         result["regret_mj"] = e_sim - e_real
         result["regret"] = e_sim / e_real - 1.0
@@ -178,21 +269,26 @@ def qlearning_regret(trace_path: str, profile: str, *, train_steps: int = 20_000
         mean[label] = {k: float(np.mean([r[label][k] for r in rows]))
                        for k in rows[0][label]}
     return {"train_steps": int(train_steps), "seeds": [int(s) for s in seeds], "mean": mean,
-            "per_seed": rows}
+            "per_seed": rows, "sim_contexts": contexts}
 
 
 #: A state the sim showed at least this often in training counts as covered.
 COVERED_VISITS = 20
 
 
-def _state_coverage(agent, profile: str, trace_path: str, header, steps: int, seed: int) -> float:
+def _state_coverage(agent, profile: str, trace_path: str, header, steps: int, seed: int,
+                    backend=None) -> float:
     """Share of the trace's requests whose observed state the sim showed at least
     :data:`COVERED_VISITS` times in ``steps`` requests from ``reset(seed=seed)`` (the sim world
-    does not react to actions, so this replays what the sim-trained learner saw)."""
+    does not react to actions, so this replays what the sim-trained learner saw; ``backend``:
+    the training world when it is not the plain sim)."""
     from collections import Counter
 
-    sim_env = gym.make("AutoScale-v0", backend="sim", device=profile, scenario=header.scenario,
-                       setting=header.setting)
+    if backend is not None:
+        sim_env = gym.make("AutoScale-v0", backend=backend)
+    else:
+        sim_env = gym.make("AutoScale-v0", backend="sim", device=profile,
+                           scenario=header.scenario, setting=header.setting)
     seen: Counter = Counter()
     obs, _ = sim_env.reset(seed=seed)
     for _ in range(steps):
@@ -256,7 +352,8 @@ def scatter_figure(trace: Trace, latency: np.ndarray, energy: np.ndarray, path: 
 
 def gap_report(traces: Sequence[str], profile: str, *, out: str | os.PathLike | None = None,
                train_steps: int = 20_000, seeds: Sequence[int] = (0, 1, 2),
-               figure: bool = True, progress: bool = False) -> dict[str, Any]:
+               figure: bool = True, progress: bool = False,
+               sim_contexts: str = "trace") -> dict[str, Any]:
     """Everything of the module docstring, per trace; writes ``gap.json`` and figures to ``out``."""
     if isinstance(train_steps, bool) or int(train_steps) != train_steps or train_steps < 0:
         raise ConfigError(f"--train-steps must be an integer >= 0, got {train_steps!r}")
@@ -283,7 +380,8 @@ def gap_report(traces: Sequence[str], profile: str, *, out: str | os.PathLike | 
         }
         if train_steps > 0:
             entry["qlearning"] = qlearning_regret(name, str(profile), train_steps=train_steps,
-                                                  seeds=seeds, progress=progress)
+                                                  seeds=seeds, progress=progress,
+                                                  contexts=sim_contexts)
         if figure and out_dir is not None:
             fig = scatter_figure(trace, latency, energy, out_dir / f"scatter-{label}.png",
                                  f"{label}: sim ({Path(str(profile)).name}) vs measured")
@@ -343,7 +441,9 @@ def format_report(report: dict[str, Any]) -> str:
             s, r = q["sim_trained"], q["trace_trained"]
             lines += [
                 f"Q-learner, {e['qlearning']['train_steps']} training steps, mean of seeds "
-                f"{e['qlearning']['seeds']}, evaluated on the trace:",
+                f"{e['qlearning']['seeds']}, evaluated on the trace; the fitted sim "
+                + ("at the trace's contexts" if e["qlearning"].get("sim_contexts", "trace")
+                   == "trace" else "with settings.toml's contexts") + ":",
                 "",
                 "| trained on | energy mJ/request | QoS violations | oracle match | gap to oracle |",
                 "|---|---|---|---|---|",

@@ -17,7 +17,8 @@ the measurements:
   (``1.4826 x MAD`` of the log residuals, a robust sigma) are reported, not written: the profile
   has no per-network interference, and the noise sigma lives in ``settings.toml`` per setting.
 * **Remote targets** (``edge/...``, ``cloud/...``): the link model at the request's RSSI (RTT and
-  the catalog's bytes at the MCS goodput) is subtracted from the measured latency; the median of
+  the catalog's bytes at the MCS goodput, by :func:`radio.offload` itself, as the simulator and
+  the live backend's link shaping compute it) is subtracted from the measured latency; the median of
   the rest per network is the server's latency, written to an edge/cloud profile beside the phone
   profile (``<stem>_edge.toml``, ``<stem>_cloud.toml``). The link's goodput scale (measured over
   modelled transfer time) is fitted as a check of the link model and reported; links are global
@@ -461,18 +462,30 @@ def _ci(samples: Sequence[float], point: float = math.nan,
     return float(lo), float(hi)
 
 
-def _link_ms(link: config.LinkModel, rssi: np.ndarray,
-             kbit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(transfer ms of ``kbit`` at the model's goodput, RTT ms) per request, NaN where the link
-    is disconnected; at ``s`` x the goodput the transfer takes ``transfer / s``."""
+def _link_ms(link: config.LinkModel, rssi: np.ndarray, up_kbit: np.ndarray,
+             down_kbit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(transfer ms of ``up_kbit`` and ``down_kbit`` at the model's goodput, RTT ms) per request,
+    NaN where the link is disconnected; at ``s`` x the goodput the transfer takes
+    ``transfer / s``. The link model's own functions (:func:`radio.link_state`,
+    :func:`radio.offload` with no server time), which the simulator and the live backend's
+    shaping call too: the server time is ``latency - transfer - RTT`` by the same formula."""
     params = radio.link_params(link)
     rssi = np.asarray(rssi, dtype=np.float64)
-    # a trace's RSSI readings take few distinct values: evaluate the model once per value
-    levels, inverse = np.unique(rssi, return_inverse=True)
-    rate = np.array([radio.goodput_mbps(params, x) for x in levels.tolist()])[inverse]
-    rtt = np.array([radio.rtt_ms(params, x) for x in levels.tolist()])[inverse]
-    transfer = np.where(rate > 0, kbit / np.where(rate > 0, rate, 1.0), np.nan)
-    return transfer.reshape(rssi.shape), rtt.reshape(rssi.shape)
+    transfer, rtt = np.empty(rssi.shape), np.empty(rssi.shape)
+    states = {}  # a trace's RSSI readings take few distinct values: one link state per value
+    for i, (x, up, down) in enumerate(zip(rssi.tolist(), np.broadcast_to(up_kbit, rssi.shape)
+                                          .tolist(), np.broadcast_to(down_kbit, rssi.shape)
+                                          .tolist())):
+        if x not in states:
+            states[x] = radio.link_state(params, 0.0, x, 1.0)
+        goodput, rtt_i, tx_w, rx_w = states[x]
+        if goodput > 0.0:
+            total = radio.offload(goodput, rtt_i, tx_w, rx_w, link.timeout_ms, up, down, 0.0,
+                                  0.0, 0.0)[0]
+            transfer[i], rtt[i] = total - rtt_i, rtt_i
+        else:
+            transfer[i], rtt[i] = math.nan, rtt_i
+    return transfer, rtt
 
 
 def calibrate(traces: Sequence[str | os.PathLike], *, base: str = "mi8pro", name: str = "fitted",
@@ -803,8 +816,8 @@ def _fit_remote(cal: Calibration, data: _Data, targets: list[Target],
                 base: config.DeviceProfile, samples: list[np.ndarray]) -> None:
     links = config.load_links()
     catalog = config.load_workloads()
-    kbit = np.array([(catalog[n].input_bytes + catalog[n].output_bytes) * 8e-3
-                     for n in data.network.tolist()])
+    up_kbit = np.array([catalog[n].input_bytes * 8e-3 for n in data.network.tolist()])
+    down_kbit = np.array([catalog[n].output_bytes * 8e-3 for n in data.network.tolist()])
     networks = sorted(set(data.network.tolist()))
     code = {net: i for i, net in enumerate(networks)}
     net_code = np.array([code[x] for x in data.network.tolist()], dtype=np.int64)
@@ -816,7 +829,7 @@ def _fit_remote(cal: Calibration, data: _Data, targets: list[Target],
         lat = data.latency[:, j]
         connected = rssi >= link.disconnect_rssi_dbm
 
-        transfer, rtt = _link_ms(link, rssi, kbit)
+        transfer, rtt = _link_ms(link, rssi, up_kbit, down_kbit)
 
         def server_medians(rows: np.ndarray, scale: float = 1.0):
             """Per network code, the median of latency minus the link at ``scale`` x its

@@ -108,3 +108,50 @@ def test_report_says_how_each_trace_was_recorded(tmp_path):
     assert "load average 0.1/0.2/0.3 before, 0.4/0.2/0.3 after" in text
     assert "foreign CPU 1.2 % (mean), 5.0 % (busiest interval)" in text
     assert "ANOTHER links.toml" in text
+
+
+def test_the_fitted_world_for_training_draws_the_traces_contexts_and_the_profiles_outcomes(
+        sim_trace):
+    trace = load_trace(sim_trace)
+    world = gap.FittedAtTraceContexts("mi8pro", trace, block_size=400)
+    world.reset(np.random.default_rng(0))
+    b = world.next_block()
+    recorded = set(zip(trace.network.tolist(), trace.co_cpu_pct.tolist(),
+                       trace.co_mem_pct.tolist(), trace.rssi_wifi_dbm.tolist(),
+                       trace.rssi_p2p_dbm.tolist()))
+    drawn = set(zip(b.network.tolist(), b.co_cpu_pct.tolist(), b.co_mem_pct.tolist(),
+                    b.rssi_wifi_dbm.tolist(), b.rssi_p2p_dbm.tolist()))
+    assert drawn <= recorded
+    # outcomes are the profile's with the setting's noise: around the noise-free model, with
+    # the dynamic setting's local sigma 0.05 (median |log| 0.034; 0.015-0.06 leaves room for
+    # 400 draws' sampling error)
+    expected, _ = world.model.outcomes(b.network, b.co_cpu_pct, b.co_mem_pct, b.rssi_wifi_dbm,
+                                       b.rssi_p2p_dbm)
+    local = [j for j, t in enumerate(world.targets) if t.is_local]
+    err = np.abs(np.log(b.latency_ms[:, local] / expected[:, local]))
+    assert 0.015 < np.median(err) < 0.06
+    assert np.array_equal(world.reference_energy_mj, SimBackend("mi8pro").reference_energy_mj)
+
+
+@pytest.mark.slow
+def test_a_learner_trained_at_the_traces_contexts_sees_every_state_of_a_trace_unlike_the_phones(
+        sim_trace, tmp_path):
+    import dataclasses
+
+    from autoscale_env.traces.format import write_trace
+
+    # the host's shape: co-running CPU saturated, memory low, which the phone schedule of
+    # settings.toml never produces together
+    t = load_trace(sim_trace)
+    t = dataclasses.replace(t, co_cpu_pct=np.full(t.n_requests, 95.0),
+                            co_mem_pct=np.full(t.n_requests, 13.0))
+    path = str(write_trace(t, tmp_path / "saturated.csv.gz"))
+    at_trace = gap.qlearning_regret(path, "mi8pro", train_steps=2000, seeds=[0])
+    at_settings = gap.qlearning_regret(path, "mi8pro", train_steps=2000, seeds=[0],
+                                       contexts="settings")
+    # 2000 draws: a state holding 1 % of the trace's requests is shown ~20 times on average,
+    # so only the rarest few states can fall short of the 20 visits that count as covered
+    assert at_trace["mean"]["sim_state_coverage"] > 0.95
+    assert at_settings["mean"]["sim_state_coverage"] < 0.5
+    with pytest.raises(Exception, match="valid choices are trace, settings"):
+        gap.qlearning_regret(path, "mi8pro", train_steps=10, seeds=[0], contexts="phone")

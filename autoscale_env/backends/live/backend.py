@@ -46,6 +46,7 @@ any load generator starts. Networks outside the mix get NaN (no request names th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -389,33 +390,77 @@ class LiveBackend:
         return Outcome(latency_ms, energy, accuracy, "model")
 
     def _run_remote(self, workload: Workload, target: Target, rssi_dbm: float) -> Outcome:
+        """One remote request, its link the link model's own functions (:mod:`.radio`).
+
+        The link's state at ``rssi_dbm`` (:func:`radio.link_state`, goodput noise 1) and
+        :func:`radio.offload` with no server time give the time the link adds: the catalog's
+        input and output bytes at the goodput, plus the RTT. The client adds exactly that to
+        the loopback exchange, so the measured latency is ``link + exchange`` as the
+        simulator's is ``link + server``, and ``autoscale calibrate`` reads the server's time
+        back as ``latency - link`` with the same functions. The energy is
+        :func:`radio.offload`'s for the measured exchange as the server time. A disconnected
+        link is :func:`radio.offload`'s timeout outcome, number for number. The phone's
+        co-running load (the dynamic setting's generators) is held off while the stand-in
+        server computes (:meth:`_remote_quiet`)."""
         name = workload.name
         link = self.links[LINK_OF[target.location]]
         params = radio.link_params(link)
-        wifi_w, base_w = self.power.wifi_active_w, self.power.base_power_w
-        goodput = float(radio.goodput_mbps(params, float(rssi_dbm)))
-        tx_w, rx_w = radio.radio_power_w(params, wifi_w, float(rssi_dbm))
+        wifi_w, base_w = float(self.power.wifi_active_w), float(self.power.base_power_w)
+        goodput, rtt, tx_w, rx_w = radio.link_state(params, wifi_w, float(rssi_dbm), 1.0)
+        up_kbit, down_kbit = workload.input_bytes * 8e-3, workload.output_bytes * 8e-3
+        tail_mj = float(radio.tail_energy_mj(params, wifi_w, float(self.scenario.request_gap_ms)))
+
+        def offload(server_ms: float) -> tuple[float, float]:
+            return radio.offload(goodput, rtt, tx_w, rx_w, link.timeout_ms, up_kbit, down_kbit,
+                                 server_ms, base_w, tail_mj)
+
         if goodput <= 0.0:
             # The simulator's disconnected link, number for number (a recorded trace keeps the
             # row): the phone transmits until the timeout and gives up.
-            return Outcome(link.timeout_ms, (tx_w + base_w) * link.timeout_ms,
-                           _accuracy(workload, target.precision), "model",
+            latency, energy = offload(0.0)
+            return Outcome(latency, energy, _accuracy(workload, target.precision), "model",
                            f"{target}: {link.name} link down at {rssi_dbm:.0f} dBm")
+        link_ms = offload(0.0)[0]  # transfer up and down at the goodput, plus the RTT
         t0 = time.perf_counter()
         try:
-            result = self._clients[target.location].infer(
-                name, self._inputs[name], target.unit, goodput_mbps=goodput,
-                rtt_ms=float(radio.rtt_ms(params, float(rssi_dbm))))
+            with self._remote_quiet():
+                result = self._clients[target.location].infer(
+                    name, self._inputs[name], target.unit, link_ms=link_ms)
         except RemoteError as e:
             elapsed_ms = (time.perf_counter() - t0) * 1e3
             return Outcome(elapsed_ms, (tx_w + base_w) * elapsed_ms, float("nan"), "model",
                            f"{target}: {e}")
-        up_ms = result.bytes_sent * 8e-3 / goodput  # 1 Mbit/s = 1 kbit/ms
-        down_ms = result.bytes_received * 8e-3 / goodput
-        energy = (tx_w * up_ms + rx_w * down_ms + base_w * result.wall_ms
-                  + radio.tail_energy_mj(params, wifi_w, self.scenario.request_gap_ms))
-        return Outcome(result.wall_ms, energy,
+        latency, energy = offload(max(0.0, result.wall_ms - link_ms))
+        return Outcome(latency, energy,
                        _accuracy(workload, result.precision or target.precision), "model")
+
+    @contextlib.contextmanager
+    def _remote_quiet(self):
+        """Hold the CPU load generators off while a stand-in server computes.
+
+        The loopback servers stand in for the tablet and the cloud, other machines that the
+        phone's co-running apps do not slow down (the simulator's server time does not depend
+        on them). On this host they share the cores with the generators, so the generators
+        pause (duty 0, in effect within one period) for the remote request and resume after it;
+        the context monitor does not count the paused time, so a request's co-running CPU is
+        the load its local inferences ran under. Without generators (static setting, or
+        ``load=False``) this does nothing.
+        """
+        loads = [x for x in self._loads if isinstance(x, CpuLoad) and x.running]
+        if not loads:
+            yield
+            return
+        self._monitor.suspend()
+        duty = [x.duty_cycle for x in loads]
+        try:
+            for x in loads:
+                x.set_duty_cycle(0.0)
+            time.sleep(max(x.period_ms for x in loads) / 1e3)  # a busy phase ends within one
+            yield
+        finally:
+            for x, d in zip(loads, duty):
+                x.set_duty_cycle(d)
+            self._monitor.resume()
 
     def _follow_schedule(self, cpu_pct: float, mem_pct: float) -> None:
         """Drive the load generators to the schedule's co-running levels (dynamic setting)."""

@@ -3,15 +3,21 @@
 :class:`RemoteClient` sends one tensor to an :mod:`.server` process and returns the output with
 three timings: the server's own compute time, the real wall time, and the shaped wall time.
 
-**Link shaping is done in the application, not by the kernel** (no ``tc netem``, no root): after
-a request completes, the client sleeps until the exchange has taken at least::
+**Link shaping is done in the application, not by the kernel** (no ``tc netem``, no root). Two
+forms:
 
-    server_ms + rtt_ms + (bytes_sent + bytes_received) * 8 / (goodput_mbps * 1000)
+* ``link_ms`` (what the live backend uses): the link's time, computed by the caller with the link
+  model's own functions (:func:`autoscale_env.world.radio.offload` with no server time), is
+  *added* to the loopback exchange: ``wall_ms = raw_wall_ms + link_ms``. The exchange itself (the
+  server's forward pass, its (de)serialisation, the loopback socket) is then exactly
+  ``wall_ms - link_ms``, the server time of the simulator's ``latency = transfer + RTT +
+  server``, whatever the signal;
+* ``goodput_mbps`` / ``rtt_ms``: the client sleeps until the exchange has taken at least
+  ``server_ms + rtt_ms + (bytes_sent + bytes_received) * 8 / (goodput_mbps * 1000)`` (a floor:
+  a slow exchange hides a short link time).
 
-so a loopback link looks like the Wi-Fi or Wi-Fi Direct link that the caller derived from RSSI
-(see :mod:`autoscale_env.world.radio`). The sleep is added once, at the end: the shaped
-latency is right, but packets are not actually paced, so this models a link's delay, not its
-congestion behaviour.
+The sleep is added once, at the end: the shaped latency is right, but packets are not actually
+paced, so this models a link's delay, not its congestion behaviour.
 
 Every failure (refused, reset, closed, malformed reply, or no reply within ``timeout_s``)
 raises :class:`RemoteError` (an :class:`OSError`) within the timeout; the client never hangs.
@@ -174,7 +180,8 @@ class RemoteClient:
     # -- requests ---------------------------------------------------------------------------
 
     def infer(self, model: str, array: Any, unit: str = "cpu/fp32", *,
-              goodput_mbps: float | None = None, rtt_ms: float = 0.0) -> RemoteResult:
+              goodput_mbps: float | None = None, rtt_ms: float = 0.0,
+              link_ms: float | None = None) -> RemoteResult:
         """Run ``model`` on the server and return its output and timings.
 
         Args:
@@ -183,6 +190,8 @@ class RemoteClient:
             unit: ``processor/precision`` on the server, e.g. ``"gpu/fp32"``.
             goodput_mbps: shaped link goodput, Mbit/s (None: no bandwidth shaping).
             rtt_ms: shaped round-trip time, ms.
+            link_ms: time the link adds to the exchange, ms (module docstring); replaces the
+                ``goodput_mbps`` / ``rtt_ms`` floor when given.
 
         Returns:
             The :class:`RemoteResult`.
@@ -192,6 +201,8 @@ class RemoteClient:
             ServerError: the server answered an error (unknown model, bad input, ...).
             WireError: the request itself cannot be encoded (a caller bug).
         """
+        if link_ms is not None and not link_ms >= 0.0:
+            raise ValueError(f"link_ms must be a number of ms >= 0, got {link_ms}")
         if hasattr(array, "detach"):  # a torch tensor; torch is not imported here
             array = array.detach().cpu().numpy()
         request_id = next(self._ids) % 2**32 or next(self._ids)
@@ -217,8 +228,11 @@ class RemoteClient:
             self.close()
             raise RemoteError(f"response for request {response.request_id} from "
                               f"{self._where()} while waiting for {request_id}")
-        floor_ms = response.compute_ms + shaped_transfer_ms(len(message) + len(data),
-                                                            goodput_mbps, rtt_ms)
+        if link_ms is not None:
+            floor_ms = raw_wall_ms + link_ms
+        else:
+            floor_ms = response.compute_ms + shaped_transfer_ms(len(message) + len(data),
+                                                                goodput_mbps, rtt_ms)
         if floor_ms > raw_wall_ms:
             time.sleep((floor_ms - raw_wall_ms) / 1e3)
         wall_ms = (time.perf_counter() - t0) * 1e3

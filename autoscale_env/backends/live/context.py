@@ -61,7 +61,22 @@ class SystemMonitor:
     def __init__(self, own_pids: Callable[[], Iterable[int]] = tuple):
         self._own_pids = own_pids
         self._procs: dict[int, psutil.Process] = {}
-        self._last = self._read()
+        self._last: tuple[float, float, float] | None = self._read()
+        self._counted = (0.0, 0.0, 0.0)  # CPU seconds of suspended-apart windows since a sample
+
+    def suspend(self) -> None:
+        """Stop counting CPU time (until :meth:`resume`): the next :meth:`sample` covers only
+        the time outside suspended windows (the live backend suspends it while its load
+        generators pause for a remote request). Idempotent."""
+        if self._last is not None:
+            now = self._read()
+            self._counted = tuple(c + a - b for c, a, b in zip(self._counted, now, self._last))
+            self._last = None
+
+    def resume(self) -> None:
+        """Count CPU time again from now (no-op unless suspended)."""
+        if self._last is None:
+            self._last = self._read()
 
     def _processes(self) -> list[psutil.Process]:
         pids = {os.getpid(), *self._own_pids()}
@@ -95,8 +110,11 @@ class SystemMonitor:
     def sample(self) -> tuple[float, float]:
         """``(co_cpu_pct, co_mem_pct)``: co-runners' share of all cores and of physical memory."""
         now = self._read()
-        d_total, d_busy, d_own = (a - b for a, b in zip(now, self._last))
-        self._last = now
+        since = now if self._last is None else self._last  # suspended: nothing since suspend()
+        d_total, d_busy, d_own = (c + a - b for c, a, b in zip(self._counted, now, since))
+        self._counted = (0.0, 0.0, 0.0)
+        if self._last is not None:
+            self._last = now
         cpu = 100.0 * (d_busy - d_own) / d_total if d_total > 0 else 0.0
         mem = psutil.virtual_memory()
         # Only our private resident pages: RSS also counts file-backed shared pages (torch's

@@ -97,6 +97,30 @@ def test_a_link_below_its_disconnection_rssi_fails_without_trying(env):
     assert outcome.energy_mj > 0 and outcome.accuracy == pytest.approx(0.71)  # as the sim
 
 
+def test_a_remote_outcome_is_the_link_models_offload_around_the_measured_exchange(env):
+    from autoscale_env.world import radio
+
+    backend = env.unwrapped.backend
+    block = backend.next_block()
+    edge = [str(t) for t in backend.targets].index("edge/cpu/fp32")
+    outcome = backend.execute(block, 0, edge)
+    w = backend.workloads[int(block.network[0])]
+    p = radio.link_params(backend.links["p2p"])
+    wifi_w, base_w = backend.power.wifi_active_w, backend.power.base_power_w
+    goodput, rtt, tx_w, rx_w = radio.link_state(p, wifi_w, GOOD_RSSI[1], 1.0)
+    tail = radio.tail_energy_mj(p, wifi_w, backend.scenario.request_gap_ms)
+
+    def offload(server_ms):
+        return radio.offload(goodput, rtt, tx_w, rx_w, 1000.0, w.input_bytes * 8e-3,
+                             w.output_bytes * 8e-3, server_ms, base_w, tail)
+
+    link_ms = offload(0.0)[0]
+    server_ms = outcome.latency_ms - link_ms  # what calibrate reads back as the server's time
+    assert server_ms > 0
+    # the same function with the measured server time gives the recorded latency and energy
+    assert offload(server_ms) == pytest.approx((outcome.latency_ms, outcome.energy_mj))
+
+
 def test_out_of_range_action_is_refused(env):
     env.reset(seed=3)
     with pytest.raises((ValueError, AssertionError)):

@@ -114,6 +114,16 @@ def test_shaping_stretches_the_exchange_to_the_link_model(client):
     assert result.transfer_ms >= link_ms
 
 
+def test_link_ms_is_added_to_the_exchange_so_the_rest_is_the_servers_time(client):
+    x = models.example_input(MODEL)
+    result = client.infer(MODEL, x, link_ms=40.0)
+    # wall = exchange + link: the sleep is exact up to the scheduler's wake-up delay (a few ms
+    # on an idle host, 30 ms of slack for a loaded one)
+    assert 40.0 <= result.wall_ms - result.raw_wall_ms < 40.0 + 30.0
+    with pytest.raises(ValueError, match="link_ms"):
+        client.infer(MODEL, x, link_ms=-1.0)
+
+
 def test_bad_requests_are_answered_and_the_connection_survives(client):
     with pytest.raises(ServerError) as info:
         client.infer("alexnet", np.zeros((1, 3, 224, 224), np.float32))
