@@ -9,7 +9,6 @@ import numpy as np
 
 from autoscale_env.world import config
 from autoscale_env.backends import make_backend
-from autoscale_env.backends.sim import SimBackend, SimState
 from autoscale_env.world.types import Backend, RequestBlock, Target
 from autoscale_env.world.actions import check_action, check_open, check_reset_options
 from autoscale_env.world.errors import UnknownNameError
@@ -124,11 +123,11 @@ class AutoScaleEnv(gym.Env):
     ``agents.experiments.evaluation.evaluate``). ``step`` stays the reference. Truncation is the
     ``TimeLimit`` wrapper's business: a caller that bypasses ``step`` advances the wrapper's count.
 
-    On the sim backend ``reset`` also computes the first block of several coming episodes in one
-    compiled call (episode keys peeked from the env's generator; a block is used only when the
-    generator is exactly where that key is drawn, so the trajectory is the same as one episode at
-    a time), since a whole episode fits in one block by default and per-episode Python overheads
-    would otherwise outweigh a compiled agent's steps.
+    A backend may compute the first blocks of several coming episodes in one call (the sim
+    backend does: ``autoscale_env.backends.sim.FirstBlocks``, the same trajectory as one episode
+    at a time) and say so through its optional ``block_batch(block)`` hook; the env then scores
+    and encodes such a batch once, since a whole episode fits in one block by default and
+    per-episode overheads would otherwise outweigh a compiled agent's steps.
 
     ## References
 
@@ -200,13 +199,10 @@ class AutoScaleEnv(gym.Env):
         # with the request just executed, for worlds where an action affects later requests (the
         # drift backend's thermal model). Backends without it cost one ``is None`` test per step.
         self._observe_action = getattr(b, "observe_action", None)
-        # Episode prefetch (see "Batches of requests"): only for the plain sim backend, whose
-        # batched interface (reset_worlds / generate) is what next_block runs with one episode.
-        self._prefetch_ok = (type(b).next_block is SimBackend.next_block
-                             and type(b).reset is SimBackend.reset
-                             and self._observe_action is None)
-        self._queue: _Prefetched | None = None
-        self._backend_behind = False  # the backend was reset but has not generated this block
+        # Optional backend hook: ``block_batch(block)`` says when a block is one row of a batch
+        # computed together (see "Batches of requests"); the batch is scored and encoded once.
+        self._block_batch = getattr(b, "block_batch", None)
+        self._batch: tuple | None = None  # (batch, observations, scores) of the last batch seen
 
     # -----------------------------------------------------------------------------------------
     # Gymnasium API
@@ -223,11 +219,8 @@ class AutoScaleEnv(gym.Env):
         check_reset_options(options, self.RESET_OPTIONS)
         check_open(getattr(self, "_closed", False), "reset()")
         super().reset(seed=seed)
-        if self._prefetch_ok:
-            self._reset_prefetched()
-        else:
-            self.backend.reset(self.np_random)
-            self._load_block()
+        self.backend.reset(self.np_random)
+        self._load_block()
         return self._observation(0), {
             "network": self._net[0], "co_cpu_pct": self._cpu[0], "co_mem_pct": self._mem[0],
             "rssi_wifi_dbm": self._wifi[0], "rssi_p2p_dbm": self._p2p[0],
@@ -311,7 +304,7 @@ class AutoScaleEnv(gym.Env):
         self._closed = True
         self._block = None  # step() checks it anyway, so a closed env costs the hot path nothing
         self._obs = None
-        self._queue = None
+        self._batch = None
 
     # -----------------------------------------------------------------------------------------
     # Structure exposed to agents and tools
@@ -447,12 +440,17 @@ class AutoScaleEnv(gym.Env):
     # i * n_targets + a. The batch API reads the arrays and never pays for the lists.
 
     def _load_block(self) -> None:
-        if self._backend_behind:  # the block shown was prefetched: let the backend catch up
-            self._backend_behind = False
-            self.backend.next_block()
         b = self.backend.next_block()
         if len(b) == 0:
             raise RuntimeError(f"{type(self.backend).__name__}.next_block() returned no requests")
+        batch = self._block_batch(b) if self._block_batch is not None else None
+        if batch is not None and batch[0].latency_ms is not None:
+            whole, j = batch
+            if self._batch is None or self._batch[0] is not whole:
+                self._batch = (whole, self.encoder.encode_block(whole), self.scorer.score_all(
+                    whole.network, whole.latency_ms, whole.energy_mj, whole.accuracy))
+            self._install(b, self._batch[1][j], tuple(x[j] for x in self._batch[2]))
+            return
         obs = self.encoder.encode_block(b)
         if b.latency_ms is not None:
             scores = self.scorer.score_all(b.network, b.latency_ms, b.energy_mj, b.accuracy)
@@ -505,52 +503,6 @@ class AutoScaleEnv(gym.Env):
                 m.reshape(-1).tolist() for m in (self._a_lat, self._a_energy, self._a_acc,
                                                   self._a_reward, self._a_qos, self._a_accmet))
 
-    def _reset_prefetched(self) -> None:
-        """``backend.reset`` + ``_load_block``, from a block computed ahead when the env's
-        generator is exactly where that block's episode key is drawn; else compute ahead now.
-
-        The batch grows (1, 2, 4, ... :data:`PREFETCH_EPISODES`) while every prefetched episode
-        is used, and falls back to 1 on a miss (a seeded reset, a replaced generator), so envs
-        reset with a seed per episode waste at most one episode's block.
-        """
-        rng = self.np_random
-        state = rng.bit_generator.state
-        q = self._queue
-        if q is None or q.next >= len(q.keys) or state != q.expected:
-            size = 1
-            if q is not None and q.next >= len(q.keys) and state == q.expected:
-                size = min(2 * len(q.keys), PREFETCH_EPISODES)
-            q = self._queue = self._prefetch(rng, size)
-        j = q.next
-        self.backend.reset(rng)  # draws the same word the prefetch peeked: the backend's key
-        q.next += 1
-        q.expected = rng.bit_generator.state
-        self._backend_behind = True  # its first block is ours; _load_block catches it up
-        r = q.requests
-        b = RequestBlock(network=r.network[j], co_cpu_pct=r.co_cpu_pct[j],
-                         co_mem_pct=r.co_mem_pct[j], rssi_wifi_dbm=r.rssi_wifi_dbm[j],
-                         rssi_p2p_dbm=r.rssi_p2p_dbm[j], latency_ms=r.latency_ms[j],
-                         energy_mj=r.energy_mj[j],
-                         accuracy=self.backend.accuracy_table[r.network[j]],
-                         energy_source=self.backend.energy_source)
-        self._install(b, q.obs[j], tuple(x[j] for x in q.scores))
-
-    def _prefetch(self, rng: np.random.Generator, size: int) -> _Prefetched:
-        """The first block of the next ``size`` episodes, keyed from a copy of ``rng``."""
-        peek = np.random.Generator(type(rng.bit_generator)())
-        expected = rng.bit_generator.state
-        peek.bit_generator.state = expected
-        backend: SimBackend = self.backend  # type: ignore[assignment]
-        worlds = np.arange(size)
-        sim = SimState(size)
-        backend.reset_worlds([peek] * size, sim, worlds)  # one word each, in order: as resets
-        r = backend.generate(sim, worlds)
-        obs = self.encoder.encode(r.network, co_cpu_pct=r.co_cpu_pct, co_mem_pct=r.co_mem_pct,
-                                  rssi_wifi_dbm=r.rssi_wifi_dbm, rssi_p2p_dbm=r.rssi_p2p_dbm)
-        scores = self.scorer.score_all(r.network, r.latency_ms, r.energy_mj,
-                                       backend.accuracy_table[r.network])
-        return _Prefetched(keys=sim.keys, requests=r, obs=obs, scores=scores, expected=expected)
-
     def _execute(self, i: int, a: int):
         outcome = self.backend.execute(self._block, i, a)
         net = self._block.network[i:i + 1]
@@ -563,10 +515,6 @@ class AutoScaleEnv(gym.Env):
                 self.scorer.reference_energy_mj[net[0]])
         return (float(outcome.latency_ms), float(outcome.energy_mj), float(outcome.accuracy),
                 r, qos, bool(acc[0, 0]), outcome.energy_source, outcome.error)
-
-
-#: Most episodes whose first block ``reset`` computes ahead in one call (sim backend).
-PREFETCH_EPISODES = 64
 
 
 class BlockArrays(NamedTuple):
@@ -613,17 +561,6 @@ class ExecutedArrays(NamedTuple):
     rssi_wifi_dbm: np.ndarray
     rssi_p2p_dbm: np.ndarray
     oracle_action: np.ndarray
-
-
-class _Prefetched:
-    """First blocks of coming episodes, computed in one call (``AutoScaleEnv._prefetch``)."""
-
-    __slots__ = ("expected", "keys", "next", "obs", "requests", "scores")
-
-    def __init__(self, keys, requests, obs, scores, expected):
-        self.keys, self.requests, self.obs, self.scores = keys, requests, obs, scores
-        self.expected = expected  # the env generator's state from which entry `next` is keyed
-        self.next = 0
 
 
 def _read_only(view: BlockArrays) -> BlockArrays:

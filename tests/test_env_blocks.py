@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import autoscale_env  # noqa: F401
-from autoscale_env.env import PREFETCH_EPISODES
+from autoscale_env.backends.sim import PREFETCH_EPISODES
 
 CELLS = [("mi8pro", "streaming", "dynamic"), ("moto_x_force", "translation", "static")]
 
@@ -89,8 +89,9 @@ def test_no_batches_where_actions_are_observed_or_steps_rendered():
 def test_prefetched_resets_give_the_same_episodes_as_one_at_a_time():
     """Episodes prefetched in batches (unseeded resets), dropped on a seeded reset or a replaced
     generator, equal the episodes of an env that computes one block per reset."""
-    a, b = AutoScale(*CELLS[0]), AutoScale(*CELLS[0])
-    b._prefetch_ok = False  # the reference: backend.reset + next_block per episode
+    a = AutoScale(*CELLS[0])
+    b = gym.make("AutoScale-v0", device=CELLS[0][0], scenario=CELLS[0][1], setting=CELLS[0][2],
+                 backend_options={"prefetch_episodes": 1}).unwrapped  # one episode at a time
     sizes = []
     for e in range(2 * PREFETCH_EPISODES + 10):
         seed = 11 if e in (0, 40) else None
@@ -100,13 +101,15 @@ def test_prefetched_resets_give_the_same_episodes_as_one_at_a_time():
         oa, ia = a.reset(seed=seed)
         ob, ib = b.reset(seed=seed)
         assert ia == ib and np.array_equal(oa, ob)
-        sizes.append(len(a._queue.keys))
+        sizes.append(a.backend._ahead.size)
+        assert b.backend._ahead.size == 1
         steps = 120 if e % 17 == 0 else 30  # some episodes run past the first block
         for t in range(steps):
             ra, rb = a.step(t % 9), b.step(t % 9)
             assert ra[1] == rb[1] and ra[4] == rb[4] and np.array_equal(ra[0], rb[0])
         assert a.np_random.bit_generator.state == b.np_random.bit_generator.state
     assert max(sizes) >= 32  # batches grew (and fell back to 1 after the seeded reset)
+    assert sizes[0] == 1 and sizes[40] == 1 and sizes[90] == 1
 
 
 def AutoScale(device, scenario, setting, obs_mode="paper"):

@@ -5,8 +5,13 @@ This module owns the *processes* (which request comes next, under which co-runni
 signal, with which runtime noise); what a request costs on each target is
 :func:`autoscale_env.world.rules.request_outcomes`, the one implementation of the outcome rules.
 :func:`simulate_request` makes one request; :func:`generate_loop` runs it over the requests of
-many episodes (compiled, episodes in parallel). The world does not react to actions, which is what
-makes computing a block of requests ahead legal.
+many episodes (compiled, episodes in parallel). A request's sequential part (which app and signal
+segments and drops it falls in, :func:`advance_processes`) is a few uniform draws; the rest is a
+pure function of its key and index (:func:`request_context`, the noise, the outcomes), so one
+episode's block can be split across threads too (:func:`segments_loop`, then
+:func:`requests_loop` on request ranges). The world does not react to actions, which is what makes
+computing a block of requests ahead legal (and the first blocks of coming episodes,
+:class:`FirstBlocks`).
 
 Randomness (the contract; ``tests/backends/test_sim_batched.py`` checks it)
 --------------------------------------------------------------------------
@@ -247,19 +252,84 @@ def _drop_length(stay_p: float, u: float) -> int:
 
 
 @njit(cache=True, inline="always")
-def _signal(proc: Processes, key, i: int, link: int, mean_dbm, drop_left) -> float:
-    """RSSI of ``link`` at request ``i``: segment mean, fading, deep drops; advances the state."""
+def _advance_signal(proc: Processes, key, i: int, link: int, mean_dbm, drop_left):
+    """``link``'s segment mean at request ``i`` and whether a deep drop covers it; advances the
+    link's state (new segment, new drop, one request of the drop used)."""
     if i == 0 or uniform(key, i, SEGMENT_SWITCH + link) < proc.segment_switch_p:
         mean_dbm[link] = proc.rssi_low[link] + proc.rssi_span[link] * uniform(
             key, i, SEGMENT_MEAN + link)
     if uniform(key, i, DROP_START + link) < proc.drop_p:
         length = _drop_length(proc.drop_stay_p, uniform(key, i, DROP_LENGTH + link))
         drop_left[link] = max(drop_left[link], length)
-    rssi = mean_dbm[link] + proc.fading_sigma_db * normal(key, i, FADING + link)
-    if drop_left[link] > 0:
-        rssi -= proc.drop_depth_db
+    dropped = drop_left[link] > 0
+    if dropped:
         drop_left[link] -= 1
+    return mean_dbm[link], dropped
+
+
+@njit(cache=True, inline="always")
+def _signal(proc: Processes, key, i: int, link: int, mean_dbm: float, dropped: bool) -> float:
+    """RSSI of ``link`` at request ``i``: its segment mean, fading, and the drop's depth."""
+    rssi = mean_dbm + proc.fading_sigma_db * normal(key, i, FADING + link)
+    if dropped:
+        rssi -= proc.drop_depth_db
     return rssi
+
+
+#: :func:`advance_processes`'s packed state: ``app * SEGMENT_APP + WIFI_DROP + P2P_DROP``.
+WIFI_DROP, P2P_DROP, SEGMENT_APP = 1, 2, 4
+
+
+@njit(cache=True, inline="always")
+def advance_processes(proc: Processes, key, i: int, app, mean_dbm, drop_left):
+    """The sequential part of request ``i`` (dynamic setting): which app segment and which
+    signal segments and drops it falls in, as ``(segment, wifi_mean_dbm, p2p_mean_dbm)`` with
+    ``segment`` packed as ``app * SEGMENT_APP`` plus ``WIFI_DROP`` and ``P2P_DROP`` when a drop
+    covers that link. Advances the episode's state: requests of an episode must come in order.
+    Everything else about a request is a pure function of its key and index
+    (:func:`request_context`). The static setting has no state: ``(0, 0.0, 0.0)``."""
+    if proc.static:
+        return 0, 0.0, 0.0
+    if i == 0 or uniform(key, i, APP_SWITCH) < proc.app_switch_p:
+        app[0] = choice(uniform(key, i, APP), len(proc.app_cpu))
+    wifi_mean, wifi_drop = _advance_signal(proc, key, i, 0, mean_dbm, drop_left)
+    p2p_mean, p2p_drop = _advance_signal(proc, key, i, 1, mean_dbm, drop_left)
+    segment = app[0] * SEGMENT_APP
+    if wifi_drop:
+        segment += WIFI_DROP
+    if p2p_drop:
+        segment += P2P_DROP
+    return segment, wifi_mean, p2p_mean
+
+
+@njit(cache=True, inline="always")
+def request_context(proc: Processes, key, i: int, segment: int, wifi_mean_dbm: float,
+                    p2p_mean_dbm: float):
+    """Request ``i``'s network and context ``(network, cpu, mem, wifi, p2p)`` from its
+    segments (:func:`advance_processes`): a pure function, so requests can be computed in any
+    order once their segments are known."""
+    network = proc.networks[choice(uniform(key, i, NETWORK), len(proc.networks))]
+    if proc.static:
+        held = choice(uniform(key, 0, STATIC_APP), len(proc.static_cpu))
+        cpu, mem = proc.static_cpu[held], proc.static_mem[held]
+        wifi = proc.static_wifi_dbm[choice(uniform(key, 0, STATIC_WIFI), len(proc.static_wifi_dbm))]
+        p2p = proc.static_p2p_dbm[choice(uniform(key, 0, STATIC_P2P), len(proc.static_p2p_dbm))]
+    else:
+        app = segment // SEGMENT_APP
+        busy = proc.app_cpu[app] > 0  # an empty background stays at exactly 0 %
+        cpu = _app_load(proc.app_cpu[app], proc.cpu_jitter_pct, normal(key, i, CPU_JITTER), busy)
+        mem = _app_load(proc.app_mem[app], proc.mem_jitter_pct, normal(key, i, MEM_JITTER), busy)
+        wifi = _signal(proc, key, i, 0, wifi_mean_dbm, (segment & WIFI_DROP) != 0)
+        p2p = _signal(proc, key, i, 1, p2p_mean_dbm, (segment & P2P_DROP) != 0)
+    return network, cpu, mem, wifi, p2p
+
+
+@njit(cache=True, inline="always")
+def request_noise(proc: Processes, key, i: int, noise) -> None:
+    """Request ``i``'s lognormal noise factors, into ``noise`` (n_targets + 2,)."""
+    tables = proc.noise_table
+    for j in range(len(noise)):
+        noise[j] = lognormal(key, i, NOISE + j, proc.noise_sigma[j], tables, proc.noise_class[j])
 
 
 @njit(cache=True, inline="always")
@@ -271,23 +341,9 @@ def simulate_request(proc: Processes, world: PhoneWorld, key, i: int, app, mean_
     ``app`` (1,), ``mean_dbm`` (2,), ``drop_left`` (2,): the episode's dynamic state, advanced
     here (requests of an episode must come in order); ``noise`` (n_targets + 2,) is work space.
     """
-    network = proc.networks[choice(uniform(key, i, NETWORK), len(proc.networks))]
-    if proc.static:
-        held = choice(uniform(key, 0, STATIC_APP), len(proc.static_cpu))
-        cpu, mem = proc.static_cpu[held], proc.static_mem[held]
-        wifi = proc.static_wifi_dbm[choice(uniform(key, 0, STATIC_WIFI), len(proc.static_wifi_dbm))]
-        p2p = proc.static_p2p_dbm[choice(uniform(key, 0, STATIC_P2P), len(proc.static_p2p_dbm))]
-    else:
-        if i == 0 or uniform(key, i, APP_SWITCH) < proc.app_switch_p:
-            app[0] = choice(uniform(key, i, APP), len(proc.app_cpu))
-        busy = proc.app_cpu[app[0]] > 0  # an empty background stays at exactly 0 %
-        cpu = _app_load(proc.app_cpu[app[0]], proc.cpu_jitter_pct, normal(key, i, CPU_JITTER), busy)
-        mem = _app_load(proc.app_mem[app[0]], proc.mem_jitter_pct, normal(key, i, MEM_JITTER), busy)
-        wifi = _signal(proc, key, i, 0, mean_dbm, drop_left)
-        p2p = _signal(proc, key, i, 1, mean_dbm, drop_left)
-    tables = proc.noise_table
-    for j in range(len(noise)):
-        noise[j] = lognormal(key, i, NOISE + j, proc.noise_sigma[j], tables, proc.noise_class[j])
+    segment, wifi_mean, p2p_mean = advance_processes(proc, key, i, app, mean_dbm, drop_left)
+    network, cpu, mem, wifi, p2p = request_context(proc, key, i, segment, wifi_mean, p2p_mean)
+    request_noise(proc, key, i, noise)
     request_outcomes(world, network, cpu, mem, wifi, p2p, noise, latency_ms, energy_mj)
     return network, cpu, mem, wifi, p2p
 
@@ -323,11 +379,68 @@ def _generate_rows(proc, world, keys, position, app, mean_dbm, drop_left, worlds
         position[e] += n
 
 
+# Two passes, for blocks of fewer episodes than threads: the sequential part of every request
+# (segments_loop, one thread), then the rest (requests_loop), request ranges split across
+# threads. The first pass leaves each request's segments where the second writes its context:
+# ``network`` holds the packed segment, the two RSSI arrays the segment means.
+
+
+@batch_loop(nogil=True)
+def segments_loop(proc: Processes, keys, position, app, mean_dbm, drop_left, worlds, rows,
+                  network, rssi_wifi_dbm, rssi_p2p_dbm) -> None:
+    """First pass: :func:`advance_processes` of the next ``n`` requests (``network.shape[1]``)
+    of each episode ``worlds[k]``, into row ``rows[k]`` of ``network`` (the packed segment) and
+    the RSSI arrays (the segment means); advances the episodes' state and positions."""
+    n = network.shape[1]
+    for k in range(len(worlds)):
+        e, row = worlds[k], rows[k]
+        episode_app, episode_mean, episode_drop = app[e:e + 1], mean_dbm[e], drop_left[e]
+        for r in range(n):
+            network[row, r], rssi_wifi_dbm[row, r], rssi_p2p_dbm[row, r] = advance_processes(
+                proc, keys[e], position[e] + r, episode_app, episode_mean, episode_drop)
+        position[e] += n
+
+
+@njit(cache=True, nogil=True)
+def requests_loop(proc: Processes, world: PhoneWorld, keys, position, worlds, rows, lo, hi,
+                  network, co_cpu_pct, co_mem_pct, rssi_wifi_dbm, rssi_p2p_dbm, latency_ms,
+                  energy_mj) -> None:
+    """Second pass, after :func:`segments_loop` (so request ``r`` of the block is request
+    ``position - n + r`` of its episode): requests ``lo`` to ``hi`` of each episode's block,
+    context (:func:`request_context`), noise and outcomes, in place."""
+    _requests_rows(proc, world, keys, position, worlds, rows, lo, hi, network, co_cpu_pct,
+                   co_mem_pct, rssi_wifi_dbm, rssi_p2p_dbm, latency_ms, energy_mj,
+                   np.empty(len(proc.noise_sigma)))
+
+
+@batch_loop(nogil=True)
+def _requests_rows(proc, world, keys, position, worlds, rows, lo, hi, network, co_cpu_pct,
+                   co_mem_pct, rssi_wifi_dbm, rssi_p2p_dbm, latency_ms, energy_mj, noise) -> None:
+    """:func:`requests_loop`'s loop (``noise``: work space), without reference counting."""
+    n = network.shape[1]
+    for k in range(len(worlds)):
+        e, row = worlds[k], rows[k]
+        key, start = keys[e], position[e] - n
+        for r in range(lo, hi):
+            i = start + r
+            net, cpu, mem, wifi, p2p = request_context(
+                proc, key, i, network[row, r], rssi_wifi_dbm[row, r], rssi_p2p_dbm[row, r])
+            network[row, r], co_cpu_pct[row, r], co_mem_pct[row, r] = net, cpu, mem
+            rssi_wifi_dbm[row, r], rssi_p2p_dbm[row, r] = wifi, p2p
+            request_noise(proc, key, i, noise)
+            request_outcomes(world, net, cpu, mem, wifi, p2p, noise, latency_ms[row, r],
+                             energy_mj[row, r])
+
+
 # ----------------------------------------------------------------------------------------------
 # Episodes on threads
 
-#: Fewest requests per thread worth a second thread.
+#: Fewest requests per thread worth a second thread (:func:`run_split`).
 MIN_REQUESTS_PER_THREAD = 4096
+#: Fewest requests per thread worth a second thread in :meth:`SimBackend.generate`, which
+#: splits a block's requests (a thread's share of a 1024-request block is ~150 us of work
+#: against tens of us to hand it over).
+MIN_REQUESTS_PER_SPLIT = 2048
 
 _pool: ThreadPoolExecutor | None = None
 _pool_owner = (0, 0)  # (pid, threads): a forked child or a new thread count starts a new pool
@@ -340,12 +453,37 @@ def default_threads() -> int:
     return int(get_num_threads())
 
 
+def thread_pool(threads: int) -> ThreadPoolExecutor:
+    """The ``threads - 1`` worker threads beside the caller's (one pool per process and
+    thread count: a forked child or a new count starts a new one)."""
+    global _pool, _pool_owner
+    with _pool_lock:
+        if _pool is None or _pool_owner != (os.getpid(), threads):
+            _pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="autoscale-kernel")
+            _pool_owner = (os.getpid(), threads)
+        return _pool
+
+
+def run_calls(calls: list, threads: int) -> None:
+    """Run ``fn(*args)`` of every ``(fn, args)`` in ``calls`` (compiled with ``nogil``), the
+    first on the calling thread and the others on :func:`thread_pool`; returns when all are
+    done (an exception in any is raised here)."""
+    if len(calls) == 1:
+        calls[0][0](*calls[0][1])
+        return
+    futures = [thread_pool(threads).submit(fn, *args) for fn, args in calls[1:]]
+    try:
+        calls[0][0](*calls[0][1])
+    finally:
+        for f in futures:
+            f.result()
+
+
 def run_split(loop, head: tuple, worlds: np.ndarray, rows: np.ndarray, tail: tuple,
               requests_per_world: int, threads: int | None = None) -> None:
     """``loop(*head, worlds, rows, *tail)`` with ``worlds``/``rows`` split into contiguous slices
     run on threads (the loops are compiled with ``nogil``). Each episode is computed by exactly
     one call, whole, so the results do not depend on the split."""
-    global _pool, _pool_owner
     threads = default_threads() if threads is None else max(1, int(threads))
     k = min(threads, len(worlds), max(1, len(worlds) * requests_per_world
                                       // MIN_REQUESTS_PER_THREAD))
@@ -353,21 +491,39 @@ def run_split(loop, head: tuple, worlds: np.ndarray, rows: np.ndarray, tail: tup
         loop(*head, worlds, rows, *tail)
         return
     bounds = np.linspace(0, len(worlds), k + 1).astype(np.int64)
-    with _pool_lock:
-        if _pool is None or _pool_owner != (os.getpid(), threads):
-            _pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="autoscale-kernel")
-            _pool_owner = (os.getpid(), threads)
-        pool = _pool
     # Each thread reads its own copy of the read-only tables (records of arrays): compiled code
     # counts references to an array on every read, and threads counting on one shared array
     # would bounce its cache line between cores. State arrays (written) are shared as they are.
-    copies = [tuple(copy.deepcopy(x) if isinstance(x, tuple) else x for x in head)
-              for _ in range(k - 1)]
-    futures = [pool.submit(loop, *own, worlds[lo:hi], rows[lo:hi], *tail)
-               for own, lo, hi in zip(copies, bounds[1:-1], bounds[2:])]
-    loop(*head, worlds[:bounds[1]], rows[:bounds[1]], *tail)
-    for f in futures:
-        f.result()
+    copies = [head] + [tuple(copy.deepcopy(x) if isinstance(x, tuple) else x for x in head)
+                       for _ in range(k - 1)]
+    run_calls([(loop, (*own, worlds[lo:hi], rows[lo:hi], *tail))
+               for own, lo, hi in zip(copies, bounds[:-1], bounds[1:])], threads)
+
+
+def _generate(proc: Processes, world: PhoneWorld, state: tuple, worlds: np.ndarray,
+              rows: np.ndarray, out: tuple, n: int, threads: int) -> None:
+    """:meth:`SimBackend.generate`'s work on up to ``threads`` threads, each given at least
+    ``MIN_REQUESTS_PER_SPLIT`` requests. With at least as many episodes as threads, each thread
+    computes whole episodes (:func:`generate_loop`); with fewer (one env's block), the
+    sequential pass runs first on one thread (:func:`segments_loop`, a few uniform draws per
+    request) and the rest of every request, most of the work, is split by request ranges
+    (:func:`requests_loop`). Both compute every request from the same draws in the same order
+    of operations: the results are the same bit for bit whatever the split."""
+    E = len(worlds)
+    k = min(threads, max(1, E * n // MIN_REQUESTS_PER_SPLIT))
+    if k <= 1:
+        generate_loop(proc, world, *state, worlds, rows, *out)
+    elif E >= k:
+        bounds = np.linspace(0, E, k + 1).astype(np.int64).tolist()
+        run_calls([(generate_loop, (proc, world, *state, worlds[lo:hi], rows[lo:hi], *out))
+                   for lo, hi in zip(bounds[:-1], bounds[1:])], threads)
+    else:
+        network, rssi_wifi_dbm, rssi_p2p_dbm = out[0], out[3], out[4]
+        segments_loop(proc, *state, worlds, rows, network, rssi_wifi_dbm, rssi_p2p_dbm)
+        keys, position = state[:2]
+        bounds = np.linspace(0, n, k + 1).astype(np.int64).tolist()
+        run_calls([(requests_loop, (proc, world, keys, position, worlds, rows, lo, hi, *out))
+                   for lo, hi in zip(bounds[:-1], bounds[1:])], threads)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -411,6 +567,56 @@ class Requests(NamedTuple):
     energy_mj: np.ndarray
 
 
+#: Most episodes whose first block :meth:`SimBackend.next_block` computes in one call.
+PREFETCH_EPISODES = 64
+
+
+class FirstBlocks:
+    """The first blocks of coming episodes, computed in one call (:meth:`SimBackend.reset`,
+    :meth:`SimBackend.next_block`).
+
+    An env resets a new episode every ``MAX_EPISODE_STEPS`` requests, one block by default, so
+    one episode at a time the per-call costs (Python, numba's dispatch, then the env's scoring
+    and encoding) outweigh the compiled work. Episode keys are consecutive words of the env's
+    generator, so the keys of the next ``size`` episodes can be read ahead from a copy of it:
+    the batch is computed (at the first :meth:`SimBackend.next_block` that needs it) from the
+    generator's state at the reset that started it, and entry ``j`` is used only when the
+    generator is exactly where the ``j``-th key is drawn (:meth:`follows`), so the trajectory is
+    the one of one episode at a time. The size grows (1, 2, 4, ... ``prefetch_episodes``) while
+    every entry is used and falls back to 1 on a miss (a seeded reset, a replaced generator):
+    episodes reset with a seed each waste nothing, and a miss wastes at most one batch.
+    """
+
+    __slots__ = ("batch", "expected", "kind", "n", "next", "size", "start", "state")
+
+    def __init__(self, rng: np.random.Generator, size: int, n: int):
+        self.kind = type(rng.bit_generator)
+        self.start = rng.bit_generator.state  # before the first entry's key
+        self.size, self.n = size, n
+        self.next = 0             # entries handed to resets so far
+        self.expected = self.start  # the generator's state from which entry `next` is keyed
+        self.batch: RequestBlock | None = None   # (size, n) arrays, once computed
+        self.state: SimState | None = None       # each entry's state after its first block
+
+    def follows(self, state: dict) -> bool:
+        """Whether a reset from the generator ``state`` draws entry :attr:`next`'s key."""
+        return state == self.expected
+
+    def compute(self, sim: SimBackend) -> None:
+        """The first ``n`` requests of each entry's episode, keyed from a copy of the generator."""
+        peek = np.random.Generator(self.kind())
+        peek.bit_generator.state = self.start
+        worlds = np.arange(self.size)
+        self.state = SimState(self.size)
+        sim.reset_worlds([peek] * self.size, self.state, worlds)  # one word each, as resets
+        r = sim.generate(self.state, worlds, n=self.n)
+        self.batch = RequestBlock(
+            network=r.network, co_cpu_pct=r.co_cpu_pct, co_mem_pct=r.co_mem_pct,
+            rssi_wifi_dbm=r.rssi_wifi_dbm, rssi_p2p_dbm=r.rssi_p2p_dbm, latency_ms=r.latency_ms,
+            energy_mj=r.energy_mj, accuracy=sim.accuracy_table[r.network],
+            energy_source=sim.energy_source)
+
+
 class SimBackend:
     """Analytical world model for one phone in one scenario and setting.
 
@@ -421,6 +627,8 @@ class SimBackend:
         scenario: ``non_streaming``, ``streaming`` or ``translation``.
         setting: ``static`` (conditions drawn per episode, then held) or ``dynamic``.
         block_size: requests computed per block (performance only, see the module docstring).
+        prefetch_episodes: most episodes whose first block :meth:`next_block` computes in one
+            call (:class:`FirstBlocks`; performance only, 1 computes one episode at a time).
         edge, cloud, links, workloads: already loaded remote profiles, link models and catalog,
             passed on to :class:`~autoscale_env.world.rules.OutcomeModel` (default: the bundled data).
         settings: an already loaded ``(apps, static, dynamic)`` as
@@ -440,7 +648,7 @@ class SimBackend:
                  cloud: str | config.DeviceProfile | None = None,
                  links: dict[str, config.LinkModel] | None = None,
                  workloads: tuple[Workload, ...] | None = None,
-                 settings: tuple | None = None):
+                 settings: tuple | None = None, prefetch_episodes: int = PREFETCH_EPISODES):
         self.setting = config.check_setting(setting)
         self.block_size = int(block_size)
         if self.block_size < 1:
@@ -458,8 +666,13 @@ class SimBackend:
         self.apps, self.static, self.dynamic = (
             settings if settings is not None else config.load_settings())
         self.processes = self._processes()
+        self.prefetch_episodes = max(1, int(prefetch_episodes))
         self._state = SimState(1)
+        self._world = np.zeros(1, dtype=np.int64)  # the one row of _state next_block advances
         self._started = False
+        self._ahead: FirstBlocks | None = None
+        self._first: int | None = None  # reset: the episode's entry in _ahead, until next_block
+        self._handed: tuple | None = None  # (block, row, batch) of the last block out of _ahead
 
     def _processes(self) -> Processes:
         names = [w.name for w in self.workloads]
@@ -497,20 +710,55 @@ class SimBackend:
     # Backend protocol
 
     def reset(self, rng: np.random.Generator) -> None:
-        """Start an episode: draw its key from ``rng`` (module docstring)."""
-        self.reset_worlds([rng], self._state, np.array([0]))
+        """Start an episode: draw its key from ``rng`` (module docstring). Its first block may
+        come from a batch of episodes computed together (:class:`FirstBlocks`)."""
+        q = self._ahead
+        follows = q is not None and q.follows(rng.bit_generator.state)
+        if not follows or q.next >= q.size:
+            size = min(2 * q.size, self.prefetch_episodes) if follows else 1
+            q = self._ahead = FirstBlocks(rng, size, self.block_size)
+        self.reset_worlds([rng], self._state, self._world)
+        self._first = q.next
+        q.next += 1
+        q.expected = rng.bit_generator.state
         self._started = True
 
     def next_block(self) -> RequestBlock:
         """Generate the next ``block_size`` requests with every target's outcome."""
         if not self._started:
             raise RuntimeError("SimBackend.next_block() called before reset()")
-        b = self.generate(self._state, np.array([0]))
+        if self._first is not None:  # the episode's first block: from the batch
+            j, self._first = self._first, None
+            q = self._ahead
+            if q.batch is None:
+                q.compute(self)
+            if q.n == self.block_size and q.state.keys[j] == self._state.keys[0]:
+                for mine, theirs in zip(self._state.arrays(), q.state.arrays()):
+                    mine[0] = theirs[j]
+                r = q.batch
+                block = RequestBlock(
+                    network=r.network[j], co_cpu_pct=r.co_cpu_pct[j], co_mem_pct=r.co_mem_pct[j],
+                    rssi_wifi_dbm=r.rssi_wifi_dbm[j], rssi_p2p_dbm=r.rssi_p2p_dbm[j],
+                    latency_ms=r.latency_ms[j], energy_mj=r.energy_mj[j],
+                    accuracy=r.accuracy[j], energy_source=self.energy_source)
+                self._handed = (block, j, r)
+                return block
+        b = self.generate(self._state, self._world)
+        network = b.network[0]
         return RequestBlock(
-            network=b.network[0], co_cpu_pct=b.co_cpu_pct[0], co_mem_pct=b.co_mem_pct[0],
+            network=network, co_cpu_pct=b.co_cpu_pct[0], co_mem_pct=b.co_mem_pct[0],
             rssi_wifi_dbm=b.rssi_wifi_dbm[0], rssi_p2p_dbm=b.rssi_p2p_dbm[0],
             latency_ms=b.latency_ms[0], energy_mj=b.energy_mj[0],
-            accuracy=self.accuracy_table[b.network[0]], energy_source=self.energy_source)
+            accuracy=self.accuracy_table[network], energy_source=self.energy_source)
+
+    def block_batch(self, block: RequestBlock) -> tuple[RequestBlock, int] | None:
+        """Optional backend hook (:class:`~autoscale_env.world.types.Backend`): when ``block``
+        is the last first block :meth:`next_block` handed out of a batch (:class:`FirstBlocks`),
+        ``(batch, j)``: the batch's blocks as one :class:`RequestBlock` of ``(E, n)`` arrays, of
+        which ``block`` is row ``j``; else None. The env scores and encodes a batch once."""
+        if self._handed is None or block is not self._handed[0]:
+            return None
+        return self._handed[2], self._handed[1]
 
     def provenance(self) -> dict[str, str]:
         """Which model produced the numbers (written into trace headers)."""
@@ -561,7 +809,8 @@ class SimBackend:
         of ``state`` (advancing them), as :class:`Requests` of ``E = len(worlds)`` rows, or
         written into row ``rows[k]`` (default ``worlds[k]``) of ``out`` (arrays with ``n``
         columns; any strides, e.g. transposed views of a caller's request-major arrays).
-        ``threads``: see :func:`run_split` (default :func:`default_threads`)."""
+        ``threads`` (default :func:`default_threads`): see :func:`_generate`; the results do not
+        depend on it."""
         worlds = np.ascontiguousarray(worlds, dtype=np.int64)
         n = self.block_size if n is None else int(n)
         if out is None:
@@ -573,6 +822,7 @@ class SimBackend:
             rows = worlds
         else:
             rows = np.ascontiguousarray(rows, dtype=np.int64)
-        run_split(generate_loop, (self.processes, self.model.tables, *state.arrays()), worlds, rows,
-                  tuple(out), out.network.shape[1], threads)
+        _generate(self.processes, self.model.tables, state.arrays(), worlds, rows, tuple(out),
+                  out.network.shape[1], default_threads() if threads is None else max(1, int(threads)))
         return out
+

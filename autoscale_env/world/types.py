@@ -170,6 +170,15 @@ class Backend(Protocol):
             modelled phone :func:`autoscale_env.world.rules.reference_energy_mj` of its profile (a pure
             function of the profile), for a measured one its measured ``local/cpu/fp32`` energy.
         deterministic: True when the same rng gives the same requests and outcomes (sim, replay).
+
+    Optional members, which the env looks up with ``getattr`` (a backend without them works):
+
+    * ``observe_action(block, index, action)``: called after every step with the request just
+      executed, for worlds where an action affects later requests (the drift backend's thermal
+      model).
+    * ``block_batch(block) -> (batch, j) | None``: when the block ``next_block`` just returned is
+      row ``j`` of a batch computed together (a :class:`RequestBlock` of ``(E, n)`` arrays; the
+      sim's first blocks of coming episodes), so the env scores and encodes the batch once.
     """
 
     targets: tuple[Target, ...]

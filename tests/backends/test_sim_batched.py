@@ -121,6 +121,41 @@ def test_thread_count_does_not_change_a_bit(setting):
                 assert a.tobytes() == b.tobytes()
 
 
+@pytest.mark.parametrize("setting", ["static", "dynamic"])
+def test_requests_split_across_threads_change_no_bit(setting, monkeypatch):
+    """Fewer episodes than threads: the sequential pass, then request ranges on threads
+    (``sim._generate``), here forced on small blocks, into fresh arrays and into transposed
+    views with rows (as the fleet calls it); several blocks, so state carries over."""
+    monkeypatch.setattr(sim_module, "MIN_REQUESTS_PER_SPLIT", 1)
+    sim = SimBackend("mi8pro", "non_streaming", setting)
+
+    def run(E, threads, n, transposed):
+        state = SimState(E)
+        sim.reset_worlds([np.random.default_rng(9 + e) for e in range(E)], state, np.arange(E))
+        blocks = []
+        for _ in range(3):
+            if transposed:
+                T = len(sim.targets)
+                ctx = [np.empty((n, E + 1), dtype=np.int64)] + [np.empty((n, E + 1)) for _ in range(4)]
+                outs = [np.empty((n, E + 1, T)) for _ in range(2)]
+                views = sim_module.Requests(*(a.T for a in ctx),
+                                            *(a.transpose(1, 0, 2) for a in outs))
+                rows = np.arange(E) + 1
+                sim.generate(state, np.arange(E), n=n, out=views, threads=threads, rows=rows)
+                blocks.append([np.ascontiguousarray(a[rows]) for a in views])
+            else:
+                blocks.append(list(sim.generate(state, np.arange(E), n=n, threads=threads)))
+        return blocks
+
+    for E, n in ((1, 101), (1, 1024), (2, 37)):
+        want = run(E, 1, n, False)
+        for threads, transposed in ((2, False), (3, False), (3, True)):
+            got = run(E, threads, n, transposed)
+            for g, w in zip(got, want):
+                for a, b in zip(g, w):
+                    assert a.tobytes() == b.tobytes(), (E, n, threads, transposed)
+
+
 _VECTOR_FINGERPRINT = """
 import hashlib, numpy as np, gymnasium as gym, numba
 import autoscale_env
