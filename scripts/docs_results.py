@@ -62,6 +62,7 @@ class Product:
     render: Callable[[Path, str], tuple[str, list[tuple[str, str]]]]
     stdout: bool = False         # the product is the command's standard output
     replace_in_quick: dict[str, str] = field(default_factory=dict)
+    keep: tuple[str, ...] = ()   # output files copied as they are next to the snippet (data)
 
     def command(self, out: Path, quick: bool) -> list[str]:
         argv = [a.replace("{out}", str(out)) for a in self.argv]
@@ -269,7 +270,8 @@ PRODUCTS = [
             PAPER_GRID + ["--features", "fitted"], PAPER_GRID_QUICK, _paper_table(("qlearning",))),
     Product("gap", "The sim-to-real gap of the fitted host profile on the bundled host recordings",
             CLI + ["gap", *HOST_TRACES, "--profile", "host", "--out", "{out}"],
-            ["--train-steps", "500", "--seeds", "1"], _gap, stdout=True),
+            ["--train-steps", "500", "--seeds", "1"], _gap, stdout=True,
+            keep=("gap.json",)),  # the report `autoscale provenance` reads by default
     Product("bench", "Speed: steps per second of the env, the vector env, the sim and the fleet",
             PY + [str(ROOT / "scripts" / "bench.py"), "--quick", "--skip-main-job", "--json",
                   "{out}/bench.json"], [], _stdout_table, stdout=True),
@@ -329,6 +331,9 @@ def write_product(p: Product, out: Path, stdout: str, command: str, stamp: dict,
     ])
     snippet = generated / f"{p.name}.md"
     atomic_write(snippet, text.rstrip() + "\n")
+    for name in p.keep:
+        shutil.copyfile(out / name, generated / name)
+        written.append(generated / name)
     written.append(snippet)
     return written
 

@@ -84,7 +84,11 @@ def test_a_fitted_number_counts_as_sourced_only_when_its_profile_passes_its_gap_
 
 
 def test_the_bundled_host_profile_fails_its_gap_check_and_counts_as_not_sourced():
-    # docs/gap/gap.json: median latency errors 0.29-1.42 against the 0.15 bound
+    # docs/generated/gap.json (the bundled quiet recordings): the local targets' median latency
+    # errors 0.10-0.28 exceed the 0.15 bound, so the profile fails on its own report, not for want
+    # of one
+    status = provenance.fitted_profiles()["devices/host.toml"]
+    assert not status.passes and status.reason.startswith("gap check fails"), status.reason
     text = provenance.report(provenance.collect())
     assert "**Fitted profile host**" in text and "counted as not sourced" in text
 

@@ -22,7 +22,7 @@ links, the settings, the scenarios and the workloads) and **profiles fitted from
 beside the profile; a fitted phone's ``edge``/``cloud`` profiles belong to it). A fitted number
 cites its trace, but it counts as sourced only when its profile passes its own gap check: every
 target's median ``|log(sim / measured)|`` latency error in the gap report (``autoscale gap``,
-``docs/gap/gap.json`` by default) at most :data:`GAP_MEDIAN_LOG_ERROR_MAX`. Without a passing gap
+``docs/generated/gap.json`` by default, written by ``scripts/docs_results.py``) at most :data:`GAP_MEDIAN_LOG_ERROR_MAX`. Without a passing gap
 report a fitted number counts as not sourced.
 """
 
@@ -43,7 +43,7 @@ WORLD_FILES = ("workloads.toml", "links.toml", "scenarios.toml", "settings.toml"
 #: latency error in its gap report is at most this (0.15: about 16 %; the calibration's target).
 GAP_MEDIAN_LOG_ERROR_MAX = 0.15
 #: Where the repository keeps the gap report of the bundled fitted profile (a source checkout).
-DEFAULT_GAP_REPORT = Path(__file__).resolve().parents[2] / "docs" / "gap" / "gap.json"
+DEFAULT_GAP_REPORT = Path(__file__).resolve().parents[2] / "docs" / "generated" / "gap.json"
 #: The span of an estimate without an explicit range: value x (1 -+ this).
 DEFAULT_RELATIVE_RANGE = 0.5
 _META_KEYS = ("source", "sources", "ranges")
