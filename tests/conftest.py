@@ -21,6 +21,20 @@ settings.load_profile("autoscale")
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+#: The hang guard of a test that starts a local Ray cluster. The suite's default (``timeout`` in
+#: setup.cfg, 300 s) covers every other test; a Ray start takes about 15 s on a quiet 2-core
+#: machine but minutes beside a CPU burner on each core (two starts in one test took 2.5 min
+#: there, and the test with its module fixture went past 300 s). A guard against a hang, not a
+#: speed check.
+RAY_TIMEOUT_S = 900
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("distributed") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(RAY_TIMEOUT_S))
+
+
 import autoscale_env  # noqa: F401  (registers AutoScale-v0)
 from autoscale_env.backends.sim import SimBackend
 from autoscale_env.world.config import get_reward_preset, get_scenario
