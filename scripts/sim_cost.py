@@ -23,21 +23,17 @@ T = len(b.targets); N = 200_000
 def draws_only(proc, key, n, noise):
     acc = 0.0
     for i in range(n):
-        for j in range(len(noise)):
-            acc += S.lognormal(key, i, S.NOISE + j, proc.noise_sigma[j], proc.noise_table, proc.noise_class[j])
+        S.request_noise(proc, key, i, noise)
+        acc += noise[0]
     return acc
 
 @njit
 def context_only(proc, key, n, app, mean_dbm, drop_left):
     acc = 0.0
     for i in range(n):
-        net = proc.networks[S.choice(S.uniform(key, i, S.NETWORK), len(proc.networks))]
-        if i == 0 or S.uniform(key, i, S.APP_SWITCH) < proc.app_switch_p:
-            app[0] = S.choice(S.uniform(key, i, S.APP), len(proc.app_cpu))
-        busy = proc.app_cpu[app[0]] > 0
-        cpu = S._app_load(proc.app_cpu[app[0]], proc.cpu_jitter_pct, S.normal(key, i, S.CPU_JITTER), busy)
-        mem = S._app_load(proc.app_mem[app[0]], proc.mem_jitter_pct, S.normal(key, i, S.MEM_JITTER), busy)
-        acc += cpu + mem + net + S._signal(proc, key, i, 0, mean_dbm, drop_left) + S._signal(proc, key, i, 1, mean_dbm, drop_left)
+        segment, wifi_mean, p2p_mean = S.advance_processes(proc, key, i, app, mean_dbm, drop_left)
+        net, cpu, mem, wifi, p2p = S.request_context(proc, key, i, segment, wifi_mean, p2p_mean)
+        acc += net + cpu + mem + wifi + p2p
     return acc
 
 @njit
