@@ -170,6 +170,10 @@ class FittedAtTraceContexts:
         self._accuracy = sim.accuracy_table
         self._sigma = np.asarray(sim.processes.noise_sigma, dtype=float)
         self._trace = trace
+        # The trace's context columns as arrays, once: every block draws rows from them.
+        self._network = np.asarray(trace.network)
+        self._context = [np.asarray(x, dtype=float) for x in
+                         (trace.co_cpu_pct, trace.co_mem_pct, trace.rssi_wifi_dbm, trace.rssi_p2p_dbm)]
         self._block = int(block_size)
         self._rng: np.random.Generator | None = None
 
@@ -181,11 +185,10 @@ class FittedAtTraceContexts:
 
         if self._rng is None:
             raise RuntimeError("FittedAtTraceContexts.next_block() called before reset()")
-        t, n = self._trace, self._block
-        rows = self._rng.integers(t.n_requests, size=n)
-        net = np.asarray(t.network)[rows]
-        ctx = [np.asarray(x, dtype=float)[rows] for x in
-               (t.co_cpu_pct, t.co_mem_pct, t.rssi_wifi_dbm, t.rssi_p2p_dbm)]
+        n = self._block
+        rows = self._rng.integers(self._trace.n_requests, size=n)
+        net = self._network[rows]
+        ctx = [x[rows] for x in self._context]
         noise = np.exp(self._sigma * self._rng.standard_normal((n, len(self._sigma))))
         latency, energy = self.model.outcomes(net, *ctx, noise)
         return RequestBlock(network=net, co_cpu_pct=ctx[0], co_mem_pct=ctx[1],
