@@ -51,9 +51,14 @@ def mcs_index(link: Link, rssi_dbm: float) -> int:
 @njit(cache=True, inline="always")
 def goodput_mbps(link: Link, rssi_dbm: float) -> float:
     """Application goodput (Mbit/s) at ``rssi_dbm``; 0 where the link is disconnected."""
+    return _goodput_at_mcs(link, rssi_dbm, mcs_index(link, rssi_dbm))
+
+
+@njit(cache=True, inline="always")
+def _goodput_at_mcs(link: Link, rssi_dbm: float, mcs: int) -> float:
+    """:func:`goodput_mbps` given ``mcs = mcs_index(link, rssi_dbm)``."""
     if rssi_dbm < link.disconnect_rssi_dbm:
         return 0.0
-    mcs = mcs_index(link, rssi_dbm)
     if mcs < 0:
         return link.below_min_goodput_mbps
     return link.mcs_goodput_mbps[mcs]
@@ -62,7 +67,13 @@ def goodput_mbps(link: Link, rssi_dbm: float) -> float:
 @njit(cache=True, inline="always")
 def rtt_ms(link: Link, rssi_dbm: float) -> float:
     """Round-trip time (ms): the base RTT plus retransmission delay at low MCS."""
-    steps_below = max(0, 4 - mcs_index(link, rssi_dbm))
+    return _rtt_at_mcs(link, mcs_index(link, rssi_dbm))
+
+
+@njit(cache=True, inline="always")
+def _rtt_at_mcs(link: Link, mcs: int) -> float:
+    """:func:`rtt_ms` given the MCS (:func:`mcs_index`)."""
+    steps_below = max(0, 4 - mcs)
     return link.rtt_ms + link.rtt_per_mcs_step_below_4_ms * steps_below
 
 
@@ -90,7 +101,9 @@ def link_state(link: Link, wifi_active_w: float, rssi_dbm: float,
     ``rssi_dbm`` times ``goodput_noise`` (median 1; 0 when disconnected), the round trip and
     the radio's transmit and receive power."""
     tx_w, rx_w = radio_power_w(link, wifi_active_w, rssi_dbm)
-    return goodput_mbps(link, rssi_dbm) * goodput_noise, rtt_ms(link, rssi_dbm), tx_w, rx_w
+    mcs = mcs_index(link, rssi_dbm)  # once for both
+    return (_goodput_at_mcs(link, rssi_dbm, mcs) * goodput_noise, _rtt_at_mcs(link, mcs), tx_w,
+            rx_w)
 
 
 @njit(cache=True, inline="always")
