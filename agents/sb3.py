@@ -86,6 +86,11 @@ class SB3Agent(Agent):
                                tensorboard_log=self.tensorboard_log,
                                policy_kwargs={"net_arch": list(net_arch)} if net_arch else None,
                                **hp)
+        if self.tensorboard_log is None:
+            # SB3's default logger would make an empty SB3-<time> folder in the temporary
+            # directory at every learn(); with nothing to log, log nowhere
+            from stable_baselines3.common.logger import Logger
+            self.model.set_logger(Logger(folder=None, output_formats=[]))
 
     @property
     def nbytes(self) -> int:

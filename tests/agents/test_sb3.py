@@ -81,3 +81,12 @@ def test_an_interrupted_save_keeps_the_previous_model(tmp_path):
         agent.save(str(path))
     assert (path.read_bytes(), (tmp_path / "model.zip.meta.json").read_bytes()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.zip", "model.zip.meta.json"]
+
+
+def test_learning_without_tensorboard_leaves_no_folder_in_the_temporary_directory(
+        tmp_path, monkeypatch):
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    make_agent("a2c", gym.make("AutoScale-v0"), seed=0, n_steps=8).learn(16)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("SB3-")] == []
