@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -27,6 +29,25 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 #: there, and the test with its module fixture went past 300 s). A guard against a hang, not a
 #: speed check.
 RAY_TIMEOUT_S = 900
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (the README's test command), compile the main kernels once, in
+    parallel, before the workers start (``autoscale warm``): with a cold numba cache every worker
+    would otherwise compile the same kernels at once. A failure here is only reported: the tests
+    that use the kernels then fail with the real error."""
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
+        return
+    if os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0"):
+        return
+    from agents.experiments.warm import warm
+    try:
+        seconds = warm(workers=2)
+    except Exception as e:  # noqa: BLE001  (reported, and the tests show it again)
+        print(f"\nautoscale warm failed: {e}", file=sys.stderr)
+        return
+    print("\nkernels compiled or loaded (autoscale warm): "
+          + ", ".join(f"{name} {s:.0f} s" for name, s in seconds.items()), file=sys.stderr)
 
 
 def pytest_collection_modifyitems(config, items):

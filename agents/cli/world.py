@@ -1,5 +1,5 @@
 """The world's commands: ``record``, ``serve``, ``provenance``, ``fit-bins``, ``validate``,
-``calibrate``, ``regenerate-traces``, ``oracle-table``, ``live-report``.
+``calibrate``, ``regenerate-traces``, ``oracle-table``, ``warm``, ``live-report``.
 
 Each function's parameters are its options (help and default in one place); its body calls the
 library (:mod:`autoscale_env`), imported inside the body so the help starts fast.
@@ -363,6 +363,24 @@ def oracle_table(
     from autoscale_env.tools.oracle_table import oracle_table as table
     from autoscale_env.world.config import device_names
     print(table(csv_list(device) if device else device_names(), episodes))
+    return 0
+
+
+@command("warm", usage_errors=(ValueError,),
+         help="Compile the kernels of the env, the vector env, the fleet and the Q-learner ahead of "
+              "their first use (numba's cache), each part in its own process, in parallel: run it "
+              "once in an image build or a CI job so that later processes start in about a "
+              "second.")
+def warm(
+    parts: Annotated[str | None, typer.Option(
+        help="comma-separated parts: fleet, env, vector, qlearning", show_default="all")] = None,
+    workers: Annotated[int, typer.Option(callback=at_least_one,
+                                         help="parts compiled at once")] = 2,
+) -> int:
+    from agents.experiments.warm import warm as warm_kernels
+    seconds = warm_kernels(csv_list(parts) if parts else None, workers=workers)
+    for name, s in seconds.items():
+        print(f"{name}: {s:.1f} s")
     return 0
 
 
