@@ -4,14 +4,15 @@
 
 One world (Mi 8 Pro, non-streaming, dynamic), one thread, 200,000 requests, the best of 5 runs,
 nanoseconds per request. The parts are timed in loops of their own (each sums its results so the
-compiler keeps the work), so they add up to more than the generator, where they overlap:
+compiler keeps the work), compiled as the generator's loops are (``batch_loop``: no reference
+counting), so they add up to more than the generator, where they overlap:
 
 * ``noise``: the request's lognormal noise factors (one per target and one per link);
 * ``context``: the network, the co-running app and its load, both links' signal;
 * ``outcomes``: every target's latency and energy (``rules.request_outcomes``).
 """
 import time, numpy as np, numba
-from numba import njit
+from autoscale_env.world.compiled import batch_loop
 from autoscale_env.backends import sim as S
 from autoscale_env.world.rules import request_outcomes
 numba.set_num_threads(1)
@@ -19,7 +20,7 @@ b = S.SimBackend("mi8pro", "non_streaming", "dynamic", block_size=1024)
 proc, world = b.processes, b.model.tables
 T = len(b.targets); N = 200_000
 
-@njit
+@batch_loop()
 def draws_only(proc, key, n, noise):
     acc = 0.0
     for i in range(n):
@@ -27,7 +28,7 @@ def draws_only(proc, key, n, noise):
         acc += noise[0]
     return acc
 
-@njit
+@batch_loop()
 def context_only(proc, key, n, app, mean_dbm, drop_left):
     acc = 0.0
     for i in range(n):
@@ -36,7 +37,7 @@ def context_only(proc, key, n, app, mean_dbm, drop_left):
         acc += net + cpu + mem + wifi + p2p
     return acc
 
-@njit
+@batch_loop()
 def outcomes_only(world, n, noise, lat, en):
     acc = 0.0
     for i in range(n):
