@@ -239,3 +239,12 @@ def test_forced_fit_carries_the_warning_into_its_report(sim_trace, tmp_path, cap
     assert "# WARNING: FORCED: " in out.read_text()
     report = json.loads((tmp_path / "b.calibration.json").read_text())
     assert report["warnings"][0].startswith("FORCED: ") and report["conditions"][busy]
+
+
+def test_the_record_names_each_trace_as_it_was_given():
+    # a bundled name stays a name (not the install's absolute path) in both places it appears
+    names = ["live-host-non_streaming-static"]
+    cal = calibrate(names, name="host", bootstrap=0)
+    assert cal.traces == names
+    assert list(cal.conditions) == names
+    assert cal.conditions[names[0]]["foreign_cpu"]["mean"] < 0.1

@@ -176,7 +176,8 @@ class Calibration:
     kept: list[str] = field(default_factory=list)
     """Human-readable list of what was not identifiable and kept from the base profile."""
     conditions: dict[str, Any] = field(default_factory=dict)
-    """trace -> its header's recording conditions (None: not recorded)."""
+    """trace (as given, like :attr:`traces`) -> its header's recording conditions (None: not
+    recorded)."""
     interference_ps: dict[str, dict[str, Any]] = field(default_factory=dict)
     """processor -> the processor-sharing fit of its CPU interference beside the linear one
     (report only; :mod:`autoscale_env.tools.interference`): form, params, 95 % intervals and
@@ -531,7 +532,8 @@ def calibrate(traces: Sequence[str | os.PathLike], *, base: str = "mi8pro", name
         settings=sorted({t.header.setting for t in loaded}), bootstrap=int(bootstrap),
         block_requests=int(block_requests),
         requests_per_network=_requests_per_network(loaded),
-        conditions={t.path: t.header.conditions for t in loaded}, warnings=notes,
+        conditions={str(given): t.header.conditions for given, t in zip(traces, loaded)},
+        warnings=notes,
         context={k: dict(zip(("p10", "median", "p90"),
                              (float(v) for v in np.percentile(x * 100, [10, 50, 90]))))
                  for k, x in (("co_cpu_pct", data.cpu), ("co_mem_pct", data.mem))},
