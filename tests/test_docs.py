@@ -206,7 +206,7 @@ def test_the_readme_is_a_front_door():
 def test_the_readme_says_how_long_the_set_up_takes_on_its_first_screen():
     first_screen = " ".join((ROOT / "README.md").read_text().splitlines()[:40])
     assert "about 30 seconds" in first_screen      # the main job, after the install
-    assert "about 10 minutes" in first_screen      # the whole suite, on a fresh clone
+    assert "about 7 minutes" in first_screen       # the whole suite, on a fresh clone
     assert "prints nothing" in first_screen        # the quiet install, so nobody thinks it hung
 
 
