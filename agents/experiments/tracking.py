@@ -86,6 +86,7 @@ class ScalarWriter:
     def __init__(self, logdir: str | Path):
         self.logdir = Path(logdir)
         cls = _events_writer_class()
+        self._enabled = cls is not None
         self._w = None
         if cls is not None:
             self.logdir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +95,7 @@ class ScalarWriter:
     @property
     def enabled(self) -> bool:
         """False when tensorboardX is missing (every call is then a no-op)."""
-        return self._w is not None
+        return self._enabled
 
     def _add(self, summary, step: int | None) -> None:
         from tensorboardX.proto.event_pb2 import Event
@@ -149,7 +150,7 @@ class ScalarWriter:
         self._add(end, None)
 
     def close(self) -> None:
-        """Flush and close the event file (safe to call twice)."""
+        """Flush and close the event file (safe to call twice; later calls write nothing)."""
         if self._w is not None:
             self._w.close()
             self._w = None

@@ -213,11 +213,11 @@ class Processes(NamedTuple):
 
     static: bool
     networks: np.ndarray          # workload index of each of the scenario's networks
-    static_cpu: np.ndarray          # static setting: each app's CPU use (%)
+    static_cpu: np.ndarray        # static setting: each app's CPU use (%)
     static_mem: np.ndarray
-    static_wifi_dbm: np.ndarray     # static setting: Wi-Fi RSSI choices
-    static_p2p_dbm: np.ndarray      # static setting: Wi-Fi Direct RSSI choices
-    app_cpu: np.ndarray             # dynamic setting: each app's mean CPU use (%)
+    static_wifi_dbm: np.ndarray   # static setting: Wi-Fi RSSI choices
+    static_p2p_dbm: np.ndarray    # static setting: Wi-Fi Direct RSSI choices
+    app_cpu: np.ndarray           # dynamic setting: each app's mean CPU use (%)
     app_mem: np.ndarray
     app_switch_p: float
     cpu_jitter_pct: float
@@ -229,9 +229,9 @@ class Processes(NamedTuple):
     drop_p: float
     drop_stay_p: float            # 1 - 1 / mean drop length
     drop_depth_db: float
-    noise_sigma: np.ndarray         # (n_targets + 2,) sigma of each noise entry
+    noise_sigma: np.ndarray       # (n_targets + 2,) sigma of each noise entry
     noise_table: np.ndarray       # (sigmas, NOISE_QUANTILES + 1): lognormal_table of each sigma
-    noise_class: np.ndarray         # (n_targets + 2,) row of noise_table of each noise entry
+    noise_class: np.ndarray       # (n_targets + 2,) row of noise_table of each noise entry
 
 
 @njit(cache=True, inline="always")

@@ -232,7 +232,7 @@ class FleetCore:
             raise IndexError(f"network index outside the catalog's 0..{W - 1}")
         if b is not last:
             self._allocate(B, N, T)
-        # no per-thread copies of the tables (run_split's head): score_block counts no references
+        # every argument but the phones is the tail: the threads share them all
         run_split(score_block, (), self._phone, self._phone,
                   (b.network, b.co_cpu_pct, b.co_mem_pct, b.rssi_wifi_dbm, b.rssi_p2p_dbm,
                    b.latency_ms, b.energy_mj, b.accuracy, self.n_targets, self._reference,
